@@ -1,0 +1,252 @@
+"""``collat-export``: inspect the networks, export them to ONNX and TensorRT, write Triton model folders.
+
+Failures a user can cause (bad checkpoint, bad shapes, no GPU) end with one line on
+stderr and exit code 2; a failed numerical parity check exits 1. No tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .presets import MODEL_KINDS, PRESET_NAMES
+
+EXIT_PARITY = 1
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the package's own error types into one line and an exit code."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .checkpoint import CheckpointError
+        from .networks import InputShapeError
+        from .onnx_export import ParityError
+        from .tensorrt_build import TensorRTUnavailable
+
+        try:
+            return func(*args, **kwargs)
+        except ParityError as exc:
+            _fail(str(exc), EXIT_PARITY)
+        except (CheckpointError, InputShapeError, TensorRTUnavailable, ValueError, OSError) as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+def _network(model: str, preset: str, checkpoint: Path | None):
+    from .checkpoint import load_checkpoint
+    from .networks import build_network
+    from .presets import get_preset
+
+    if checkpoint is not None:
+        loaded = load_checkpoint(checkpoint, model=model, preset=preset)
+        return loaded.network, loaded.preset
+    click.echo(f"note: no --checkpoint for {model}: exporting randomly initialised weights "
+               "(plumbing only, not a trained model)", err=True)
+    p = get_preset(model, preset)
+    return build_network(p).eval(), p
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Export 3D-MROD-Net and the hypoperfusion U-Net for serving.
+
+    \b
+    Example:
+      collat-export info
+      collat-export onnx --model hypo --preset tiny --out build/hypo
+      collat-export repository --target python-onnx --out build/repo
+    """
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@clean_errors
+def info(as_json: bool) -> None:
+    """Parameter counts and FLOPs of every preset at its nominal input grid.
+
+    \b
+    Example:
+      collat-export info --json
+    """
+    import torch
+
+    from .flops import count_flops, parameter_count
+    from .io_spec import example_inputs, network_io
+    from .networks import build_network
+    from .presets import get_preset
+
+    torch.set_grad_enabled(False)
+    rows = []
+    for model in MODEL_KINDS:
+        for name in PRESET_NAMES:
+            p = get_preset(model, name)
+            net = build_network(p).eval()
+            inputs = example_inputs(p)
+            tensors = [torch.from_numpy(inputs[t.name]) for t in network_io(p).inputs]
+            rows.append({
+                "model": model, "preset": name, "parameters": parameter_count(net),
+                "gflops": round(count_flops(net, *tensors) / 1e9, 2),
+                "input": {k: list(v.shape) for k, v in inputs.items()}, "notes": p.notes,
+            })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'model':6} {'preset':6} {'params':>12} {'GFLOP':>9}  input")
+    for r in rows:
+        shapes = " ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in r["input"].items())
+        click.echo(f"{r['model']:6} {r['preset']:6} {r['parameters']:>12,} {r['gflops']:>9.2f}  {shapes}")
+
+
+_model_opt = click.option("--model", type=click.Choice(MODEL_KINDS), required=True)
+_preset_opt = click.option("--preset", type=click.Choice(PRESET_NAMES), default="tiny", show_default=True)
+
+
+@main.command()
+@_model_opt
+@_preset_opt
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="state_dict or self-describing checkpoint.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for model.onnx + model.json.")
+@clean_errors
+def onnx(model: str, preset: str, checkpoint: Path | None, out: Path) -> None:
+    """Export to ONNX (opset 17, dynamic axes) and check parity with PyTorch (fp32, 1e-4).
+
+    \b
+    Example:
+      collat-export onnx --model mrod --preset tiny --checkpoint weights/mrod_tiny.pt --out build/mrod
+    """
+    from .onnx_export import export_onnx
+
+    network, p = _network(model, preset, checkpoint)
+    report = export_onnx(network, p, out, checkpoint=str(checkpoint) if checkpoint else None)
+    click.echo(report.line())
+    click.echo(f"wrote {out / 'model.onnx'} and {out / 'model.json'}")
+
+
+@main.command()
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), required=True,
+              help="model.onnx written by 'collat-export onnx' (its model.json must sit beside it).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for model.plan + model.plan.json.")
+@click.option("--fp16", is_flag=True, help="FP16 engine (builder flag on TensorRT 10, FP16 ONNX on 11+).")
+@click.option("--min", "min_shapes", multiple=True, help="NAME:1x60x1x32x32 (repeatable; defaults from model.json).")
+@click.option("--opt", "opt_shapes", multiple=True, help="NAME:AxBx... optimal shape.")
+@click.option("--max", "max_shapes", multiple=True, help="NAME:AxBx... largest shape.")
+@click.option("--max-batch", type=int, default=None, help="Largest batch of the default profile.")
+@click.option("--workspace", type=float, default=4.0, show_default=True, help="Builder workspace in GiB.")
+@click.option("--timing-cache", type=click.Path(path_type=Path), default=None, help="Reused across builds.")
+@clean_errors
+def tensorrt(onnx_path: Path, out: Path, fp16: bool, min_shapes: tuple[str, ...], opt_shapes: tuple[str, ...],
+             max_shapes: tuple[str, ...], max_batch: int | None, workspace: float, timing_cache: Path | None) -> None:
+    """Build a TensorRT engine for this GPU and check it against ONNX Runtime.
+
+    \b
+    Example:
+      collat-export tensorrt --onnx build/hypo/model.onnx --out build/hypo --fp16
+    """
+    from .tensorrt_build import TensorRTUnavailable, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        raise TensorRTUnavailable(f"cannot build a TensorRT engine here: {reason}")
+    _build_and_check_engine(onnx_path, out, fp16, min_shapes, opt_shapes, max_shapes, max_batch, workspace,
+                            timing_cache)
+
+
+def _build_and_check_engine(onnx_path: Path, out: Path, fp16: bool, min_shapes, opt_shapes, max_shapes,
+                            max_batch: int | None, workspace: float, timing_cache: Path | None) -> None:
+    from .io_spec import TensorSpec
+    from .onnx_export import ParityError, compare, parity_inputs, run_onnxruntime
+    from .presets import preset_from_dict
+    from .repository import BATCHING
+    from .tensorrt_build import (
+        FP16_ENGINE_TOLERANCE,
+        FP32_ENGINE_TOLERANCE,
+        ShapeProfile,
+        build_engine,
+        default_profile,
+        parse_shapes,
+        run_engine,
+    )
+
+    meta_path = onnx_path.with_name("model.json")
+    if not meta_path.exists():
+        raise ValueError(f"{meta_path}: missing; export with 'collat-export onnx' first")
+    meta = json.loads(meta_path.read_text())
+    inputs = tuple(TensorSpec(t["name"], tuple(t["dims"]), t["dtype"]) for t in meta["inputs"])
+    batch = max_batch or BATCHING[meta["triton_name"]].max_batch_size
+    profile = default_profile(inputs, meta["geometry"], batch)
+    profile = ShapeProfile({**profile.min, **parse_shapes(min_shapes)}, {**profile.opt, **parse_shapes(opt_shapes)},
+                           {**profile.max, **parse_shapes(max_shapes)})
+    profile.validate(inputs)
+    engine = out / "model.plan"
+    report = build_engine(onnx_path, engine, profile, fp16=fp16, workspace_gb=workspace, timing_cache=timing_cache)
+    click.echo(f"built {engine} for {report.gpu_name} (sm {report.compute_capability}), TensorRT "
+               f"{report.tensorrt_version}, {report.precision} in {report.build_seconds} s")
+    check = parity_inputs(preset_from_dict(meta))
+    trt_out = run_engine(engine, check)[meta["outputs"][0]["name"]]
+    parity = compare(run_onnxruntime(onnx_path, check), trt_out, reference_name="onnxruntime",
+                     candidate_name="tensorrt", tolerance=FP16_ENGINE_TOLERANCE if fp16 else FP32_ENGINE_TOLERANCE,
+                     inputs=check)
+    report.parity = {"max_abs_diff": parity.max_abs_diff, "mean_abs_diff": parity.mean_abs_diff,
+                     "tolerance": parity.tolerance, "passed": parity.passed}
+    report.write(out / "model.plan.json")
+    click.echo(parity.line())
+    if not parity.passed:
+        raise ParityError(parity.line())
+
+
+@main.command()
+@click.option("--target", type=click.Choice(["tensorrt", "onnxruntime", "python-onnx"]), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@_preset_opt
+@click.option("--mrod-checkpoint", type=click.Path(path_type=Path), default=None)
+@click.option("--hypo-checkpoint", type=click.Path(path_type=Path), default=None)
+@click.option("--config-only", is_flag=True, help="Write config.pbtxt files only (the committed production layout).")
+@click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True)
+@click.option("--cpu-threads", type=int, default=2, show_default=True, help="ONNX Runtime threads per instance.")
+@clean_errors
+def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None, hypo_checkpoint: Path | None,
+               config_only: bool, dynamic_batching: bool, cpu_threads: int) -> None:
+    """Write the Triton model folders of both networks for a deployment target.
+
+    \b
+    Example:
+      collat-export repository --target python-onnx --out build/repo \\
+          --mrod-checkpoint weights/mrod_tiny.pt --hypo-checkpoint weights/hypo_tiny.pt
+    """
+    from .io_spec import network_io
+    from .onnx_export import export_onnx
+    from .presets import get_preset
+    from .repository import write_model_dir
+
+    for model, checkpoint in (("mrod", mrod_checkpoint), ("hypo", hypo_checkpoint)):
+        if config_only:
+            io = network_io(get_preset(model, preset))
+            write_model_dir(out, io, target, dynamic_batching=dynamic_batching, cpu_threads=cpu_threads)
+            click.echo(f"wrote {out / io.triton_name / 'config.pbtxt'}")
+            continue
+        network, p = _network(model, preset, checkpoint)
+        with tempfile.TemporaryDirectory() as tmp:
+            report = export_onnx(network, p, tmp, checkpoint=str(checkpoint) if checkpoint else None)
+            click.echo(f"{model}: {report.line()}")
+            path = write_model_dir(out, network_io(p), target, onnx_dir=Path(tmp),
+                                   dynamic_batching=dynamic_batching, cpu_threads=cpu_threads)
+        click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,131 @@
+"""PyTorch -> ONNX with a numerical parity check against ONNX Runtime.
+
+The export traces the inference graph only (3D-MROD-Net's ordinal head is a training
+aid and is left out because ``forward`` does not use it). Parity is checked on an input
+whose batch and MROD spatial sizes differ from the tracing input, so a dynamic axis that
+was accidentally frozen fails here rather than in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from .io_spec import example_inputs, network_io, run_torch, validate_inputs
+from .presets import Preset
+from .versions import ONNX_OPSET
+
+FP32_PARITY_TOLERANCE = 1e-4
+
+
+class ParityError(RuntimeError):
+    """Two runtimes disagree by more than the tolerance."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    reference: str
+    candidate: str
+    max_abs_diff: float
+    mean_abs_diff: float
+    tolerance: float
+    input_shapes: dict[str, list[int]]
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+    def line(self) -> str:
+        verdict = "ok" if self.passed else "FAILED"
+        return (f"parity {self.candidate} vs {self.reference}: max |diff| {self.max_abs_diff:.3g}, "
+                f"mean |diff| {self.mean_abs_diff:.3g} (tolerance {self.tolerance:g}) {verdict}")
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, *, reference_name: str, candidate_name: str,
+            tolerance: float, inputs: dict[str, np.ndarray]) -> ParityReport:
+    if reference.shape != candidate.shape:
+        raise ParityError(f"{candidate_name} output shape {candidate.shape} != {reference_name} {reference.shape}")
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    return ParityReport(reference_name, candidate_name, float(diff.max()), float(diff.mean()), tolerance,
+                        {k: list(v.shape) for k, v in inputs.items()})
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parity_inputs(preset: Preset) -> dict[str, np.ndarray]:
+    """A batch of 2 and, for MROD, a grid other than the tracing grid: exercises every dynamic axis."""
+    g = preset.geometry
+    if preset.model == "mrod":
+        return example_inputs(preset, batch=2, seed=1, slices=max(1, g.slices // 2 + 1),
+                              height=g.height + 32, width=max(32, g.width - 32))
+    return example_inputs(preset, batch=2, seed=1)
+
+
+def run_onnxruntime(onnx_path: Path, inputs: dict[str, np.ndarray], threads: int = 0) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return session.run(None, {k: v for k, v in inputs.items() if k in names})[0]
+
+
+def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *,
+                tolerance: float = FP32_PARITY_TOLERANCE, checkpoint: str | None = None) -> ParityReport:
+    """Write ``model.onnx`` and ``model.json`` into ``out_dir``; raise :class:`ParityError` past tolerance."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    io = network_io(preset)
+    network.eval()
+    trace = example_inputs(preset, batch=1, seed=0)
+    validate_inputs(preset, trace)
+    args = tuple(torch.from_numpy(trace[t.name]) for t in io.inputs)
+    dynamic = {t.name: {a: f"{t.name.lower()}_{a}" for a in t.dynamic_axes} for t in (*io.inputs, *io.outputs)}
+    onnx_path = out / "model.onnx"
+    tmp_path = out / "model.onnx.partial"
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export, but it is the one
+        # that handles D=1 and fully dynamic 3D shapes without specialising them.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            network, args, str(tmp_path), opset_version=ONNX_OPSET, dynamo=False,
+            input_names=[t.name for t in io.inputs], output_names=[t.name for t in io.outputs],
+            dynamic_axes=dynamic, do_constant_folding=True,
+        )
+    onnx.checker.check_model(onnx.load(str(tmp_path)), full_check=True)
+
+    check = parity_inputs(preset)
+    report = compare(run_torch(network, preset, check), run_onnxruntime(tmp_path, check),
+                     reference_name="pytorch", candidate_name="onnxruntime", tolerance=tolerance, inputs=check)
+    if not report.passed:
+        tmp_path.unlink(missing_ok=True)
+        raise ParityError(report.line())
+    tmp_path.replace(onnx_path)
+    meta = {
+        **preset.describe(),
+        "triton_name": io.triton_name,
+        "opset": ONNX_OPSET,
+        "inputs": [asdict(t) for t in io.inputs],
+        "outputs": [asdict(t) for t in io.outputs],
+        "sha256": sha256_file(onnx_path),
+        "checkpoint": checkpoint,
+        "torch_version": torch.__version__,
+        "parity": asdict(report),
+    }
+    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return report

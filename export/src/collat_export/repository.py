@@ -1,0 +1,111 @@
+"""Triton model directories for the two networks, for each deployment target.
+
+Targets:
+
+* ``tensorrt``: ``platform: "tensorrt_plan"`` on ``KIND_GPU``. The version folder holds
+  ``model.onnx`` as the engine source; ``model.plan`` is built on the GPU that serves it
+  (engines are GPU- and TensorRT-version-specific).
+* ``onnxruntime``: Triton's onnxruntime backend on ``KIND_CPU`` (NGC images without a GPU).
+* ``python-onnx``: a Python-backend model running the ONNX file in ONNX Runtime; what the
+  pip-installed tritonserver (no onnxruntime backend) serves on CPU machines.
+
+The text is written by hand rather than through protobuf so that this package does not
+depend on tritonclient; the tests parse every generated file with Triton's own schema.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .io_spec import NetworkIO, TensorSpec
+
+TARGETS = ("tensorrt", "onnxruntime", "python-onnx")
+
+
+@dataclass(frozen=True)
+class BatchingPolicy:
+    """Dynamic-batching settings of one network.
+
+    The U-Net sees 12 slabs per patient (60 slices, 16-slice window, stride 4), so its
+    preferred sizes are one and two patients; MROD volumes are large and batch by two.
+    """
+
+    max_batch_size: int
+    preferred: tuple[int, ...]
+    max_queue_delay_us: int
+
+
+BATCHING = {
+    "mrod_net": BatchingPolicy(max_batch_size=4, preferred=(2, 4), max_queue_delay_us=5000),
+    "hypoperfusion_unet": BatchingPolicy(max_batch_size=32, preferred=(12, 24), max_queue_delay_us=2000),
+}
+
+
+def _tensor_block(specs: tuple[TensorSpec, ...]) -> str:
+    rows = []
+    for t in specs:
+        dims = ", ".join(str(d) for d in t.dims)
+        rows.append(f'  {{\n    name: "{t.name}"\n    data_type: TYPE_{t.dtype}\n    dims: [ {dims} ]\n  }}')
+    return ",\n".join(rows)
+
+
+def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, cpu_threads: int = 2,
+                  instances: int = 1) -> str:
+    """The ``config.pbtxt`` of one network for one target."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    policy = BATCHING[io.triton_name]
+    lines = [f'name: "{io.triton_name}"']
+    if target == "tensorrt":
+        lines += ['platform: "tensorrt_plan"', 'default_model_filename: "model.plan"']
+    elif target == "onnxruntime":
+        lines += ['backend: "onnxruntime"', 'default_model_filename: "model.onnx"']
+    else:
+        lines += ['backend: "python"']
+    lines.append(f"max_batch_size: {policy.max_batch_size}")
+    lines.append(f"input [\n{_tensor_block(io.inputs)}\n]")
+    lines.append(f"output [\n{_tensor_block(io.outputs)}\n]")
+    if dynamic_batching:
+        preferred = ", ".join(str(p) for p in policy.preferred)
+        lines.append(
+            "dynamic_batching {\n"
+            f"  preferred_batch_size: [ {preferred} ]\n"
+            f"  max_queue_delay_microseconds: {policy.max_queue_delay_us}\n"
+            "}"
+        )
+    kind = "KIND_GPU" if target == "tensorrt" else "KIND_CPU"
+    lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]")
+    if target == "onnxruntime":
+        lines.append(_parameters({"intra_op_thread_count": str(cpu_threads), "inter_op_thread_count": "1"}))
+    elif target == "python-onnx":
+        lines.append(_parameters({"intra_op_threads": str(cpu_threads), "onnx_file": "model.onnx"}))
+    return "\n".join(lines) + "\n"
+
+
+def _parameters(values: dict[str, str]) -> str:
+    rows = [f'  {{\n    key: "{k}"\n    value: {{ string_value: "{v}" }}\n  }}' for k, v in values.items()]
+    return "parameters [\n" + ",\n".join(rows) + "\n]"
+
+
+def write_model_dir(root: Path, io: NetworkIO, target: str, *, onnx_dir: Path | None = None,
+                    dynamic_batching: bool = True, cpu_threads: int = 2) -> Path:
+    """Write ``root/<name>/config.pbtxt`` and its version folder ``1/``.
+
+    ``onnx_dir`` is a folder written by :func:`collat_export.onnx_export.export_onnx`;
+    without it only the configuration is written (the committed production layout).
+    """
+    model_dir = root / io.triton_name
+    version = model_dir / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(
+        render_config(io, target, dynamic_batching=dynamic_batching, cpu_threads=cpu_threads))
+    if onnx_dir is not None:
+        for name in ("model.onnx", "model.json"):
+            shutil.copyfile(onnx_dir / name, version / name)
+    if target == "python-onnx":
+        source = resources.files("collat_export.triton").joinpath("python_onnx_model.py")
+        (version / "model.py").write_text(source.read_text())
+    return model_dir

@@ -1,0 +1,1 @@
+"""Files copied verbatim into Triton model directories (they run inside tritonserver, not here)."""

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from collat_export.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from collat_export.io_spec import example_inputs, run_torch
+from collat_export.networks import build_network
+from collat_export.presets import get_preset
+
+
+@pytest.fixture
+def trained(tmp_path):
+    torch.manual_seed(3)
+    p = get_preset("mrod", "tiny")
+    net = build_network(p)
+    with torch.no_grad():  # make batch-norm statistics non-trivial so a lost buffer shows
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return p, net.eval()
+
+
+def test_round_trip_is_self_describing_and_exact(tmp_path, trained):
+    p, net = trained
+    path = save_checkpoint(tmp_path / "m.pt", net, p, {"epochs": 3})
+    loaded = load_checkpoint(path)
+    assert loaded.preset.describe() == p.describe()
+    assert loaded.training == {"epochs": 3}
+    x = example_inputs(p, slices=2)
+    np.testing.assert_array_equal(run_torch(loaded.network, p, x), run_torch(net, p, x))
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("wrap", ["bare", "lightning", "ddp"])
+def test_plain_state_dicts_load_when_model_and_preset_are_named(tmp_path, trained, wrap):
+    p, net = trained
+    state = net.state_dict()
+    if wrap == "lightning":
+        state = {"state_dict": state, "epoch": 7}
+    elif wrap == "ddp":
+        state = {f"module.{k}": v for k, v in state.items()}
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="pass --model and --preset"):
+        load_checkpoint(tmp_path / "w.pt")
+    loaded = load_checkpoint(tmp_path / "w.pt", model="mrod", preset="tiny")
+    x = example_inputs(p, slices=1)
+    np.testing.assert_array_equal(run_torch(loaded.network, p, x), run_torch(net, p, x))
+
+
+def test_key_mismatch_names_missing_and_unexpected_keys(tmp_path, trained):
+    _, net = trained
+    state = net.state_dict()
+    state.pop("stem.0.weight")
+    state["extra.layer.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "bad.pt", model="mrod", preset="tiny")
+    text = str(err.value)
+    assert "missing keys: stem.0.weight" in text
+    assert "unexpected keys: extra.layer.weight" in text
+    assert str(tmp_path / "bad.pt") in text
+
+
+def test_wrong_network_and_wrong_preset_are_named(tmp_path, trained):
+    p, net = trained
+    path = save_checkpoint(tmp_path / "m.pt", net, p)
+    with pytest.raises(CheckpointError, match="checkpoint is model 'mrod', but 'hypo' was requested"):
+        load_checkpoint(path, model="hypo")
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    # same topology, other widths: keys agree, shapes do not
+    with pytest.raises(CheckpointError, match=r"tensor shapes do not match the preset: stem.0.weight \(8, 60"):
+        load_checkpoint(tmp_path / "bare.pt", model="mrod", preset="full")
+    with pytest.raises(CheckpointError, match="missing keys: .*unexpected keys: "):
+        load_checkpoint(tmp_path / "bare.pt", model="hypo", preset="tiny")
+
+
+def test_unreadable_files_fail_cleanly(tmp_path):
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt", model="mrod", preset="tiny")
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_checkpoint(tmp_path / "absent.pt")

@@ -1,0 +1,128 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from collat_export.io_spec import example_inputs, run_torch
+from collat_export.networks import (
+    HypoperfusionUNet,
+    InputShapeError,
+    MRODNet,
+    build_network,
+    check_mrod_input,
+    sid_bin_edges,
+)
+from collat_export.networks.hypo import AttentionGate
+from collat_export.networks.mrod import MBConv3d
+from collat_export.presets import B0_REPEATS, B0_WIDTHS, get_preset
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "full"])
+def test_mrod_output_matches_input_grid(preset):
+    p = get_preset("mrod", preset)
+    net = build_network(p)
+    # full preset at a small grid keeps the test fast; the geometry rule is the same.
+    x = example_inputs(p, batch=2, slices=3, height=64, width=96)
+    y = run_torch(net, p, x)
+    assert y.shape == (2, 5, 3, 64, 96)
+    assert np.all(np.abs(y) <= 1.0)
+
+
+def test_mrod_accepts_a_single_slice_and_tiny_grid():
+    p = get_preset("mrod", "tiny")
+    y = run_torch(build_network(p), p, example_inputs(p, batch=1, slices=1, height=32, width=32))
+    assert y.shape == (1, 5, 1, 32, 32)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((1, 60, 4, 48, 64), "multiples of 32"),
+    ((1, 59, 4, 64, 64), "T=60"),
+    ((60, 4, 64, 64), "[N, T, D, H, W]"),
+    ((1, 60, 0, 64, 64), "D=0"),
+])
+def test_mrod_rejects_bad_geometry_with_the_rule(shape, message):
+    with pytest.raises(InputShapeError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check_mrod_input(shape, frames=60)
+
+
+def test_mrod_full_preset_has_the_efficientnet_b0_encoder():
+    net = MRODNet(get_preset("mrod", "full").config)
+    blocks = [m for m in net.modules() if isinstance(m, MBConv3d)]
+    assert len(blocks) == sum(B0_REPEATS) == 16
+    assert [stage[-1].project[0].out_channels for stage in net.stages] == list(B0_WIDTHS)
+    depthwise = [b.depthwise[0] for b in blocks]
+    assert {d.kernel_size for d in depthwise} == {(3, 3, 3), (5, 5, 5)}
+    assert all(d.stride[0] == 1 for d in depthwise), "strides must leave the slice axis alone"
+    assert len(net.decoder) == 4
+
+
+def test_mrod_ordinal_head_is_training_only_and_sid_bins_follow_the_formula():
+    p = get_preset("mrod", "tiny")
+    net = build_network(p).train()
+    x = torch.from_numpy(example_inputs(p, batch=2, slices=2)["PERFUSION"])
+    reg, logits = net.forward_train(x)
+    assert reg.shape == (2, 5, 2, 64, 64)
+    assert logits.shape == (2, 5, 5, 2, 64, 64)
+    edges = sid_bin_edges(5).numpy()
+    expected = [math.exp(math.log(0.001) + math.log(1.001 / 0.001) * i / 5) for i in range(6)]
+    np.testing.assert_allclose(edges, expected, rtol=1e-6)
+    assert np.all(np.diff(edges) > 0) and np.all(np.diff(np.diff(edges)) > 0), "spacing must increase"
+
+
+def test_stochastic_depth_only_in_training():
+    p = get_preset("mrod", "tiny")
+    net = build_network(p)
+    x = torch.from_numpy(example_inputs(p, batch=4, slices=2)["PERFUSION"])
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x))
+    rates = [m.drop_connect for m in net.modules() if isinstance(m, MBConv3d)]
+    assert rates[0] == 0.0 and 0.0 < rates[-1] < p.config.drop_connect
+
+
+@pytest.mark.parametrize("preset", ["tiny", "full"])
+def test_unet_outputs_a_probability_per_voxel_of_the_slab(preset):
+    p = get_preset("hypo", preset)
+    net = build_network(p)
+    x = example_inputs(p, batch=2)
+    if preset == "full":  # same topology on a smaller in-plane grid for speed
+        x = {"IMAGE": x["IMAGE"][..., :32, :32].copy(), "NIHSS": x["NIHSS"]}
+    y = run_torch(net, p, x)
+    assert y.shape == (2, 1, 16) + x["IMAGE"].shape[-2:]
+    assert y.min() >= 0.0 and y.max() <= 1.0
+
+
+def test_unet_topology_and_clinical_input():
+    p = get_preset("hypo", "full")
+    net = HypoperfusionUNet(p.config)
+    assert len([m for m in net.modules() if isinstance(m, AttentionGate)]) == 4
+    assert [len(b.convs) for b in net.encoder] == [3, 3, 3, 3]
+    assert net.encoder[0].convs[0][0].out_channels == 32
+    assert net.bottleneck.convs[0][0].out_channels == 512
+    # the decoder's first level sees the bottleneck features plus one NIHSS channel
+    assert net.decoder[0].up.in_channels == 512 + 1
+
+    tiny = get_preset("hypo", "tiny")
+    small = build_network(tiny).eval()
+    x = example_inputs(tiny, batch=1)
+    image = torch.from_numpy(x["IMAGE"][..., :32, :32].copy())
+    with torch.no_grad():
+        low = small(image, torch.zeros(1, 1))
+        high = small(image, torch.full((1, 1), 2.0))
+    # random weights give a small effect; any effect proves the path exists
+    assert (low - high).abs().max() > 1e-7, "NIHSS must reach the output"
+
+
+def test_unet_rejects_wrong_slab():
+    p = get_preset("hypo", "tiny")
+    x = example_inputs(p)
+    with pytest.raises(InputShapeError, match="16 slices"):
+        run_torch(build_network(p), p, {"IMAGE": x["IMAGE"][:, :, :8].copy(), "NIHSS": x["NIHSS"]})
+    with pytest.raises(InputShapeError, match="nihss"):
+        run_torch(build_network(p), p, {"IMAGE": x["IMAGE"], "NIHSS": np.zeros((1, 2), np.float32)})

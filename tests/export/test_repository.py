@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from collat_export.io_spec import network_io
+from collat_export.presets import get_preset
+from collat_export.repository import BATCHING, TARGETS, render_config, write_model_dir
+from collat_export.triton.python_onnx_model import group_by_shape, split_batch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("model", ["mrod", "hypo"])
+def test_configs_parse_with_tritons_schema(target, model):
+    io = network_io(get_preset(model, "tiny"))
+    cfg = parse(render_config(io, target))
+    policy = BATCHING[io.triton_name]
+    assert cfg.name == io.triton_name
+    assert cfg.max_batch_size == policy.max_batch_size
+    assert list(cfg.dynamic_batching.preferred_batch_size) == list(policy.preferred)
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == policy.max_queue_delay_us
+    kind = model_config_pb2.ModelInstanceGroup.KIND_GPU if target == "tensorrt" else \
+        model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert [g.kind for g in cfg.instance_group] == [kind]
+    assert [(i.name, list(i.dims)) for i in cfg.input] == [(t.name, list(t.dims)) for t in io.inputs]
+    assert all(i.data_type == model_config_pb2.TYPE_FP32 for i in cfg.input)
+    if target == "tensorrt":
+        assert cfg.platform == "tensorrt_plan" and cfg.default_model_filename == "model.plan"
+    elif target == "onnxruntime":
+        assert cfg.backend == "onnxruntime"
+    else:
+        assert cfg.backend == "python" and cfg.parameters["onnx_file"].string_value == "model.onnx"
+
+
+def test_mrod_declares_dynamic_grid_and_unet_a_fixed_slab():
+    mrod = parse(render_config(network_io(get_preset("mrod", "full")), "tensorrt"))
+    hypo = parse(render_config(network_io(get_preset("hypo", "full")), "tensorrt"))
+    assert list(mrod.input[0].dims) == [60, -1, -1, -1]
+    assert list(mrod.output[0].dims) == [5, -1, -1, -1]
+    assert list(hypo.input[0].dims) == [4, 16, 128, 128]
+    assert list(hypo.input[1].dims) == [1]
+
+
+def test_dynamic_batching_can_be_switched_off():
+    cfg = parse(render_config(network_io(get_preset("hypo", "tiny")), "python-onnx", dynamic_batching=False))
+    assert not cfg.HasField("dynamic_batching")
+
+
+def test_unknown_target_is_refused():
+    with pytest.raises(ValueError, match="unknown target"):
+        render_config(network_io(get_preset("hypo", "tiny")), "tflite")
+
+
+def test_python_onnx_folder_carries_its_backend_script(tmp_path):
+    io = network_io(get_preset("hypo", "tiny"))
+    model_dir = write_model_dir(tmp_path, io, "python-onnx")
+    script = (model_dir / "1" / "model.py").read_text()
+    assert "class TritonPythonModel" in script
+    assert "collat_export" not in script.split('"""', 2)[2], "must not import the export package"
+
+
+@pytest.mark.parametrize("model", ["mrod", "hypo"])
+def test_committed_repository_is_what_the_tensorrt_target_writes(model):
+    io = network_io(get_preset(model, "full"))
+    committed = ROOT / "model_repository" / io.triton_name / "config.pbtxt"
+    assert committed.read_text() == render_config(io, "tensorrt"), \
+        "regenerate with: collat-export repository --target tensorrt --config-only --out model_repository"
+
+
+def test_requests_are_grouped_by_shape_and_split_back():
+    shapes = [((1, 60, 4, 64, 64),), ((2, 60, 4, 64, 64),), ((1, 60, 8, 64, 64),), ((1, 60, 4, 64, 64),)]
+    assert group_by_shape(shapes) == [[0, 1, 3], [2]]
+    stacked = np.arange(4 * 3).reshape(4, 3)
+    parts = split_batch(stacked, [1, 2, 1])
+    assert [p.tolist() for p in parts] == [[[0, 1, 2]], [[3, 4, 5], [6, 7, 8]], [[9, 10, 11]]]
