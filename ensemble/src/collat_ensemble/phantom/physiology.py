@@ -1,0 +1,136 @@
+"""Haemodynamics of the phantom: tissue parameters, the ischaemic territory, indicator dilution.
+
+Literature values (healthy adults; Leenders et al. 1990 PET, Østergaard 2005 DSC review):
+grey matter CBF 60 and white matter 22 mL/100 g/min; CBV 4.0 and 2.0 mL/100 g; hence
+MTT = CBV/CBF = 4.0 s and 5.5 s (central volume theorem).
+
+The ischaemic territory is an MCA-like ellipsoid in one hemisphere. Within it, with r the
+normalized distance from its centre (0 centre, 1 edge) and g the collateral grade
+(0 very poor .. 5 excellent):
+
+* extra arrival delay (= Tmax, since the residue is exponential) = Dmax(g) * sqrt(1 - r^2),
+  Dmax(g) = 4 + 2.4 (5 - g) s: excellent collaterals never reach Tmax 6 s;
+* CBF factor = 1 - (1 - fmin(g)) (1 - r^2), fmin(g) = 0.25 + 0.12 g;
+* ischaemic core (ADC drop) for r < rcore, rcore = (0.75 - 0.09 g) x jitter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .anatomy import Anatomy
+
+GM_CBF, WM_CBF = 60.0, 22.0  # mL/100 g/min
+GM_CBV, WM_CBV = 4.0, 2.0  # mL/100 g
+TMAX_THRESHOLD_S = 6.0
+FINE_DT = 0.1  # s, resolution of the indicator-dilution calculation
+
+
+@dataclass(frozen=True)
+class Stroke:
+    side: str  # "left" | "right"
+    grade: int  # collateral grade 0..5
+    size: float  # territory scale, 0.6..1.1
+    core_jitter: float
+
+    @property
+    def sign(self) -> float:
+        return -1.0 if self.side == "left" else 1.0  # RAS: left hemisphere has x < 0
+
+    @property
+    def max_delay_s(self) -> float:
+        return 4.0 + 2.4 * (5 - self.grade)
+
+    @property
+    def min_flow(self) -> float:
+        return 0.25 + 0.12 * self.grade
+
+    @property
+    def core_radius(self) -> float:
+        return (0.75 - 0.09 * self.grade) * self.core_jitter
+
+
+def territory_radius(world: np.ndarray, stroke: Stroke) -> np.ndarray:
+    """Normalized distance from the territory centre (ellipsoid, one hemisphere); > 1 outside."""
+    centre = np.array([stroke.sign * 36.0, -14.0, 12.0], dtype=np.float32)
+    radii = np.array([30.0, 55.0, 40.0], dtype=np.float32) * stroke.size
+    r = np.sqrt((((world - centre) / radii) ** 2).sum(axis=-1))
+    wrong_side = world[..., 0] * stroke.sign < 2.0
+    return np.where(wrong_side, np.inf, r).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Haemodynamics:
+    cbf: np.ndarray  # mL/100 g/min
+    mtt: np.ndarray  # s
+    delay: np.ndarray  # s, arrival delay relative to the arterial input (= Tmax)
+    core: np.ndarray  # bool
+
+
+def haemodynamics(anatomy: Anatomy, stroke: Stroke, rng: np.random.Generator) -> Haemodynamics:
+    gm, wm = anatomy.gm, anatomy.wm
+    tissue = np.maximum(gm + wm, 1e-3)
+    cbf_normal = (gm * GM_CBF + wm * WM_CBF) / tissue
+    cbv_normal = (gm * GM_CBV + wm * WM_CBV) / tissue
+    r = territory_radius(anatomy.world, stroke)
+    inside = np.clip(1.0 - r**2, 0.0, 1.0)
+    flow_factor = 1.0 - (1.0 - stroke.min_flow) * inside
+    cbf = cbf_normal * flow_factor
+    # Collateral flow keeps volume up while flow falls: MTT lengthens (autoregulation).
+    cbv = cbv_normal * (1.0 + 0.3 * inside * (stroke.grade / 5.0))
+    mtt = np.clip(60.0 * cbv / np.maximum(cbf, 1e-3), 2.0, 14.0)
+    # Healthy arrival spread: distal tissue fills up to ~1.5 s after proximal tissue.
+    distance = np.linalg.norm(anatomy.world - np.array([0.0, 0.0, -10.0], dtype=np.float32), axis=-1)
+    smooth_noise = ndimage.gaussian_filter(rng.normal(0.0, 1.0, size=gm.shape).astype(np.float32), 3.0)
+    normal_delay = 0.3 + 1.2 * np.clip(distance / 90.0, 0.0, 1.0) + 0.15 * smooth_noise / (smooth_noise.std() + 1e-6)
+    delay = np.clip(normal_delay, 0.0, None) + stroke.max_delay_s * np.sqrt(inside)
+    core = (r < stroke.core_radius) & ((gm + wm) > 0.3)
+    return Haemodynamics(cbf.astype(np.float32), mtt.astype(np.float32), delay.astype(np.float32), core)
+
+
+def gamma_variate(t: np.ndarray, t0: float, alpha: float, beta: float, peak: float) -> np.ndarray:
+    s = np.clip(t - t0, 0.0, None)
+    curve = s**alpha * np.exp(-s / beta)
+    return peak * curve / max(curve.max(), 1e-12)
+
+
+def arterial_input(t: np.ndarray, arrival_s: float = 9.6) -> np.ndarray:
+    """Gamma-variate first pass (peak 6 mM) plus a dispersed 10 % recirculation 8 s later."""
+    first = gamma_variate(t, arrival_s, 3.0, 1.5, 6.0)
+    recirc = gamma_variate(t, arrival_s + 8.0, 2.0, 4.0, 0.6)
+    return (first + recirc).astype(np.float64)
+
+
+def venous_outflow(t: np.ndarray, aif: np.ndarray, transit_s: float = 5.0) -> np.ndarray:
+    """Superior sagittal sinus: the arterial input delayed by the cerebral transit and dispersed."""
+    dt = t[1] - t[0]
+    shifted = np.interp(t - transit_s, t, aif, left=0.0)
+    kernel = np.exp(-np.arange(0, 30, dt) / 2.5)
+    kernel /= kernel.sum()
+    out = np.convolve(shifted, kernel)[: len(t)]
+    return 0.8 * out * aif.max() / max(out.max(), 1e-12)
+
+
+def tissue_concentration(frame_times: np.ndarray, haemo: Haemodynamics, where: np.ndarray) -> np.ndarray:
+    """C(t) = CBF x (AIF conv exp(-t/MTT))(t - delay) for the voxels in ``where``; shape (n, frames), mM.
+
+    The convolution is done once per MTT bin on a fine time grid; each voxel then reads its
+    curve at its own delayed sample times.
+    """
+    horizon = frame_times[-1] + 2.0
+    fine_t = np.arange(0.0, horizon + FINE_DT, FINE_DT)
+    aif = arterial_input(fine_t)
+    mtt_bins = np.arange(2.0, 14.0 + 0.25, 0.25)
+    residue = np.exp(-fine_t[None, :] / mtt_bins[:, None])
+    conv = np.stack([np.convolve(aif, res)[: len(fine_t)] * FINE_DT for res in residue])
+    mtt = haemo.mtt[where]
+    delay = haemo.delay[where]
+    flow = haemo.cbf[where] / 6000.0  # mL/100 g/min -> 1/s
+    b = np.clip(np.round((mtt - 2.0) / 0.25).astype(np.int64), 0, len(mtt_bins) - 1)
+    idx = np.round((frame_times[None, :] - delay[:, None]) / FINE_DT).astype(np.int64)
+    valid = idx >= 0
+    values = conv[b[:, None], np.clip(idx, 0, len(fine_t) - 1)]
+    return (flow[:, None] * np.where(valid, values, 0.0)).astype(np.float32)
