@@ -56,9 +56,12 @@ def brain_mask(series: np.ndarray, threshold: float = 0.1) -> np.ndarray:
         raise InputValidationError("the series is constant: no tissue to mask")
     mask = (total - lo) / (hi - lo) > threshold
     st = ndimage.generate_binary_structure(3, 1)
+    # Replicate the edges first: a brain that fills the first or last slice of a 20-slice slab
+    # must not be eroded away at the volume's border.
+    mask = np.pad(mask, 1, mode="edge")
     mask = ndimage.binary_closing(mask, st)
     mask = ndimage.binary_erosion(mask, st)
-    mask = ndimage.binary_dilation(mask, st)
+    mask = ndimage.binary_dilation(mask, st)[1:-1, 1:-1, 1:-1]
     if not mask.any():
         raise InputValidationError("the brain mask is empty")
     return mask

@@ -40,15 +40,23 @@ class LoadedCheckpoint:
 
 
 def save_checkpoint(path: str | Path, network: nn.Module, preset: Preset,
-                    training: dict[str, Any] | None = None) -> Path:
-    """Write weights with their description; written to a temporary name first, then renamed."""
+                    training: dict[str, Any] | None = None, *, fp16: bool = False) -> Path:
+    """Write weights with their description; written to a temporary name first, then renamed.
+
+    ``fp16`` stores floating-point tensors in half precision (half the bytes; used for the
+    demo weights shipped in the repository). Loading casts them back to the network's dtype.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    if fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
         **preset.describe(),
         "training": dict(training or {}),
-        "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        "stored_dtype": "float16" if fp16 else "float32",
+        "state_dict": state,
     }
     tmp = path.with_name(path.name + ".partial")
     torch.save(payload, tmp)

@@ -210,6 +210,24 @@ def _build_and_check_engine(onnx_path: Path, out: Path, fp16: bool, min_shapes, 
 
 
 @main.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@clean_errors
+def compact(checkpoint: Path, out: Path) -> None:
+    """Re-save a checkpoint with FP16 tensors (half the size; how the demo weights ship).
+
+    \b
+    Example:
+      collat-export compact --checkpoint build/train/mrod_tiny/checkpoint.pt --out weights/mrod_tiny.pt
+    """
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    save_checkpoint(out, loaded.network, loaded.preset, loaded.training, fp16=True)
+    click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@main.command()
 @click.option("--target", type=click.Choice(["tensorrt", "onnxruntime", "python-onnx"]), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @_preset_opt

@@ -15,12 +15,19 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from ..clinical import dawn_eligibility, defuse3_target_mismatch, mismatch, volume_ml
+from ..clinical import CORE_ADC_THRESHOLD, dawn_eligibility, defuse3_target_mismatch, mismatch, volume_ml
 from ..errors import InputValidationError
 from ..phases import PHASE_NAMES, collateral_maps
 from .anatomy import Anatomy, anatomy_on_grid, axial_grid, mni_2mm_grid
-from .physiology import (TMAX_THRESHOLD_S, Haemodynamics, Stroke, arterial_input, haemodynamics,
-                         tissue_concentration, venous_outflow)
+from .physiology import (
+    TMAX_THRESHOLD_S,
+    Haemodynamics,
+    Stroke,
+    arterial_input,
+    haemodynamics,
+    tissue_concentration,
+    venous_outflow,
+)
 
 PHANTOM_VERSION = "1"
 EVALUATION_SEED_LIMIT = 1_000_000
@@ -171,13 +178,15 @@ def generate_case(seed: int, *, modality: Modality = "dce", grade: int | None = 
     d_affine, d_shape = mni_2mm_grid()
     danat = anatomy_on_grid(d_affine, d_shape)
     dhaemo: Haemodynamics = haemodynamics(danat, stroke, np.random.default_rng(seed + 7_919))
-    core = dhaemo.core
     brain = danat.tissue > 0.3
-    lesion = ((dhaemo.delay > TMAX_THRESHOLD_S) & brain) | core
     adc = danat.gm * ADC["gm"] + danat.wm * ADC["wm"] + danat.csf * ADC["csf"]
     b0 = danat.gm * T2_S0["gm"] + danat.wm * T2_S0["wm"] + danat.csf * T2_S0["csf"]
-    adc = np.where(core, danat.tissue * ADC["core"] + danat.csf * ADC["csf"], adc)
-    b0 = np.where(core, danat.tissue * T2_S0["core"] + danat.csf * T2_S0["csf"], b0)
+    adc = np.where(dhaemo.core, danat.tissue * ADC["core"] + danat.csf * ADC["csf"], adc)
+    b0 = np.where(dhaemo.core, danat.tissue * T2_S0["core"] + danat.csf * T2_S0["csf"], b0)
+    # The true core is what SPEC section 4 measures, on the noiseless ADC: partial volume with
+    # CSF lifts border voxels above the threshold, exactly as on a scanner.
+    core = danat.envelope & (adc < CORE_ADC_THRESHOLD)
+    lesion = ((dhaemo.delay > TMAX_THRESHOLD_S) & brain) | core
     adc = (adc * (1.0 + rng.normal(0.0, 0.03, size=d_shape))).astype(np.float32)
     adc = np.where(danat.envelope, np.clip(adc, 0.0, None), 0.0).astype(np.float32)
     dwi = np.where(danat.envelope, b0 * np.exp(-B_VALUE * adc), 0.0)

@@ -1,0 +1,268 @@
+"""From scanner images to network inputs, and from network outputs back to the scanner's grid.
+
+Pure numpy/scipy; the Triton Python-backend models and the training code both call these,
+so the server feeds the networks exactly what they were trained on.
+
+Perfusion (3D-MROD-Net, SPEC section 2): reorient to RAS (coronal DCE-MRA becomes axial),
+resample time to the network's frames and frame interval, resample space onto a grid of
+the network's size covering the same field of view, build the brain mask (SPEC recipe),
+scale intensities to [0, 1] by the minimum and maximum inside the mask and map them to
+[-0.9, 0.9] (the data loader's range), -0.9 outside the mask. Output ``[T, D, H, W]`` with
+D = inferior->superior slices, H = posterior->anterior rows, W = left->right columns.
+
+Diffusion (U-Net, SPEC section 3): inputs must already be in MNI space (the study
+normalized them); they are resampled onto the MNI 2 mm grid 91x109x60 and padded to
+128x128. Four channels: DWI and ADC divided by their parenchymal means, the ADC core mask
+(ADC < 620e-6 mm^2/s) and the side mask; 16-slice slabs every 4 slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .clinical import CORE_ADC_THRESHOLD
+from .errors import InputValidationError
+from .geometry import Orientation, check_affine, fit_grid, reorient_from_ras, reorient_to_ras, resample, resample_time
+from .phases import MIN_FRAMES, brain_mask
+
+INPUT_LOW, INPUT_HIGH = -0.9, 0.9
+
+
+@dataclass(frozen=True)
+class PerfusionGrid:
+    """What is needed to put network outputs back on the input image's grid."""
+
+    input_shape: tuple[int, int, int]
+    orientation: Orientation
+    ras_affine: np.ndarray
+    ras_shape: tuple[int, int, int]
+    grid_affine: np.ndarray  # RAS affine of the network grid, in (x, y, z) order
+    grid_shape: tuple[int, int, int]  # (x, y, z) = (W, H, D)
+
+
+@dataclass(frozen=True)
+class PreparedPerfusion:
+    network_input: np.ndarray  # [T, D, H, W] float32
+    mask: np.ndarray  # [D, H, W] bool
+    grid: PerfusionGrid
+
+
+def validate_series(series: np.ndarray, affine: np.ndarray, frame_seconds: float) -> None:
+    if series.ndim != 4:
+        raise InputValidationError(f"a perfusion series must be 4D (x, y, z, t), got {series.ndim}D {series.shape}")
+    if series.shape[-1] < MIN_FRAMES:
+        raise InputValidationError(f"too few frames: {series.shape[-1]} (at least {MIN_FRAMES} are needed)")
+    if min(series.shape[:3]) < 1:
+        raise InputValidationError(f"empty spatial axis in shape {series.shape}")
+    if not (np.isfinite(frame_seconds) and 0.05 <= frame_seconds <= 30.0):
+        raise InputValidationError(f"frame interval {frame_seconds} s is not plausible (0.05 to 30 s)")
+    if not np.all(np.isfinite(series)):
+        raise InputValidationError("the series contains NaN or infinite values")
+    check_affine(affine, "perfusion affine")
+
+
+def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: float, *, frames: int,
+                      frame_interval: float, slices: int, height: int, width: int) -> PreparedPerfusion:
+    """Network input of 3D-MROD-Net for one series (x, y, z, t)."""
+    series = np.asarray(series)
+    validate_series(series, affine, frame_seconds)
+    ras, ras_affine, orientation = reorient_to_ras(series.astype(np.float32, copy=False), affine)
+    timed = resample_time(ras, frame_seconds, frames, frame_interval)
+    grid_shape = (width, height, slices)
+    grid_affine = fit_grid(ras_affine, ras.shape[:3], grid_shape)
+    # Anti-aliasing is unnecessary: the grids are of similar size and linear interpolation averages.
+    on_grid = resample(timed, ras_affine, grid_affine, grid_shape, order=1)
+    if float(on_grid.max() - on_grid.min()) <= 0.0:
+        raise InputValidationError("the series is constant (all voxels equal): nothing to analyse")
+    mask = brain_mask(on_grid)
+    lo, hi = float(on_grid[mask].min()), float(on_grid[mask].max())
+    scaled = np.full(on_grid.shape, INPUT_LOW, dtype=np.float32)
+    if hi > lo:
+        scaled[mask] = INPUT_LOW + (INPUT_HIGH - INPUT_LOW) * (on_grid[mask] - lo) / (hi - lo)
+    network_input = np.ascontiguousarray(np.transpose(scaled, (3, 2, 1, 0)))
+    grid = PerfusionGrid(tuple(series.shape[:3]), orientation, ras_affine, tuple(ras.shape[:3]), grid_affine,
+                         grid_shape)
+    return PreparedPerfusion(network_input, np.ascontiguousarray(np.transpose(mask, (2, 1, 0))), grid)
+
+
+def maps_to_grid(maps: np.ndarray, grid: PerfusionGrid, order: int = 1) -> np.ndarray:
+    """Network output ``[C, D, H, W]`` -> (x, y, z, C) on the original input grid and orientation."""
+    xyz = np.transpose(np.asarray(maps, dtype=np.float32), (3, 2, 1, 0))
+    ras = resample(xyz, grid.grid_affine, grid.ras_affine, grid.ras_shape, order=order, cval=float(xyz.min()))
+    return reorient_from_ras(ras, grid.orientation)
+
+
+def volume_to_network_grid(volume: np.ndarray, affine: np.ndarray, grid: PerfusionGrid, order: int = 1) -> np.ndarray:
+    """A map on the input grid (x, y, z[, C]) -> ``[C, D, H, W]`` (or ``[D, H, W]``) on the network grid."""
+    ras, ras_affine, _ = reorient_to_ras(np.asarray(volume, dtype=np.float32), affine)
+    on_grid = resample(ras, ras_affine, grid.grid_affine, grid.grid_shape, order=order)
+    axes = (3, 2, 1, 0) if on_grid.ndim == 4 else (2, 1, 0)
+    return np.ascontiguousarray(np.transpose(on_grid, axes))
+
+
+# ---------------------------------------------------------------- diffusion
+
+MNI_2MM_AFFINE = np.array([[2.0, 0, 0, -90.0], [0, 2.0, 0, -126.0], [0, 0, 2.0, -44.0], [0, 0, 0, 1.0]])
+MNI_2MM_SHAPE = (91, 109, 60)
+PADDED_INPLANE = (128, 128)
+SLAB, SLAB_STRIDE = 16, 4
+NIHSS_SCALE = 21.0
+SIDES = ("left", "right", "bilateral")
+
+
+@dataclass(frozen=True)
+class PreparedDiffusion:
+    volume: np.ndarray  # [4, 60, 128, 128] float32: the four channels, (z, y, x), padded in-plane
+    nihss_scaled: float  # NIHSS / 21
+    brain: np.ndarray  # (x, y, z) bool on the MNI grid
+    core: np.ndarray  # (x, y, z) bool on the MNI grid
+    adc_units: str  # "mm2/s" or "1e-6 mm2/s": what the input was taken to be
+    side: str
+    side_inferred: bool
+    orientation: Orientation
+    input_affine: np.ndarray
+    input_shape: tuple[int, int, int]
+
+    @property
+    def slabs(self) -> np.ndarray:
+        """[S, 4, 16, 128, 128]: the sliding 16-slice windows the U-Net sees."""
+        return to_slabs(self.volume)
+
+    @property
+    def nihss(self) -> np.ndarray:
+        """[S, 1]: the clinical input, one row per slab."""
+        return np.full((len(slab_starts()), 1), self.nihss_scaled, dtype=np.float32)
+
+
+def to_slabs(volume: np.ndarray) -> np.ndarray:
+    return np.stack([volume[:, s: s + SLAB] for s in slab_starts(volume.shape[1])]).astype(np.float32)
+
+
+def detect_adc_scale(adc: np.ndarray, brain: np.ndarray) -> tuple[float, str]:
+    """Scanners write ADC in mm^2/s (tissue ~0.8e-3) or in 1e-6 mm^2/s (tissue ~800): tell them apart."""
+    median = float(np.median(adc[brain])) if brain.any() else 0.0
+    if 1e-4 <= median <= 5e-3:
+        return 1.0, "mm2/s"
+    if 100.0 <= median <= 5000.0:
+        return 1e-6, "1e-6 mm2/s"
+    raise InputValidationError(f"ADC values (median {median:.3g} in the brain) are neither mm^2/s nor 1e-6 mm^2/s")
+
+
+def infer_side(core: np.ndarray, x_world: np.ndarray) -> str:
+    """The hemisphere holding more ADC core; bilateral when neither holds 2/3 of it (or there is none)."""
+    left = int(np.count_nonzero(core & (x_world < 0)))
+    right = int(np.count_nonzero(core & (x_world >= 0)))
+    total = left + right
+    if total == 0:
+        return "bilateral"
+    if left >= 2 * total / 3:
+        return "left"
+    if right >= 2 * total / 3:
+        return "right"
+    return "bilateral"
+
+
+def pad_inplane(vol: np.ndarray) -> np.ndarray:
+    """(x, y, z) 91x109 -> 128x128 centred, zero padding."""
+    px, py = PADDED_INPLANE[0] - vol.shape[0], PADDED_INPLANE[1] - vol.shape[1]
+    return np.pad(vol, ((px // 2, px - px // 2), (py // 2, py - py // 2), (0, 0)))
+
+
+def _unpad_inplane(vol: np.ndarray) -> np.ndarray:
+    px, py = PADDED_INPLANE[0] - MNI_2MM_SHAPE[0], PADDED_INPLANE[1] - MNI_2MM_SHAPE[1]
+    return vol[px // 2: px // 2 + MNI_2MM_SHAPE[0], py // 2: py // 2 + MNI_2MM_SHAPE[1]]
+
+
+def slab_starts(slices: int = MNI_2MM_SHAPE[2]) -> list[int]:
+    starts = list(range(0, slices - SLAB + 1, SLAB_STRIDE))
+    if starts[-1] != slices - SLAB:
+        starts.append(slices - SLAB)
+    return starts
+
+
+def prepare_diffusion(dwi: np.ndarray, adc: np.ndarray, affine: np.ndarray, *, nihss: float,
+                      side: str | None, adc_affine: np.ndarray | None = None) -> PreparedDiffusion:
+    """U-Net input slabs for one patient. ``side`` None or "unknown" -> inferred from the ADC core."""
+    dwi, adc = np.asarray(dwi), np.asarray(adc)
+    if dwi.ndim != 3 or adc.ndim != 3:
+        raise InputValidationError(f"DWI and ADC must be 3D volumes, got {dwi.shape} and {adc.shape}")
+    if dwi.shape != adc.shape:
+        raise InputValidationError(f"DWI {dwi.shape} and ADC {adc.shape} do not share a grid")
+    affine = check_affine(affine, "DWI affine")
+    if adc_affine is not None and not np.allclose(check_affine(adc_affine, "ADC affine"), affine, atol=1e-3):
+        raise InputValidationError("DWI and ADC have different affines (orientation or position)")
+    if not (np.all(np.isfinite(dwi)) and np.all(np.isfinite(adc))):
+        raise InputValidationError("DWI or ADC contains NaN or infinite values")
+    if not 0 <= nihss <= 42:
+        raise InputValidationError(f"NIHSS must be 0..42, got {nihss}")
+    if side not in (None, "unknown", *SIDES):
+        raise InputValidationError(f"side must be left, right, bilateral or unknown, got {side!r}")
+    ras_dwi, ras_affine, orientation = reorient_to_ras(dwi.astype(np.float32), affine)
+    ras_adc, _, _ = reorient_to_ras(adc.astype(np.float32), affine)
+    _check_mni_coverage(ras_affine, ras_dwi.shape)
+    dwi_m = resample(ras_dwi, ras_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE, order=1)
+    adc_m = resample(ras_adc, ras_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE, order=1)
+    if float(dwi_m.max()) <= 0.0:
+        raise InputValidationError("the DWI is empty (no positive signal)")
+    brain = (dwi_m > 0.1 * float(np.percentile(dwi_m[dwi_m > 0], 99))) & (adc_m > 0)
+    if brain.sum() < 1000:
+        raise InputValidationError("too little brain found in the DWI/ADC (fewer than 1000 voxels)")
+    scale, units = detect_adc_scale(adc_m, brain)
+    adc_m = adc_m * scale
+    parenchyma = brain & (adc_m < 1.5e-3)
+    core = brain & (adc_m < CORE_ADC_THRESHOLD)
+    x_world = (np.arange(MNI_2MM_SHAPE[0]) * MNI_2MM_AFFINE[0, 0] + MNI_2MM_AFFINE[0, 3])[:, None, None]
+    x_world = np.broadcast_to(x_world, MNI_2MM_SHAPE)
+    inferred = side in (None, "unknown")
+    resolved = infer_side(core, x_world) if inferred else side
+    if resolved == "bilateral":
+        side_mask = brain.astype(np.float32)
+    else:
+        side_mask = ((x_world < 0) if resolved == "left" else (x_world >= 0)).astype(np.float32)
+    channels = [
+        np.where(brain, dwi_m / max(float(dwi_m[parenchyma].mean()), 1e-6), 0.0),
+        np.where(brain, adc_m / max(float(adc_m[parenchyma].mean()), 1e-12), 0.0),
+        core.astype(np.float32),
+        side_mask,
+    ]
+    volume = np.stack([np.transpose(pad_inplane(c.astype(np.float32)), (2, 1, 0)) for c in channels])  # [4,z,y,x]
+    return PreparedDiffusion(volume, nihss / NIHSS_SCALE, brain, core, units, resolved, inferred, orientation, affine,
+                             tuple(dwi.shape))
+
+
+def _check_mni_coverage(ras_affine: np.ndarray, shape: tuple[int, ...]) -> None:
+    """Refuse inputs whose field of view cannot be MNI space (they would be resampled into emptiness)."""
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)])
+    world = corners @ ras_affine.T
+    lo, hi = world[:, :3].min(axis=0), world[:, :3].max(axis=0)
+    target_lo = MNI_2MM_AFFINE[:3, 3]
+    target_hi = target_lo + 2.0 * (np.array(MNI_2MM_SHAPE) - 1)
+    overlap = np.clip(np.minimum(hi, target_hi) - np.maximum(lo, target_lo), 0.0, None)
+    fraction = float(np.prod(overlap) / np.prod(target_hi - target_lo))
+    if fraction < 0.5:
+        raise InputValidationError(
+            f"the DWI/ADC field of view covers {fraction:.0%} of the MNI brain box: inputs must already be "
+            "normalized to MNI space")
+
+
+def average_slabs(probabilities: np.ndarray) -> np.ndarray:
+    """[S, 1, 16, 128, 128] slab outputs -> (x, y, z) on the MNI 2 mm grid, overlaps averaged."""
+    z = MNI_2MM_SHAPE[2]
+    total = np.zeros((z,) + PADDED_INPLANE[::-1], dtype=np.float32)
+    count = np.zeros((z, 1, 1), dtype=np.float32)
+    for p, s in zip(probabilities[:, 0], slab_starts(), strict=True):
+        total[s: s + SLAB] += p
+        count[s: s + SLAB] += 1.0
+    zyx = total / np.maximum(count, 1.0)
+    return _unpad_inplane(np.transpose(zyx, (2, 1, 0)))
+
+
+def mni_to_input_grid(volume: np.ndarray, prepared: PreparedDiffusion, order: int = 1) -> np.ndarray:
+    """A map on the MNI 2 mm grid -> the DWI's own grid and orientation."""
+    _, ras_affine, _ = reorient_to_ras(np.zeros(prepared.input_shape, np.float32), prepared.input_affine)
+    ras_shape = tuple(np.array(prepared.input_shape)[list(prepared.orientation.axes)])
+    ras = resample(volume.astype(np.float32), MNI_2MM_AFFINE, ras_affine, ras_shape, order=order)
+    return reorient_from_ras(ras, prepared.orientation)

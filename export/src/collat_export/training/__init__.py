@@ -1,0 +1,1 @@
+"""Training on the digital phantom (``collat-train``): data, losses, loop, evaluation, model cards."""

@@ -1,0 +1,166 @@
+"""``collat-train``: train either network on phantom cases, and evaluate a checkpoint on held-out seeds."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..presets import PRESET_NAMES
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _echo(message: str) -> None:
+    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Train 3D-MROD-Net or the hypoperfusion U-Net on the digital phantom.
+
+    \b
+    Example:
+      collat-train mrod --preset tiny --cases 160 --epochs 40 --out weights/mrod_tiny
+      collat-train evaluate --model mrod --checkpoint weights/mrod_tiny/checkpoint.pt --seeds 0-19
+    """
+
+
+def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, batch: int, lr: float, workers: int,
+           eval_seeds: str, init: Path | None, **extra) -> None:
+    from ..checkpoint import save_checkpoint
+    from ..presets import get_preset
+    from .cards import write_model_card
+    from .data import build_samples, parse_seed_range, training_seeds
+    from .evaluate import evaluate_hypo, evaluate_mrod
+    from .loop import TrainConfig, train_hypo, train_mrod
+
+    if cases < 2:
+        raise click.UsageError("--cases must be at least 2 (one is held out for validation)")
+    preset = get_preset(model, preset_name)
+    seeds = training_seeds(cases)
+    held = parse_seed_range(eval_seeds)
+    _echo(f"generating {cases} phantom cases (seeds {seeds[0]}-{seeds[-1]}) with {workers} workers")
+    samples = []
+    for i, s in enumerate(build_samples(model, preset, seeds, workers)):
+        samples.append(s)
+        if (i + 1) % 10 == 0 or i + 1 == cases:
+            _echo(f"  {i + 1}/{cases} cases")
+    n_val = max(1, cases // 10)
+    train, val = samples[:-n_val], samples[-n_val:]
+    cfg = TrainConfig(epochs=epochs, batch=batch, lr=lr, **extra)
+    init_state = None
+    if init is not None:
+        from ..checkpoint import load_checkpoint
+
+        init_state = load_checkpoint(init, model=model, preset=preset_name).network.state_dict()
+        _echo(f"fine-tuning from {init}")
+    result = (train_mrod if model == "mrod" else train_hypo)(preset, train, val, cfg, progress=_echo,
+                                                             init_state=init_state)
+    training = {"initialized_from": str(init) if init else None,
+                "cases": cases, "seeds": [seeds[0], seeds[-1]], "validation_cases": n_val,
+                "config": cfg.as_dict(), "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                "seconds": round(result.seconds, 1), "history": result.history, "git_commit": _git_commit()}
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "checkpoint.pt", result.network, preset, training)
+    _echo(f"evaluating on held-out seeds {held[0]}-{held[-1]}")
+    report = evaluate_mrod(result.network, preset, held, _echo) if model == "mrod" else \
+        evaluate_hypo(result.network, held, _echo)
+    command = "collat-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    write_model_card(out, model=model, preset=preset_name, command=command, training=training,
+                     evaluation=report.as_dict())
+    click.echo(json.dumps({"checkpoint": str(out / "checkpoint.pt"), **report.summary}, indent=2))
+
+
+_common = [
+    click.option("--preset", "preset_name", type=click.Choice(PRESET_NAMES), default="tiny", show_default=True),
+    click.option("--cases", type=int, default=120, show_default=True, help="Training phantom cases (10% validate)."),
+    click.option("--epochs", type=int, default=30, show_default=True),
+    click.option("--out", type=click.Path(path_type=Path), required=True),
+    click.option("--workers", type=int, default=2, show_default=True, help="Processes generating cases."),
+    click.option("--eval-seeds", default="0-4", show_default=True, help="Held-out seeds for the model card."),
+    click.option("--threads", type=int, default=2, show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True, help="Initialisation and shuffling."),
+    click.option("--init", type=click.Path(path_type=Path), default=None,
+                 help="Start from this checkpoint (fine-tuning) instead of random weights."),
+]
+
+
+def _with_common(f):
+    for opt in reversed(_common):
+        f = opt(f)
+    return f
+
+
+@main.command()
+@_with_common
+@click.option("--batch", type=int, default=2, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--patience", type=int, default=10, show_default=True, help="Epochs before the lr is halved.")
+def mrod(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, batch, lr, patience) -> None:
+    """Train 3D-MROD-Net (0.75 masked L2 + 0.25 ordinal CE on SID bins)."""
+    _train("mrod", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, threads=threads, seed=seed,
+           patience=patience)
+
+
+@main.command()
+@_with_common
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--slabs-per-case", type=int, default=4, show_default=True)
+@click.option("--crop", type=int, default=64, show_default=True, help="In-plane training crop (0 = whole slab).")
+def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, batch, lr, slabs_per_case,
+         crop) -> None:
+    """Train the hypoperfusion U-Net (BCE + Dice + volume error)."""
+    _train("hypo", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, threads=threads, seed=seed,
+           slabs_per_case=slabs_per_case, crop=crop)
+
+
+@main.command()
+@click.option("--model", type=click.Choice(["mrod", "hypo"]), required=True)
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
+@click.option("--seeds", default="0-19", show_default=True, help="FIRST-LAST held-out phantom seeds (< 1,000,000).")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool) -> None:
+    """Generate held-out phantom cases, run the checkpoint, print the studies' metrics.
+
+    \b
+    Example:
+      collat-train evaluate --model hypo --checkpoint weights/hypo_tiny/checkpoint.pt --seeds 0-19
+    """
+    from ..checkpoint import CheckpointError, load_checkpoint
+    from .data import parse_seed_range
+    from .evaluate import evaluate_hypo, evaluate_mrod
+
+    try:
+        seed_list = parse_seed_range(seeds)
+        loaded = load_checkpoint(checkpoint, model=model)
+        report = evaluate_mrod(loaded.network, loaded.preset, seed_list, None if as_json else _echo) \
+            if model == "mrod" else evaluate_hypo(loaded.network, seed_list, None if as_json else _echo)
+    except (CheckpointError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    click.echo(f"{model} on {len(seed_list)} held-out phantom cases (seeds {seed_list[0]}-{seed_list[-1]}):")
+    for k, v in report.summary.items():
+        click.echo(f"  {k:26} {v:8.4f}")
+    for k, ok in report.passed().items():
+        click.echo(f"  target {k} >= {report.as_dict()['targets'][k]}: {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,86 @@
+"""Phantom cases turned into network samples, exactly as the server will prepare real scans.
+
+Training seeds start at 1,000,000; evaluation seeds lie below it, so held-out sets are
+disjoint from training by construction. Samples are stored as float16 to keep a few
+hundred cases in memory on a 24 GiB machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import numpy as np
+
+from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, PhantomCase, generate_case
+from collat_ensemble.preprocess import pad_inplane, prepare_diffusion, prepare_perfusion, volume_to_network_grid
+
+from ..presets import Preset
+
+TRAINING_SEED_BASE = EVALUATION_SEED_LIMIT
+
+
+@dataclass
+class MRODSample:
+    x: np.ndarray  # [T, D, H, W] float16
+    target: np.ndarray  # [5, D, H, W] float16 in [-1, 1]
+    mask: np.ndarray  # [D, H, W] bool
+
+
+@dataclass
+class HypoSample:
+    volume: np.ndarray  # [4, 60, 128, 128] float16: the four channels, whole brain
+    lesion: np.ndarray  # [60, 128, 128] bool
+    nihss: float  # NIHSS / 21
+
+
+def mrod_sample(case: PhantomCase, preset: Preset) -> MRODSample:
+    g = preset.geometry
+    prep = prepare_perfusion(case.perfusion, case.perfusion_affine, case.frame_seconds, frames=g.channels,
+                             frame_interval=g.frame_seconds, slices=g.slices, height=g.height, width=g.width)
+    target = volume_to_network_grid(case.reference_maps, case.perfusion_affine, prep.grid)
+    mask = volume_to_network_grid(case.brain_mask.astype(np.float32), case.perfusion_affine, prep.grid) > 0.5
+    return MRODSample(prep.network_input.astype(np.float16), target.astype(np.float16), mask)
+
+
+def hypo_sample(case: PhantomCase) -> HypoSample:
+    prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=case.stroke.side)
+    lesion = np.transpose(pad_inplane(case.lesion.astype(np.float32)), (2, 1, 0)) > 0.5
+    return HypoSample(prep.volume.astype(np.float16), lesion, prep.nihss_scaled)
+
+
+def _build(args: tuple[int, str, Preset | None]) -> MRODSample | HypoSample:
+    seed, model, preset = args
+    case = generate_case(seed)
+    return mrod_sample(case, preset) if model == "mrod" else hypo_sample(case)  # type: ignore[arg-type]
+
+
+def build_samples(model: str, preset: Preset, seeds: list[int], workers: int = 1) -> Iterator:
+    """Samples in seed order, generated in ``workers`` processes."""
+    jobs = [(s, model, preset) for s in seeds]
+    if workers <= 1:
+        yield from map(_build, jobs)
+        return
+    with get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(_build, jobs, chunksize=1)
+
+
+def training_seeds(cases: int, base: int = TRAINING_SEED_BASE) -> list[int]:
+    if base < EVALUATION_SEED_LIMIT:
+        raise ValueError(f"training seeds must be >= {EVALUATION_SEED_LIMIT}; lower seeds are for evaluation")
+    return list(range(base, base + cases))
+
+
+def parse_seed_range(text: str) -> list[int]:
+    """``FIRST-LAST`` (inclusive) or a single seed."""
+    try:
+        if "-" in text:
+            first, last = (int(v) for v in text.split("-", 1))
+        else:
+            first = last = int(text)
+    except ValueError:
+        raise ValueError(f"seeds {text!r} are not FIRST-LAST") from None
+    if last < first or first < 0:
+        raise ValueError(f"seed range {text!r} is empty or negative")
+    return list(range(first, last + 1))

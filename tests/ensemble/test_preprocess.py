@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from collat_ensemble.errors import InputValidationError
+from collat_ensemble.geometry import reorient_from_ras, reorient_to_ras, resample_time
+from collat_ensemble.preprocess import (
+    average_slabs,
+    maps_to_grid,
+    mni_to_input_grid,
+    prepare_diffusion,
+    prepare_perfusion,
+    to_slabs,
+    volume_to_network_grid,
+)
+
+TINY = dict(frames=60, frame_interval=1.6, slices=12, height=64, width=64)
+
+
+def test_perfusion_input_has_the_network_layout_and_range(case_left_poor):
+    c = case_left_poor
+    prep = prepare_perfusion(c.perfusion, c.perfusion_affine, 1.6, **TINY)
+    assert prep.network_input.shape == (60, 12, 64, 64)
+    assert prep.network_input.min() == pytest.approx(-0.9) and prep.network_input.max() == pytest.approx(0.9)
+    assert prep.mask.shape == (12, 64, 64) and 0.1 < prep.mask.mean() < 0.6
+
+
+def test_maps_return_exactly_onto_a_las_stored_input(case_left_poor):
+    """The same case stored LAS (x flipped) yields maps that overlay the LAS image voxel for voxel."""
+    c = case_left_poor
+    las = c.perfusion[::-1]
+    las_affine = c.perfusion_affine.copy()
+    las_affine[:, 0] *= -1
+    las_affine[:3, 3] = c.perfusion_affine[:3, 3] + c.perfusion_affine[:3, 0] * (c.perfusion.shape[0] - 1)
+    ras_prep = prepare_perfusion(c.perfusion, c.perfusion_affine, 1.6, **TINY)
+    las_prep = prepare_perfusion(las, las_affine, 1.6, **TINY)
+    np.testing.assert_allclose(ras_prep.network_input, las_prep.network_input, atol=1e-5)
+    target = volume_to_network_grid(c.reference_maps, c.perfusion_affine, ras_prep.grid)
+    ras_back = maps_to_grid(target, ras_prep.grid)
+    las_back = maps_to_grid(target, las_prep.grid)
+    assert las_back.shape == c.reference_maps.shape
+    np.testing.assert_allclose(las_back[::-1], ras_back, atol=1e-5)
+
+
+def test_coronal_acquisition_becomes_axial():
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    # stored axes: (x, z, y) -> a coronal stack of slices along y
+    affine = np.array([[2.0, 0, 0, 0], [0, 0, 3.0, 0], [0, 4.0, 0, 0], [0, 0, 0, 1]])
+    ras, ras_affine, o = reorient_to_ras(data, affine)
+    assert ras.shape == (4, 6, 5)
+    np.testing.assert_allclose(np.diag(ras_affine)[:3], [2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(reorient_from_ras(ras, o), data)
+
+
+def test_time_resampling_holds_the_last_frame():
+    curve = np.arange(10, dtype=np.float32)
+    out = resample_time(curve, dt_in=2.0, frames_out=25, dt_out=1.0)
+    assert out[3] == pytest.approx(1.5) and out[-1] == pytest.approx(9.0)
+
+
+def test_diffusion_channels_slabs_and_side(case_left_poor):
+    c = case_left_poor
+    prep = prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=14, side=None)
+    assert prep.slabs.shape == (12, 4, 16, 128, 128) and prep.nihss.shape == (12, 1)
+    assert prep.nihss[0, 0] == pytest.approx(14 / 21)
+    assert prep.side == "left" and prep.side_inferred and prep.adc_units == "mm2/s"
+    truth_core = c.truth["core_ml"]
+    assert abs(prep.core.sum() * 0.008 - truth_core) <= 0.1 * truth_core
+    micro = prepare_diffusion(c.dwi, c.adc * 1e6, c.diffusion_affine, nihss=14, side="left")
+    assert micro.adc_units == "1e-6 mm2/s" and np.array_equal(micro.core, prep.core)
+    assert not micro.side_inferred
+
+
+def test_slab_averaging_round_trips(case_left_poor):
+    c = case_left_poor
+    prep = prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=5, side="left")
+    lesion = np.zeros((1, 60, 128, 128), np.float32)
+    lesion[0, 20:30, 40:60, 30:50] = 1.0
+    vol = average_slabs(to_slabs(lesion))
+    assert vol.shape == (91, 109, 60)
+    back = mni_to_input_grid(vol, prep, order=0)
+    assert back.shape == c.dwi.shape and back.sum() == lesion.sum()
+
+
+def test_diffusion_inputs_are_validated(case_left_poor):
+    c = case_left_poor
+    with pytest.raises(InputValidationError, match="do not share a grid"):
+        prepare_diffusion(c.dwi, c.adc[:-1], c.diffusion_affine, nihss=5, side="left")
+    with pytest.raises(InputValidationError, match="NIHSS"):
+        prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=-1, side="left")
+    with pytest.raises(InputValidationError, match="side"):
+        prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=5, side="up")
+    far = c.diffusion_affine.copy()
+    far[:3, 3] += 500.0
+    with pytest.raises(InputValidationError, match="MNI space"):
+        prepare_diffusion(c.dwi, c.adc, far, nihss=5, side="left")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(1, 6), st.integers(1, 40)),
+       spacing=st.tuples(*[st.floats(0.2, 8.0)] * 3), perm=st.permutations([0, 1, 2]),
+       flips=st.tuples(*[st.booleans()] * 3), dt=st.floats(0.01, 40.0),
+       dtype=st.sampled_from([np.float32, np.float64, np.int16, np.uint8]), seed=st.integers(0, 2**16))
+def test_perfusion_preprocessing_raises_only_validation_errors(shape, spacing, perm, flips, dt, dtype, seed):
+    rng = np.random.default_rng(seed)
+    data = (rng.random(shape) * 100).astype(dtype)
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag([s * (-1 if f else 1) for s, f in zip(spacing, flips, strict=True)])[:, list(perm)]
+    try:
+        prep = prepare_perfusion(data, affine, dt, **TINY)
+    except InputValidationError:
+        return
+    assert prep.network_input.shape == (60, 12, 64, 64)
+    assert np.all(np.isfinite(prep.network_input))

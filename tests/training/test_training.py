@@ -1,0 +1,64 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from collat_ensemble.phantom import generate_case
+from collat_export.checkpoint import load_checkpoint
+from collat_export.presets import get_preset
+from collat_export.training.data import hypo_sample, parse_seed_range, training_seeds
+from collat_export.training.evaluate import evaluate_hypo
+from collat_export.training.loop import TrainConfig, train_hypo
+from collat_export.training.losses import hypo_loss, mrod_loss, ordinal_targets
+
+
+def test_ordinal_targets_follow_the_sid_edges():
+    # maps in [-1, 1] -> [0, 1]; SID edges 0.001, 0.0040, 0.0159, 0.063, 0.251, 1.001
+    maps = torch.tensor([-1.0, -0.99, -0.9, 0.0, 1.0])
+    assert ordinal_targets(maps, 5).tolist() == [0, 1, 2, 4, 4]
+
+
+def test_losses_reward_the_right_answer():
+    target = torch.rand(1, 5, 2, 8, 8) * 2 - 1
+    mask = torch.ones(1, 2, 8, 8, dtype=torch.bool)
+    perfect_logits = torch.nn.functional.one_hot(ordinal_targets(target, 5), 5).permute(0, 1, 5, 2, 3, 4) * 50.0
+    good = mrod_loss(target, perfect_logits.float(), target, mask)
+    bad = mrod_loss(-target, torch.zeros_like(perfect_logits, dtype=torch.float32), target, mask)
+    assert float(good) < 1e-3 < float(bad)
+    lesion = (torch.rand(2, 1, 4, 8, 8) > 0.7).float()
+    assert float(hypo_loss(lesion * 0.98 + 0.01, lesion)) < float(hypo_loss(1 - lesion, lesion))
+
+
+def test_training_and_evaluation_seeds_never_meet():
+    assert min(training_seeds(5)) >= 1_000_000
+    with pytest.raises(ValueError, match="training seeds must be >= 1000000"):
+        training_seeds(5, base=10)
+    assert parse_seed_range("3-5") == [3, 4, 5] and parse_seed_range("7") == [7]
+    with pytest.raises(ValueError, match="below 1000000"):
+        evaluate_hypo(None, [1_000_001])
+
+
+def test_one_epoch_of_mrod_training_writes_a_checkpoint_and_card(tmp_path):
+    out = tmp_path / "mrod"
+    result = subprocess.run(
+        [sys.executable, "-m", "collat_export.training.cli", "mrod", "--cases", "2", "--epochs", "1",
+         "--workers", "1", "--eval-seeds", "0-0", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/1" in result.stderr and "ETA" in result.stderr
+    loaded = load_checkpoint(out / "checkpoint.pt")
+    assert loaded.preset.name == "tiny" and loaded.training["seeds"] == [1_000_000, 1_000_001]
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["not_for_clinical_use"] and card["evaluation"]["cases"] == 1
+    assert "NOT for clinical use" in (out / "model_card.md").read_text()
+
+
+def test_one_epoch_of_unet_training_on_crops():
+    preset = get_preset("hypo", "tiny")
+    samples = [hypo_sample(generate_case(1_000_123))]
+    cfg = TrainConfig(epochs=1, batch=2, lr=5e-4, slabs_per_case=2, crop=32)
+    result = train_hypo(preset, samples, samples, cfg, progress=lambda _: None)
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])
