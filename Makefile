@@ -26,10 +26,13 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest
 
-# Export both tiny networks and write a CPU Triton repository under build/ (git-ignored).
+WEIGHTS := export/src/collat_export/weights
+
+# Export both tiny networks with the phantom-trained demo weights into a CPU Triton repository under build/.
 export-demo: install
 	$(BIN)/collat-export info
-	$(BIN)/collat-export repository --target python-onnx --out build/model_repository
+	$(BIN)/collat-export repository --target python-onnx --out build/model_repository \
+		--mrod-checkpoint $(WEIGHTS)/mrod_tiny/checkpoint.pt --hypo-checkpoint $(WEIGHTS)/hypo_tiny/checkpoint.pt
 
 clean:
 	rm -rf build $(VENV)
