@@ -2,9 +2,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from collat_export.cli import main as cli_main
 from collat_export.io_spec import network_io
 from collat_export.presets import get_preset
 from collat_export.repository import BATCHING, TARGETS, render_config, write_model_dir
@@ -67,12 +69,24 @@ def test_python_onnx_folder_carries_its_backend_script(tmp_path):
     assert "collat_export" not in script.split('"""', 2)[2], "must not import the export package"
 
 
-@pytest.mark.parametrize("model", ["mrod", "hypo"])
-def test_committed_repository_is_what_the_tensorrt_target_writes(model):
-    io = network_io(get_preset(model, "full"))
-    committed = ROOT / "model_repository" / io.triton_name / "config.pbtxt"
-    assert committed.read_text() == render_config(io, "tensorrt"), \
-        "regenerate with: collat-export repository --target tensorrt --config-only --out model_repository"
+def test_committed_repository_is_what_the_tensorrt_target_writes(tmp_path):
+    """Every config.pbtxt and model.py under model_repository/ equals a fresh --config-only build (full preset)."""
+    result = CliRunner().invoke(cli_main, ["repository", "--target", "tensorrt", "--config-only", "--preset", "full",
+                                           "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+
+    def files(root: Path) -> dict[str, str]:
+        return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*"))
+                if p.is_file() and p.name in ("config.pbtxt", "model.py")}
+
+    fresh, committed = files(tmp_path), files(ROOT / "model_repository")
+    assert sorted(committed) == sorted(fresh)
+    for name, text in fresh.items():
+        assert committed[name] == text, \
+            f"{name} drifted; regenerate with: collat-export repository --target tensorrt --config-only " \
+            "--preset full --out model_repository"
+    for model in {Path(n).parts[0] for n in fresh}:
+        assert (ROOT / "model_repository" / model / "1").is_dir(), f"{model}/1 must exist (Triton needs a version)"
 
 
 def test_requests_are_grouped_by_shape_and_split_back():

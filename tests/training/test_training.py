@@ -32,6 +32,16 @@ def test_losses_reward_the_right_answer():
     assert float(hypo_loss(lesion * 0.98 + 0.01, lesion)) < float(hypo_loss(1 - lesion, lesion))
 
 
+def test_lesion_free_crops_do_not_punish_finding_the_lesion():
+    """Batch-pooled Dice: a few false-positive voxels in an empty crop cost less than missing the lesion."""
+    target = torch.zeros(2, 1, 4, 8, 8)
+    target[1, 0, 1:3, 2:6, 2:6] = 1.0  # crop 0 holds no lesion, crop 1 a 32-voxel one
+    found = target.clone()
+    found[0, 0, 0, 0, :3] = 1.0  # three false positives in the empty crop
+    missed = torch.zeros_like(target)
+    assert float(hypo_loss(found * 0.98 + 0.01, target)) < 0.5 * float(hypo_loss(missed + 0.01, target))
+
+
 def test_training_and_evaluation_seeds_never_meet():
     assert min(training_seeds(5)) >= 1_000_000
     with pytest.raises(ValueError, match="training seeds must be >= 1000000"):

@@ -239,7 +239,7 @@ def compact(checkpoint: Path, out: Path) -> None:
 @clean_errors
 def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None, hypo_checkpoint: Path | None,
                config_only: bool, dynamic_batching: bool, cpu_threads: int) -> None:
-    """Write the Triton model folders of both networks for a deployment target.
+    """Write the whole Triton model repository (networks, Python steps, ensembles) for a deployment target.
 
     \b
     Example:
@@ -249,21 +249,55 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
     from .io_spec import network_io
     from .onnx_export import export_onnx
     from .presets import get_preset
-    from .repository import write_model_dir
+    from .repository import write_model_dir, write_pipeline_models
 
+    presets = {}
     for model, checkpoint in (("mrod", mrod_checkpoint), ("hypo", hypo_checkpoint)):
         if config_only:
-            io = network_io(get_preset(model, preset))
+            presets[model] = get_preset(model, preset)
+            io = network_io(presets[model])
             write_model_dir(out, io, target, dynamic_batching=dynamic_batching, cpu_threads=cpu_threads)
             click.echo(f"wrote {out / io.triton_name / 'config.pbtxt'}")
             continue
-        network, p = _network(model, preset, checkpoint)
+        network, presets[model] = _network(model, preset, checkpoint)
         with tempfile.TemporaryDirectory() as tmp:
-            report = export_onnx(network, p, tmp, checkpoint=str(checkpoint) if checkpoint else None)
+            report = export_onnx(network, presets[model], tmp, checkpoint=str(checkpoint) if checkpoint else None)
             click.echo(f"{model}: {report.line()}")
-            path = write_model_dir(out, network_io(p), target, onnx_dir=Path(tmp),
+            path = write_model_dir(out, network_io(presets[model]), target, onnx_dir=Path(tmp),
                                    dynamic_batching=dynamic_batching, cpu_threads=cpu_threads)
         click.echo(f"wrote {path}")
+    for folder in write_pipeline_models(out, presets["mrod"], presets["hypo"]):
+        click.echo(f"wrote {folder}")
+
+@main.command()
+@click.option("--repository", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Loopback by default; 0.0.0.0 exposes the server to the network.")
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@click.option("--metrics-port", type=int, default=8002, show_default=True)
+@click.option("--log-file", type=click.Path(path_type=Path), default=None)
+@clean_errors
+def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
+          log_file: Path | None) -> None:
+    """Run tritonserver (the nvidia-pytriton build, CPU) on a model repository until Ctrl-C.
+
+    \b
+    Example:
+      collat-export serve --repository build/model_repository
+    """
+    from .serve import ServerError, TritonServer, serve_forever
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: binding to {host}: the server is reachable from the network and has no "
+                   "authentication; put TLS and access control in front of it (SECURITY.md)", err=True)
+    server = TritonServer(repository, host=host, http_port=http_port, grpc_port=grpc_port,
+                          metrics_port=metrics_port, log_file=log_file)
+    try:
+        code = serve_forever(server, echo=lambda m: click.echo(m, err=True))
+    except ServerError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

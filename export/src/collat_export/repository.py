@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from .io_spec import NetworkIO, TensorSpec
+from .presets import Preset
 
 TARGETS = ("tensorrt", "onnxruntime", "python-onnx")
 
@@ -109,3 +110,33 @@ def write_model_dir(root: Path, io: NetworkIO, target: str, *, onnx_dir: Path | 
         source = resources.files("collat_export.triton").joinpath("python_onnx_model.py")
         (version / "model.py").write_text(source.read_text())
     return model_dir
+
+
+def write_pipeline_models(root: Path, mrod: Preset, hypo: Preset) -> list[Path]:
+    """The Python-backend steps and the three ensembles around the two networks (same on every target).
+
+    ``mrod``'s geometry is the grid preprocess_perfusion produces, so the repository must be
+    written for the presets of the network files it serves.
+    """
+    from .io_spec import network_io
+    from .pipelines import ensembles, model_py, python_steps, render_ensemble, render_python_step
+
+    g = mrod.geometry
+    parameters = {
+        "preprocess_perfusion": {"network_grid": f"{g.channels}x{g.slices}x{g.height}x{g.width}@{g.frame_seconds:g}"},
+        "postprocess_collateral": {"network_model": network_io(mrod).triton_name},
+        "postprocess_hypoperfusion": {"network_model": network_io(hypo).triton_name},
+    }
+    written = []
+    for step in python_steps(mrod, hypo):
+        folder = root / step.name
+        (folder / "1").mkdir(parents=True, exist_ok=True)
+        (folder / "config.pbtxt").write_text(render_python_step(step, parameters.get(step.name, {})))
+        (folder / "1" / "model.py").write_text(model_py(step))
+        written.append(folder)
+    for pipeline in ensembles():
+        folder = root / pipeline.name
+        (folder / "1").mkdir(parents=True, exist_ok=True)
+        (folder / "config.pbtxt").write_text(render_ensemble(pipeline, network_io(mrod), network_io(hypo)))
+        written.append(folder)
+    return written

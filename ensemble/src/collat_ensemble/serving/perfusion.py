@@ -1,0 +1,111 @@
+"""The collateral pipeline's two Python steps: perfusion series -> network input, network output -> maps + metrics.
+
+Wire format (documented in model_repository/README.md): the series arrives as FP32
+``(X, Y, Z, T)``, i.e. nibabel's index order, with the NIfTI affine that maps (i, j, k) to
+scanner RAS millimetres, and the frame interval in seconds. Maps return on that same grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..clinical import volume_ml
+from ..errors import InputValidationError
+from ..preprocess import maps_to_grid, prepare_perfusion
+from ..territory import assess_collaterals
+from .context import StepTimer, grid_from_dict, grid_to_dict, orientation_code, read_affine
+
+# The largest series one request may carry: 256 Mi voxels x frames (1 GiB of FP32), ten times a
+# 256x256x40x60 clinical DSC series. Larger inputs are refused before any allocation.
+MAX_SERIES_ELEMENTS = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NetworkGrid:
+    """The grid 3D-MROD-Net was trained on (from the checkpoint's preset, set in the model config)."""
+
+    frames: int
+    frame_seconds: float
+    slices: int
+    height: int
+    width: int
+
+    @classmethod
+    def parse(cls, text: str) -> NetworkGrid:
+        """``"60x20x128x128@1.6"`` -> frames x slices x height x width at frame_seconds."""
+        try:
+            dims, dt = text.split("@")
+            t, d, h, w = (int(v) for v in dims.split("x"))
+            return cls(t, float(dt), d, h, w)
+        except ValueError:
+            raise ValueError(f"network grid {text!r} is not of the form TxDxHxW@seconds") from None
+
+    def __str__(self) -> str:
+        return f"{self.frames}x{self.slices}x{self.height}x{self.width}@{self.frame_seconds:g}"
+
+
+def _scalar(value: np.ndarray, what: str) -> float:
+    flat = np.asarray(value, dtype=np.float64).reshape(-1)
+    if flat.size != 1:
+        raise InputValidationError(f"{what} must be a single number, got {flat.size} values")
+    return float(flat[0])
+
+
+def preprocess(series: np.ndarray, affine: np.ndarray, frame_seconds: np.ndarray,
+               grid: NetworkGrid) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """-> network input ``[1, T, D, H, W]`` FP32, brain mask ``[D, H, W]`` UINT8, context."""
+    timer = StepTimer()
+    series = np.asarray(series)
+    if series.ndim != 4:
+        raise InputValidationError(f"PERFUSION must be 4D (x, y, z, t), got {series.ndim}D {series.shape}")
+    if series.size > MAX_SERIES_ELEMENTS:
+        raise InputValidationError(f"PERFUSION has {series.size} elements, more than the {MAX_SERIES_ELEMENTS} "
+                                   "this server accepts")
+    affine = read_affine(affine, "PERFUSION_AFFINE")
+    dt = _scalar(frame_seconds, "FRAME_SECONDS")
+    prepared = prepare_perfusion(series, affine, dt, frames=grid.frames, frame_interval=grid.frame_seconds,
+                                 slices=grid.slices, height=grid.height, width=grid.width)
+    context = {
+        "perfusion": {"grid": grid_to_dict(prepared.grid), "input_affine": affine.tolist(),
+                      "frames": int(series.shape[3]), "frame_seconds": dt,
+                      "orientation": orientation_code(prepared.grid.orientation), "network_grid": str(grid)},
+        "timings_ms": {"preprocess_perfusion": timer.elapsed_ms()},
+        "preprocess_perfusion_end": StepTimer.now(),
+    }
+    return prepared.network_input[None], prepared.mask.astype(np.uint8), context
+
+
+def postprocess(phases: np.ndarray, mask: np.ndarray,
+                context: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
+    """-> maps ``(X, Y, Z, 5)`` FP32 and brain mask ``(X, Y, Z)`` UINT8 on the input grid, the collateral
+    part of the metrics, and this step's timings."""
+    timer = StepTimer()
+    waited = round((timer.start - float(context["preprocess_perfusion_end"])) * 1000.0, 2)
+    phases = np.asarray(phases, dtype=np.float32)
+    if phases.ndim == 5:
+        if phases.shape[0] != 1:
+            raise InputValidationError(f"one series per request, got a batch of {phases.shape[0]} map sets")
+        phases = phases[0]
+    mask = np.asarray(mask).astype(bool)
+    if phases.ndim != 4 or phases.shape[0] != 5 or phases.shape[1:] != mask.shape:
+        raise InputValidationError(f"network maps {phases.shape} do not match the brain mask {mask.shape}")
+    grid = grid_from_dict(context["perfusion"]["grid"])
+    input_affine = np.array(context["perfusion"]["input_affine"], dtype=np.float64)
+    maps = np.where(mask[None], phases, np.float32(-1.0)).astype(np.float32)
+    maps_input = maps_to_grid(maps, grid, order=1)
+    brain_input = maps_to_grid(mask[None].astype(np.float32), grid, order=0)[..., 0] >= 0.5
+    maps_input = np.where(brain_input[..., None], maps_input, np.float32(-1.0)).astype(np.float32)
+    assessment = assess_collaterals(np.transpose(phases, (3, 2, 1, 0)), np.transpose(mask, (2, 1, 0)))
+    part = {
+        **assessment.as_dict(),
+        "brain_volume_ml": round(volume_ml(brain_input, input_affine), 2),
+        "input_shape": list(grid.input_shape) + [context["perfusion"]["frames"]],
+        "input_orientation": context["perfusion"]["orientation"],
+        "frame_seconds": context["perfusion"]["frame_seconds"],
+        "network_grid": context["perfusion"]["network_grid"],
+    }
+    timings = {**context["timings_ms"], "network_perfusion": waited, "postprocess_collateral": timer.elapsed_ms()}
+    return maps_input, brain_input.astype(np.uint8), part, timings

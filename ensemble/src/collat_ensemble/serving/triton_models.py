@@ -1,0 +1,152 @@
+"""Thin Triton Python-backend adapters around the pipeline steps.
+
+Each model folder's ``model.py`` is one line that imports a class from here, so the code
+that runs in tritonserver is this installed, tested package. Tensor names come from the
+model's own ``config.pbtxt`` (written by ``collat-export repository`` from the client's
+contract) and are matched to each step's arguments by position; the adapters hold no names.
+
+Every request is answered: an ``InputValidationError`` becomes ``INVALID_ARG`` with its
+message (which names the problem), anything else ``INTERNAL`` with the exception's type and
+message, and the model keeps serving. Voxel data and clinical inputs are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputValidationError
+from . import context as ctx
+from . import diffusion, metrics, perfusion
+
+try:  # available only inside tritonserver's Python backend
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # pragma: no cover - unit tests import this module outside Triton
+    pb_utils = None
+
+
+class _Step:
+    """Request loop, tensor plumbing and error mapping shared by all steps."""
+
+    arity: tuple[int, int]  # (inputs, outputs) the step's run() takes and returns
+
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        self.name = config["name"]
+        self.input_names = [t["name"] for t in config["input"]]
+        self.output_names = [t["name"] for t in config["output"]]
+        if (len(self.input_names), len(self.output_names)) != self.arity:
+            raise RuntimeError(f"{self.name}: config declares {len(self.input_names)} inputs and "
+                               f"{len(self.output_names)} outputs, the step needs {self.arity}")
+        self.params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.repository = Path(args["model_repository"]).parent
+        self.setup()
+
+    def setup(self) -> None:
+        """Read parameters once at load time."""
+
+    def run(self, *arrays: np.ndarray) -> Sequence[np.ndarray]:
+        raise NotImplementedError
+
+    def _read(self, request: Any, name: str) -> np.ndarray:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            raise InputValidationError(f"missing input {name}")
+        return tensor.as_numpy()
+
+    def execute(self, requests: list) -> list:
+        return [self._answer(r) for r in requests]
+
+    def _answer(self, request: Any) -> Any:
+        try:
+            outputs = self.run(*(self._read(request, n) for n in self.input_names))
+            tensors = [pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outputs,
+                                                                                  strict=True)]
+            return pb_utils.InferenceResponse(output_tensors=tensors)
+        except InputValidationError as exc:
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"{self.name}: {exc}", pb_utils.TritonError.INVALID_ARG))
+        except Exception as exc:  # noqa: BLE001 - a bug must fail one request, not the server
+            message = f"{self.name}: internal error {type(exc).__name__}: {exc}"
+            pb_utils.Logger.log_error(message)
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
+
+    def model_info(self, parameter: str) -> dict[str, Any]:
+        return metrics.network_model_info(self.repository, self.params[parameter])
+
+
+class PreprocessPerfusion(_Step):
+    """PERFUSION (X,Y,Z,T), PERFUSION_AFFINE, FRAME_SECONDS -> network input, brain mask, context."""
+
+    arity = (3, 3)
+
+    def setup(self) -> None:
+        self.grid = perfusion.NetworkGrid.parse(self.params["network_grid"])
+
+    def run(self, series, affine, frame_seconds):
+        network_input, mask, context = perfusion.preprocess(series, affine, frame_seconds, self.grid)
+        return network_input, mask, ctx.encode(context)
+
+
+class PostprocessCollateral(_Step):
+    """Network maps, brain mask, context -> maps and mask on the input grid, METRICS."""
+
+    arity = (3, 3)
+
+    def setup(self) -> None:
+        self.models = {self.params["network_model"]: self.model_info("network_model")}
+
+    def run(self, phases, mask, context):
+        maps, brain, part, timings = perfusion.postprocess(phases, mask, ctx.decode(context, "context"))
+        doc = metrics.document("collateral_pipeline", collateral=part, timings_ms=timings, models=self.models)
+        return maps, brain, ctx.encode(doc)
+
+
+class PreprocessDiffusion(_Step):
+    """DWI, ADC, their affines, CLINICAL (JSON) -> slabs, NIHSS rows, core, brain, context."""
+
+    arity = (5, 5)
+
+    def run(self, dwi, adc, dwi_affine, adc_affine, clinical):
+        slabs, nihss, core, brain, context = diffusion.preprocess(dwi, adc, dwi_affine, adc_affine,
+                                                                  ctx.decode(clinical, "CLINICAL"))
+        return slabs, nihss, core, brain, ctx.encode(context)
+
+
+class PostprocessHypoperfusion(_Step):
+    """Slab probabilities, core, brain, context -> probability and core on the DWI grid, METRICS."""
+
+    arity = (4, 3)
+
+    def setup(self) -> None:
+        self.models = {self.params["network_model"]: self.model_info("network_model")}
+
+    def run(self, probabilities, core, brain, context):
+        prob, core_mask, part, timings = diffusion.postprocess(probabilities, core, brain,
+                                                               ctx.decode(context, "context"))
+        doc = metrics.document("hypoperfusion_pipeline", hypoperfusion=part, timings_ms=timings, models=self.models)
+        return prob, core_mask, ctx.encode(doc)
+
+
+class MergeMetrics(_Step):
+    """The two pipelines' METRICS -> one document for stroke_triage."""
+
+    arity = (2, 1)
+
+    def run(self, collateral_doc, hypoperfusion_doc):
+        merged = metrics.merge("stroke_triage", ctx.decode(collateral_doc, "collateral metrics"),
+                               ctx.decode(hypoperfusion_doc, "hypoperfusion metrics"))
+        return (ctx.encode(merged),)
+
+
+STEPS: dict[str, Callable[[], _Step]] = {
+    "preprocess_perfusion": PreprocessPerfusion,
+    "postprocess_collateral": PostprocessCollateral,
+    "preprocess_diffusion": PreprocessDiffusion,
+    "postprocess_hypoperfusion": PostprocessHypoperfusion,
+    "merge_metrics": MergeMetrics,
+}

@@ -1,0 +1,230 @@
+"""Start and stop a real tritonserver on a model repository, with safe defaults.
+
+Machines without a GPU use the tritonserver 2.51 that the ``nvidia-pytriton`` wheel ships,
+with its Python backend; GPU machines use the NGC image (``docker/``), whose entrypoint
+applies the same flags. The wheel keeps one Python-backend stub per Python version, so the
+backend folder is assembled per server (symlinks: the matching stub beside the backend
+library), and the stub sees this interpreter's ``sys.path`` so that the Python steps import
+the installed ``collat_ensemble``.
+
+Defaults: loopback only, model control off (the repository is fixed at start), strict
+readiness, the model-repository / shared-memory / logging / trace HTTP and gRPC APIs
+restricted behind a random per-process key (nobody holds it), and Python-backend shared
+memory sized for 4D volumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
+# A 4D perfusion series of 256x256x40x60 FP32 is 630 MB; shared memory grows in 64 MB steps from 256 MB.
+PYTHON_SHM_DEFAULT = 256 * 1024 * 1024
+PYTHON_SHM_GROWTH = 64 * 1024 * 1024
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM tritonserver if the process that started it dies, so no server outlives a killed test run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+    except (OSError, AttributeError):
+        pass
+
+
+class ServerError(RuntimeError):
+    """tritonserver could not be found, started or made ready; the message says why."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def pytriton_root() -> Path:
+    try:
+        import pytriton
+    except ImportError:
+        raise ServerError("tritonserver not found: install the server extra "
+                          "(pip install 'collat-export[server]', which brings nvidia-pytriton)") from None
+    root = Path(pytriton.__file__).resolve().parent / "tritonserver"
+    if not (root / "bin" / "tritonserver").is_file():
+        raise ServerError(f"no tritonserver binary under {root}")
+    return root
+
+
+def assemble_backends(root: Path, into: Path) -> Path:
+    """A backends folder whose python/ holds the stub built for this interpreter's Python version."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"the pip tritonserver has no Python-backend stub for Python {version}")
+    python = into / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for item in (root / "backends" / "python").iterdir():
+        if item.is_file():
+            (python / item.name).symlink_to(item)
+    (python / stub.name).symlink_to(stub)
+    return into
+
+
+@dataclass
+class TritonServer:
+    """One tritonserver process. Use as a context manager; ``stop`` always kills what ``start`` began."""
+
+    repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 0  # 0: pick a free port
+    grpc_port: int = 0
+    metrics_port: int = 0
+    log_file: Path | None = None
+    log_verbose: int = 0
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = field(default=None, init=False)
+    _workdir: Path | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.repository = Path(self.repository).resolve()
+        self.http_port = self.http_port or free_port()
+        self.grpc_port = self.grpc_port or free_port()
+        self.metrics_port = self.metrics_port or free_port()
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def command(self, backends: Path, binary: Path) -> list[str]:
+        key = secrets.token_hex(16)
+        return [
+            str(binary), f"--model-repository={self.repository}", f"--backend-directory={backends}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--model-control-mode=none", "--strict-readiness=true", "--exit-on-error=true",
+            "--disable-auto-complete-config",
+            f"--http-restricted-api={RESTRICTED_APIS}:collat-admin-key={key}",
+            f"--grpc-restricted-protocol={RESTRICTED_APIS}:collat-admin-key={key}",
+            f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_DEFAULT}",
+            f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_GROWTH}",
+            f"--log-verbose={self.log_verbose}",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        paths = [p for p in sys.path if p and Path(p).is_dir()]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        env["PYTHONNOUSERSITE"] = "1"
+        # Each Python step is its own process: one BLAS thread each keeps 2-core machines from thrashing.
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, "1")
+        return env
+
+    def start(self, timeout: float = 180.0) -> TritonServer:
+        if not (self.repository / "stroke_triage").is_dir() and not any(self.repository.glob("*/config.pbtxt")):
+            raise ServerError(f"{self.repository} is not a model repository (no */config.pbtxt)")
+        root = pytriton_root()
+        self._workdir = Path(tempfile.mkdtemp(prefix="collat-triton-"))
+        backends = assemble_backends(root, self._workdir / "backends")
+        log = self.log_file or (self._workdir / "tritonserver.log")
+        self.log_file = log
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(self.command(backends, root / "bin" / "tritonserver"),
+                                            stdout=out, stderr=subprocess.STDOUT, env=self.environment(),
+                                            start_new_session=True, preexec_fn=_die_with_parent)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(0.5)
+        raise ServerError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_file is None or not Path(self.log_file).is_file():
+            return ""
+        return "\n".join(Path(self.log_file).read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; the Python-backend stubs go with the process group."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, 15)
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.process is not None:
+                os.killpg(self.process.pid, 9)  # stubs left behind in the group
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_forever(server: TritonServer, echo=print) -> int:
+    """Run until SIGINT/SIGTERM or until tritonserver exits; returns its exit code (0 on a clean stop)."""
+    import signal
+
+    stopping = False
+
+    def _stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    server.start()
+    echo(f"tritonserver ready: HTTP http://{server.http_url}  gRPC {server.grpc_url}  "
+         f"metrics http://{server.host}:{server.metrics_port}/metrics  (log: {server.log_file})")
+    try:
+        while not stopping and server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+    finally:
+        code = server.process.poll() if server.process is not None else None
+        server.stop()
+    if code not in (None, 0):
+        echo(f"tritonserver exited with code {code}:\n{server.log_tail()}")
+        return int(code)
+    return 0

@@ -1,0 +1,144 @@
+"""The pipelines' Python steps as plain functions: validation, geometry round trips, metrics documents."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from collat_ensemble.errors import InputValidationError
+from collat_ensemble.geometry import reorient_to_ras
+from collat_ensemble.phantom import generate_case
+from collat_ensemble.serving import context as ctx
+from collat_ensemble.serving import diffusion, metrics, perfusion
+from collat_ensemble.serving.perfusion import NetworkGrid
+from collat_ensemble.territory import assess_collaterals, mca_territory
+
+GRID = NetworkGrid.parse("60x12x64x64@1.6")
+
+
+def test_network_grid_parses_and_prints_back():
+    assert NetworkGrid(60, 1.6, 12, 64, 64) == GRID
+    assert str(GRID) == "60x12x64x64@1.6"
+    with pytest.raises(ValueError, match="TxDxHxW@seconds"):
+        NetworkGrid.parse("60x12x64")
+
+
+def test_context_round_trips_a_grid_exactly(case_left_poor):
+    _, _, context = perfusion.preprocess(case_left_poor.perfusion, case_left_poor.perfusion_affine,
+                                         np.array([1.6], np.float32), GRID)
+    back = ctx.decode(ctx.encode(context))
+    grid = ctx.grid_from_dict(back["perfusion"]["grid"])
+    original = ctx.grid_from_dict(context["perfusion"]["grid"])
+    np.testing.assert_array_equal(grid.grid_affine, original.grid_affine)
+    assert grid.orientation == original.orientation and grid.input_shape == (128, 128, 20)
+
+
+@pytest.mark.parametrize("raw, message", [
+    (np.array([b"{not json"], dtype=object), "not UTF-8 JSON"),
+    (np.array([b"[1, 2]"], dtype=object), "must be a JSON object"),
+    (np.array([b"{}", b"{}"], dtype=object), "exactly one JSON document"),
+])
+def test_bad_context_or_clinical_json_is_named(raw, message):
+    with pytest.raises(InputValidationError, match=message):
+        ctx.decode(raw, "CLINICAL")
+
+
+@pytest.mark.parametrize("clinical, message", [
+    ({}, "must give nihss"),
+    ({"nihss": 43}, "NIHSS must be an integer 0-42"),
+    ({"nihss": 4.5}, "NIHSS must be an integer 0-42"),
+    ({"nihss": True}, "NIHSS must be an integer 0-42"),
+    ({"nihss": 10, "age": 12}, "age must be 18-120"),
+    ({"nihss": 10, "side": "up"}, "side must be left, right, bilateral or unknown"),
+    ({"nihss": 10, "onset_to_imaging_min": -5}, "onset_to_imaging_min"),
+    ({"nihss": 10, "name": "Jane Doe"}, "unknown fields: name"),
+])
+def test_clinical_inputs_are_validated(clinical, message):
+    with pytest.raises(InputValidationError, match=message):
+        diffusion.ClinicalInputs.from_json(clinical)
+
+
+def test_clinical_defaults_to_an_unknown_side_and_no_age():
+    assert diffusion.ClinicalInputs.from_json({"nihss": 12}) == diffusion.ClinicalInputs(12, None, "unknown", None)
+
+
+def test_perfusion_steps_return_maps_on_the_input_grid(case_left_poor):
+    x, mask, context = perfusion.preprocess(case_left_poor.perfusion, case_left_poor.perfusion_affine,
+                                            np.array([1.6], np.float32), GRID)
+    assert x.shape == (1, 60, 12, 64, 64) and x.dtype == np.float32
+    assert mask.shape == (12, 64, 64) and mask.dtype == np.uint8
+    # A stand-in for the network: each phase is the mean input over a block of frames, scaled to [-1, 1].
+    phases = np.stack([x[0, 10 * i: 10 * i + 10].mean(axis=0) for i in range(5)])[None] / 0.9
+    maps, brain, part, timings = perfusion.postprocess(phases, mask, ctx.decode(ctx.encode(context)))
+    assert maps.shape == (128, 128, 20, 5) and brain.shape == (128, 128, 20)
+    assert set(timings) == {"preprocess_perfusion", "network_perfusion", "postprocess_collateral"}
+    assert part["input_orientation"] == "RAS" and part["input_shape"] == [128, 128, 20, 60]
+    # The brain volume is that of the returned mask on the input grid.
+    voxel_ml = abs(np.linalg.det(case_left_poor.perfusion_affine[:3, :3])) / 1000.0
+    assert part["brain_volume_ml"] == pytest.approx(brain.sum() * voxel_ml, rel=1e-4)
+
+
+def test_postprocess_refuses_maps_that_do_not_fit_the_mask(case_left_poor):
+    _, mask, context = perfusion.preprocess(case_left_poor.perfusion, case_left_poor.perfusion_affine,
+                                            np.array([1.6], np.float32), GRID)
+    with pytest.raises(InputValidationError, match="do not match the brain mask"):
+        perfusion.postprocess(np.zeros((1, 5, 12, 32, 64), np.float32), mask, context)
+
+
+def test_diffusion_steps_give_slabs_and_core_on_the_dwi_grid(case_left_poor):
+    case = case_left_poor
+    slabs, nihss, core, brain, context = diffusion.preprocess(case.dwi, case.adc, case.diffusion_affine,
+                                                              case.diffusion_affine, {"nihss": 12, "age": 85})
+    assert slabs.shape == (12, 4, 16, 128, 128) and nihss.shape == (12, 1)
+    assert np.allclose(nihss, 12 / 21)
+    probabilities = np.zeros((12, 1, 16, 128, 128), np.float32)  # a network that sees nothing beyond the core
+    prob, core_mask, part, _ = diffusion.postprocess(probabilities, core, brain, ctx.decode(ctx.encode(context)))
+    assert prob.shape == case.dwi.shape and core_mask.shape == case.dwi.shape
+    assert part["core_ml"] == pytest.approx(case.truth["core_ml"], rel=0.10)
+    assert part["hypoperfusion_ml"] == part["core_ml"]  # the lesion always includes the core
+    assert part["mismatch_ml"] == 0.0 and part["defuse3"]["eligible"] is False
+    assert part["dawn"]["groups"]["A"] is (part["core_ml"] < 21.0)
+    assert part["side"] == "left" and part["side_inferred"] is True
+    with pytest.raises(InputValidationError, match="slab probabilities"):
+        diffusion.postprocess(probabilities[:11], core, brain, context)
+
+
+def test_assessment_finds_the_ischaemic_side_and_grades_collaterals():
+    poor, good = generate_case(7, grade=1, side="right"), generate_case(7, grade=5, side="right")
+    results = []
+    for case in (poor, good):
+        maps, _, _ = reorient_to_ras(case.reference_maps, case.perfusion_affine)
+        mask, _, _ = reorient_to_ras(case.brain_mask, case.perfusion_affine)
+        results.append(assess_collaterals(np.asarray(maps), np.asarray(mask)))
+    assert [r.ischaemic_side for r in results] == ["right", "right"]
+    assert all(r.side_source == "maps" for r in results)
+    assert results[0].hypoperfused_fraction["early_venous"] > results[1].hypoperfused_fraction["early_venous"] + 0.2
+    assert results[0].cps < results[1].cps
+
+
+def test_mca_territory_lies_in_one_lateral_hemisphere():
+    mask = np.zeros((40, 40, 20), bool)
+    mask[4:36, 4:36, 2:18] = True
+    left, right = mca_territory(mask, "left"), mca_territory(mask, "right")
+    assert not (left & right).any()
+    assert np.nonzero(left.any(axis=(1, 2)))[0].max() < 19.5 < np.nonzero(right.any(axis=(1, 2)))[0].min()
+    with pytest.raises(InputValidationError, match="left or right"):
+        mca_territory(mask, "bilateral")
+
+
+def test_merged_document_flags_disagreeing_sides_and_keeps_both_parts():
+    collateral = metrics.document("collateral_pipeline", collateral={"ischaemic_side": "right", "side_source": "maps"},
+                                  timings_ms={"a": 1.0}, models={"mrod_net": {}})
+    hypo_part = {"side": "left", "side_inferred": False, "adc_units_assumed": "mm2/s",
+                 "defuse3": {"near_threshold": ["core_ml"]}, "dawn": None}
+    hypo = metrics.document("hypoperfusion_pipeline", hypoperfusion=hypo_part, timings_ms={"b": 2.0},
+                            models={"hypoperfusion_unet": {}})
+    merged = metrics.merge("stroke_triage", collateral, hypo)
+    assert merged["pipeline"] == "stroke_triage"
+    assert merged["near_threshold"] == ["defuse3.core_ml"]
+    assert merged["timings_ms"] == {"a": 1.0, "b": 2.0}
+    assert set(merged["models"]) == {"mrod_net", "hypoperfusion_unet"}
+    assert any("check the images" in w for w in merged["warnings"])
+    json.dumps(merged)  # serializable as it stands

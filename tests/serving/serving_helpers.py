@@ -1,0 +1,57 @@
+"""Requests to the real server built from the client's contract, as the tests send them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import tritonclient.grpc as grpc
+import tritonclient.http as http
+
+from collat_client.contract import PIPELINES
+from collat_ensemble.phantom import PhantomCase
+
+
+def case_arrays(case: PhantomCase, *, side: str = "left", age: float | None = None) -> dict[str, np.ndarray]:
+    clinical = {"nihss": case.nihss, "age": case.age if age is None else age, "side": side}
+    return {
+        "PERFUSION": case.perfusion.astype(np.float32),
+        "PERFUSION_AFFINE": case.perfusion_affine.astype(np.float64),
+        "FRAME_SECONDS": np.array([case.frame_seconds], np.float32),
+        "DWI": case.dwi.astype(np.float32),
+        "ADC": case.adc.astype(np.float32),
+        "DWI_AFFINE": case.diffusion_affine.astype(np.float64),
+        "ADC_AFFINE": case.diffusion_affine.astype(np.float64),
+        "CLINICAL": np.array([json.dumps(clinical).encode()], dtype=np.object_),
+    }
+
+
+def datatype(array: np.ndarray) -> str:
+    return "BYTES" if array.dtype == np.object_ else {"float32": "FP32", "float64": "FP64", "uint8": "UINT8",
+                                                      "int16": "INT16", "int32": "INT32"}[array.dtype.name]
+
+
+def infer(client, pipeline: str, arrays: dict[str, np.ndarray], *, names: list[str] | None = None,
+          datatypes: dict[str, str] | None = None) -> dict:
+    """Send the pipeline's inputs (or ``names`` of them) and return every output as numpy / parsed METRICS."""
+    module = http if isinstance(client, http.InferenceServerClient) else grpc
+    spec = PIPELINES[pipeline]
+    inputs = []
+    for t in spec.inputs:
+        if names is not None and t.name not in names:
+            continue
+        value = arrays[t.name]
+        dt = (datatypes or {}).get(t.name, datatype(value))
+        item = module.InferInput(t.name, list(value.shape), dt)
+        if module is http:
+            item.set_data_from_numpy(value, binary_data=True)
+        else:
+            item.set_data_from_numpy(value)
+        inputs.append(item)
+    outputs = [module.InferRequestedOutput(t.name, binary_data=True) if module is http
+               else module.InferRequestedOutput(t.name) for t in spec.outputs]
+    kwargs = {} if module is http else {"client_timeout": 600.0}
+    result = client.infer(pipeline, inputs, outputs=outputs, **kwargs)
+    out = {t.name: result.as_numpy(t.name) for t in spec.outputs}
+    out["METRICS"] = json.loads(out["METRICS"].reshape(-1)[0])
+    return out

@@ -1,0 +1,119 @@
+"""Each ensemble end to end on the real tritonserver: shapes, geometry round trips, metrics against phantom truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from serving_helpers import case_arrays, infer
+
+from collat_client.contract import PIPELINES
+
+
+def flip_x(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same image stored left-to-right reversed (RAS -> LAS): identical world positions."""
+    n = volume.shape[0]
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, n - 1
+    return np.ascontiguousarray(volume[::-1]), affine @ flip
+
+
+def coronal(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same image stored with the 2nd and 3rd axes swapped (how a coronal acquisition arrives)."""
+    swap = np.eye(4)[[0, 2, 1, 3]]
+    return np.ascontiguousarray(np.swapaxes(volume, 1, 2)), affine @ swap
+
+
+@pytest.fixture(scope="module")
+def triage_ras(http_client, left_case):
+    return infer(http_client, "stroke_triage", case_arrays(left_case))
+
+
+def test_stroke_triage_returns_every_output_on_the_input_grids(triage_ras, left_case):
+    out = triage_ras
+    assert out["COLLATERAL_MAPS"].shape == left_case.perfusion.shape[:3] + (5,)
+    assert out["COLLATERAL_MAPS"].dtype == np.float32
+    assert out["BRAIN_MASK"].shape == left_case.perfusion.shape[:3]
+    assert out["HYPOPERFUSION_PROB"].shape == left_case.dwi.shape
+    assert out["CORE_MASK"].shape == left_case.dwi.shape
+    maps = out["COLLATERAL_MAPS"]
+    assert maps.min() >= -1.0 and maps.max() <= 1.0
+    brain = out["BRAIN_MASK"].astype(bool)
+    # The server's mask covers the phantom's brain (the reference method's mask) to within a few per cent.
+    overlap = (brain & left_case.brain_mask).sum() / left_case.brain_mask.sum()
+    assert overlap > 0.9
+    prob = out["HYPOPERFUSION_PROB"]
+    assert prob.min() >= 0.0 and prob.max() <= 1.0
+
+
+def test_stroke_triage_metrics_agree_with_the_phantom_truth(triage_ras, left_case):
+    doc = triage_ras["METRICS"]
+    truth = left_case.truth
+    hypo = doc["hypoperfusion"]
+    assert doc["pipeline"] == "stroke_triage"
+    assert hypo["core_ml"] == pytest.approx(truth["core_ml"], rel=0.10)
+    assert hypo["defuse3"]["eligible"] == truth["defuse3_target_mismatch"]
+    assert hypo["dawn"]["eligible"] == truth["dawn"]["eligible"]
+    # Volumes are consistent with each other and with the returned masks.
+    assert hypo["mismatch_ml"] == pytest.approx(hypo["hypoperfusion_ml"] - hypo["core_ml"], abs=0.02)
+    core_ml = triage_ras["CORE_MASK"].sum() * 8.0 / 1000.0  # the phantom's DWI grid is the MNI 2 mm grid
+    assert core_ml == pytest.approx(hypo["core_ml"], rel=0.02)
+    collateral = doc["collateral"]
+    assert collateral["ischaemic_side"] == "left"
+    # A grade-1 (poor) phantom: most of the territory is dark in the capillary phase.
+    assert collateral["hypoperfused_fraction"]["capillary"] > 0.5
+    assert collateral["cps_estimate"] <= 2
+    assert set(doc["timings_ms"]) == {"preprocess_perfusion", "network_perfusion", "postprocess_collateral",
+                                      "preprocess_diffusion", "network_diffusion", "postprocess_hypoperfusion"}
+    assert set(doc["models"]) == {"mrod_net", "hypoperfusion_unet"}
+    assert doc["models"]["mrod_net"]["preset"] == "tiny" and len(doc["models"]["mrod_net"]["sha256"]) == 64
+
+
+def test_maps_of_a_las_and_a_coronal_copy_overlay_the_ras_result_exactly(http_client, left_case, triage_ras):
+    arrays = case_arrays(left_case)
+    las, las_affine = flip_x(arrays["PERFUSION"], arrays["PERFUSION_AFFINE"])
+    out_las = infer(http_client, "collateral_pipeline", {**arrays, "PERFUSION": las, "PERFUSION_AFFINE": las_affine})
+    assert out_las["METRICS"]["collateral"]["input_orientation"] == "LAS"
+    # Voxel (i, j, k) of the LAS result lies where voxel (n-1-i, j, k) of the RAS result lies.
+    np.testing.assert_allclose(out_las["COLLATERAL_MAPS"][::-1], triage_ras["COLLATERAL_MAPS"], atol=1e-4)
+    np.testing.assert_array_equal(out_las["BRAIN_MASK"][::-1], triage_ras["BRAIN_MASK"])
+
+    cor, cor_affine = coronal(arrays["PERFUSION"], arrays["PERFUSION_AFFINE"])
+    out_cor = infer(http_client, "collateral_pipeline", {**arrays, "PERFUSION": cor, "PERFUSION_AFFINE": cor_affine})
+    assert out_cor["METRICS"]["collateral"]["input_orientation"] == "RSA"
+    np.testing.assert_allclose(np.swapaxes(out_cor["COLLATERAL_MAPS"], 1, 2), triage_ras["COLLATERAL_MAPS"],
+                               atol=1e-4)
+
+
+def test_hypoperfusion_maps_of_a_las_copy_overlay_exactly(grpc_client, left_case, triage_ras):
+    arrays = case_arrays(left_case)
+    dwi, affine = flip_x(arrays["DWI"], arrays["DWI_AFFINE"])
+    adc, _ = flip_x(arrays["ADC"], arrays["ADC_AFFINE"])
+    out = infer(grpc_client, "hypoperfusion_pipeline",
+                {**arrays, "DWI": dwi, "ADC": adc, "DWI_AFFINE": affine, "ADC_AFFINE": affine})
+    assert out["METRICS"]["hypoperfusion"]["input_orientation"] == "LAS"
+    np.testing.assert_array_equal(out["CORE_MASK"][::-1], triage_ras["CORE_MASK"])
+    np.testing.assert_allclose(out["HYPOPERFUSION_PROB"][::-1], triage_ras["HYPOPERFUSION_PROB"], atol=1e-4)
+    assert out["METRICS"]["hypoperfusion"]["core_ml"] == triage_ras["METRICS"]["hypoperfusion"]["core_ml"]
+
+
+def test_collateral_pipeline_over_grpc_equals_http(grpc_client, left_case, triage_ras):
+    out = infer(grpc_client, "collateral_pipeline", case_arrays(left_case))
+    assert set(out) == {t.name for t in PIPELINES["collateral_pipeline"].outputs}
+    np.testing.assert_allclose(out["COLLATERAL_MAPS"], triage_ras["COLLATERAL_MAPS"], atol=1e-5)
+    assert out["METRICS"]["pipeline"] == "collateral_pipeline"
+    assert out["METRICS"]["hypoperfusion"] is None
+
+
+def test_unknown_side_is_inferred_from_the_core_and_reported(grpc_client, left_case):
+    out = infer(grpc_client, "hypoperfusion_pipeline", case_arrays(left_case, side="unknown"))
+    hypo = out["METRICS"]["hypoperfusion"]
+    assert hypo["side"] == "left" and hypo["side_inferred"] is True
+    assert any("inferred as left" in w for w in out["METRICS"]["warnings"])
+
+
+def test_adc_in_micro_units_is_detected_and_gives_the_same_core(grpc_client, left_case, triage_ras):
+    arrays = case_arrays(left_case)
+    out = infer(grpc_client, "hypoperfusion_pipeline", {**arrays, "ADC": arrays["ADC"] * np.float32(1e6)})
+    hypo = out["METRICS"]["hypoperfusion"]
+    assert hypo["adc_units_assumed"] == "1e-6 mm2/s"
+    assert hypo["core_ml"] == pytest.approx(triage_ras["METRICS"]["hypoperfusion"]["core_ml"], rel=0.01)
