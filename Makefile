@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PACKAGES := -e ./client[test] -e ./ensemble[test] -e ./export[test,server]
 
-.PHONY: install lint test export-demo serve clean
+.PHONY: install lint test export-demo serve demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ $(CPU_REPOSITORY)/stroke_triage/config.pbtxt: $(STAMP) $(WEIGHTS)/mrod_tiny/chec
 		--mrod-checkpoint $(WEIGHTS)/mrod_tiny/checkpoint.pt --hypo-checkpoint $(WEIGHTS)/hypo_tiny/checkpoint.pt
 
 export-demo: $(CPU_REPOSITORY)/stroke_triage/config.pbtxt
+
+# The README's first command: phantom case -> real tritonserver -> collat-client -> demo-output/.
+demo: export-demo
+	$(BIN)/collat-export demo --repository $(CPU_REPOSITORY) --out demo-output
 
 # The real tritonserver (from the nvidia-pytriton wheel) on the CPU repository; loopback unless HOST says otherwise.
 serve: export-demo

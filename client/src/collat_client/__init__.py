@@ -5,3 +5,23 @@ that a PACS integration can import it without a deep-learning stack.
 """
 
 __version__ = "0.1.0"
+
+from .client import AsyncCollatClient, CollatClient
+from .errors import (
+    CollatError,
+    InferenceTimeout,
+    InputFileError,
+    InvalidInput,
+    ModelNotReady,
+    ServerError,
+    ServerUnavailable,
+)
+from .images import Volume
+from .result import InferenceResult, MapImage
+from .schema import Clinical, Metrics
+
+__all__ = [
+    "AsyncCollatClient", "Clinical", "CollatClient", "CollatError", "InferenceResult", "InferenceTimeout",
+    "InputFileError", "InvalidInput", "MapImage", "Metrics", "ModelNotReady", "ServerError", "ServerUnavailable",
+    "Volume",
+]

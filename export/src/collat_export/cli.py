@@ -300,5 +300,28 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
     sys.exit(code)
 
 
+@main.command()
+@click.option("--repository", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True)
+@click.option("--seed", type=int, default=101, show_default=True)
+@clean_errors
+def demo(repository: Path, out: Path, seed: int) -> None:
+    """Start tritonserver, run a phantom case through stroke_triage with collat-client, stop the server.
+
+    \b
+    Example:
+      collat-export demo --repository build/model_repository --out demo-output
+    """
+    from .demo import run_demo
+    from .serve import ServerError
+
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        code = run_demo(repository, out, seed=seed, echo=lambda m: click.echo(m, err=True))
+    except ServerError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

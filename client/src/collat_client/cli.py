@@ -1,0 +1,314 @@
+"""``collat-client``: run a scan through the server, check the server, score outputs against references.
+
+Exit codes: 0 ok, 2 bad input or usage, 3 server unavailable or pipeline not ready,
+4 server-side error or timeout. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import CollatError, InputFileError, InvalidInput
+
+URL_HELP = "server address host:port (env COLLAT_URL; gRPC port for --protocol grpc)"
+NETWORKS = ("mrod_net", "hypoperfusion_unet")
+PIPELINE_NAMES = ("collateral_pipeline", "hypoperfusion_pipeline", "stroke_triage")
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pydantic import ValidationError
+
+        try:
+            return func(*args, **kwargs)
+        except CollatError as exc:
+            _fail(str(exc), exc.exit_code)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            _fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", 2)
+        except FileExistsError as exc:
+            _fail(str(exc), 2)
+        except OSError as exc:
+            _fail(f"{getattr(exc, 'filename', None) or ''}: {exc.strerror or exc}", 2)
+
+    return wrapper
+
+
+def _client(url: str, protocol: str, timeout: float, retries: int):
+    from .client import CollatClient
+
+    return CollatClient(url, protocol=protocol, timeout=timeout, retries=retries)
+
+
+def _default_url(protocol: str) -> str:
+    import os
+
+    return os.environ.get("COLLAT_URL") or ("127.0.0.1:8001" if protocol == "grpc" else "127.0.0.1:8000")
+
+
+def _print_table(metrics, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{metrics.pipeline}", show_header=True)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    flags = set(metrics.near_threshold)
+
+    def row(name: str, value: str, flag: str | None = None) -> None:
+        table.add_row(name, value + ("  (near threshold)" if flag in flags else ""))
+
+    if metrics.hypoperfusion is not None:
+        h = metrics.hypoperfusion
+        row("ADC core", f"{h.core_ml:.1f} mL", "defuse3.core_ml")
+        row("hypoperfusion", f"{h.hypoperfusion_ml:.1f} mL")
+        row("mismatch volume", f"{h.mismatch_ml:.1f} mL", "defuse3.mismatch_ml")
+        row("mismatch ratio", f"{h.mismatch_ratio:.2f}" + (" (capped)" if h.mismatch_ratio_capped else ""),
+            "defuse3.mismatch_ratio")
+        row("DEFUSE 3 target mismatch", "yes" if h.defuse3.eligible else "no")
+        dawn = "n/a (no age)" if h.dawn is None else ("yes (" + ",".join(
+            g for g, v in h.dawn.groups.items() if v) + ")" if h.dawn.eligible else "no")
+        row("DAWN clinical-core mismatch", dawn, "dawn.core_ml")
+        row("stroke side", h.side + (" (inferred)" if h.side_inferred else ""))
+    if metrics.collateral is not None:
+        c = metrics.collateral
+        row("CPS estimate", f"{c.cps_estimate} ({c.cps_label})")
+        for phase in ("capillary", "early_venous", "late_venous"):
+            row(f"hypoperfused {phase.replace('_', ' ')}", f"{c.hypoperfused_fraction[phase]:.0%}")
+    console.print(table)
+    for warning in metrics.warnings:
+        console.print(f"[yellow]note:[/yellow] {warning}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Client for the stroke-MRI collateral and hypoperfusion server.
+
+    \b
+    Example:
+      collat-client infer perfusion.nii.gz --dwi dwi.nii.gz --adc adc.nii.gz --nihss 14 --age 70 --side left
+    """
+
+
+def _common(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--retries", type=int, default=3, show_default=True)(func)
+    func = click.option("--timeout", type=float, default=300.0, show_default=True, help="seconds per request")(func)
+    func = click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)(func)
+    return click.option("--url", default=None, help=URL_HELP)(func)
+
+
+def _default_out(scan: Path | None, dwi: Path | None) -> Path:
+    base = scan or dwi
+    name = base.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return base.parent / f"{name}_collat"
+
+
+@main.command()
+@click.argument("scan", required=False, type=click.Path(path_type=Path))
+@click.option("--dwi", type=click.Path(path_type=Path), help="DWI b=1000 in MNI space (NIfTI or DICOM dir)")
+@click.option("--adc", type=click.Path(path_type=Path), help="ADC on the DWI grid")
+@click.option("--nihss", type=int, help="NIHSS 0-42 (needed with --dwi/--adc)")
+@click.option("--age", type=float, help="age in years (DAWN needs it)")
+@click.option("--side", type=click.Choice(["left", "right", "bilateral", "unknown"]), default="unknown",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="output folder (default: <scan>_collat beside the scan)")
+@click.option("--force", is_flag=True, help="overwrite existing outputs")
+@click.option("--json", "as_json", is_flag=True, help="print the metrics document only")
+@_common
+@clean_errors
+def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | None, age: float | None, side: str,
+          out: Path | None, force: bool, as_json: bool, url: str | None, protocol: str, timeout: float,
+          retries: int) -> None:
+    """Run a perfusion series (SCAN) and/or DWI + ADC through the server; write maps, metrics and a PNG.
+
+    \b
+    Example:
+      collat-client infer scan.nii.gz --out results/
+      collat-client infer --dwi dwi.nii.gz --adc adc.nii.gz --nihss 14 --age 70 --side left --json
+    """
+    from rich.console import Console
+
+    from .schema import Clinical
+
+    console = Console(stderr=True)
+    if scan is None and dwi is None:
+        raise InvalidInput("give a perfusion SCAN, or --dwi and --adc, or all three")
+    clinical = None
+    if dwi is not None or adc is not None:
+        if nihss is None:
+            raise InvalidInput("--nihss is required with --dwi/--adc")
+        clinical = Clinical(nihss=nihss, age=age, side=side)
+    out = out or _default_out(scan, dwi)
+    from .result import InferenceResult, output_files
+
+    clashes = [n for n in output_files(scan is not None, dwi is not None) if (out / n).exists()]
+    if clashes and not force:
+        raise FileExistsError(f"{out}: would overwrite {', '.join(clashes[:3])} (use --force)")
+    spinner = console.status("starting", spinner="dots") if console.is_terminal and not as_json else _Quiet()
+    with _client(url or _default_url(protocol), protocol, timeout, retries) as client, spinner as s:
+        result: InferenceResult = client.infer(perfusion=scan, dwi=dwi, adc=adc, clinical=clinical,
+                                               progress=lambda m: s.update(m))
+        s.update("writing")
+        written = result.save(out, overwrite=force)
+    if as_json:
+        click.echo(json.dumps(result.metrics.model_dump(mode="json"), indent=2))
+        return
+    _print_table(result.metrics, Console())
+    click.echo(f"inference {result.seconds:.1f} s; wrote {len(written)} files to {out}")
+
+
+class _Quiet:
+    """Stands in for the progress spinner when output is not a terminal."""
+
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, message: str) -> None:
+        return None
+
+
+@main.command()
+@_common
+@clean_errors
+def health(url: str | None, protocol: str, timeout: float, retries: int) -> None:
+    """Is the server up, and is each pipeline ready? Exit 0 only when everything is.
+
+    \b
+    Example:
+      collat-client health --url 127.0.0.1:8000
+    """
+    from .errors import ModelNotReady
+
+    with _client(url or _default_url(protocol), protocol, timeout, retries) as client:
+        client.server_ready()
+        states = {name: client.model_ready(name) for name in PIPELINE_NAMES}
+    for name, ready in states.items():
+        click.echo(f"{name}: {'ready' if ready else 'NOT READY'}")
+    if not all(states.values()):
+        raise ModelNotReady("not every pipeline is ready")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@_common
+@clean_errors
+def models(as_json: bool, url: str | None, protocol: str, timeout: float, retries: int) -> None:
+    """Pipelines and networks: version, ready state, and the networks' batching and instances.
+
+    \b
+    Example:
+      collat-client models --json
+    """
+    rows = []
+    with _client(url or _default_url(protocol), protocol, timeout, retries) as client:
+        for name in PIPELINE_NAMES + NETWORKS:
+            config = client.model_config(name)
+            row = {"name": name, "ready": client.model_ready(name),
+                   "platform": config.get("platform") or config.get("backend", "")}
+            if name in NETWORKS:
+                batching = config.get("dynamic_batching")
+                row.update(max_batch_size=int(config.get("max_batch_size", 0)),
+                           dynamic_batching=batching is not None,
+                           preferred_batch_size=[int(b) for b in (batching or {}).get("preferred_batch_size", [])],
+                           instances=sum(int(g.get("count", 1)) for g in config.get("instance_group", [])))
+            rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        extra = "" if "max_batch_size" not in r else (
+            f"  max batch {r['max_batch_size']}, dynamic batching {'on' if r['dynamic_batching'] else 'off'} "
+            f"{r['preferred_batch_size']}, {r['instances']} instance(s)")
+        click.echo(f"{r['name']:<24} {'ready' if r['ready'] else 'NOT READY':<10} {r['platform']}{extra}")
+
+
+def _first(folder: Path, *names: str) -> Path | None:
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+@main.command()
+@click.argument("pred_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("ref_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@clean_errors
+def evaluate(pred_dir: Path, ref_dir: Path, as_json: bool) -> None:
+    """Score outputs (from `infer`) against references, with the studies' metrics.
+
+    PRED_DIR holds collateral_maps.nii.gz / hypoperfusion_prob.nii.gz / core_mask.nii.gz;
+    REF_DIR holds truth_maps.nii.gz + truth_brain.nii.gz and/or truth_lesion.nii.gz (as
+    collat-phantom writes them). Maps: per-phase R^2, MAE, Tanimoto, SSIM inside the
+    reference brain. Lesion: Dice, AUC, volume difference and absolute volume difference.
+
+    \b
+    Example:
+      collat-client evaluate case_collat/ case/
+    """
+    import numpy as np
+
+    from .evaluation import auc, dice, phase_metrics, volume_difference_ml
+    from .images import load_nifti
+
+    for folder in (pred_dir, ref_dir):
+        if not folder.is_dir():
+            raise InputFileError(f"{folder}: no such directory")
+    report: dict[str, Any] = {}
+    pred_maps, ref_maps = _first(pred_dir, "collateral_maps.nii.gz"), _first(ref_dir, "truth_maps.nii.gz")
+    if pred_maps and ref_maps:
+        brain = _first(ref_dir, "truth_brain.nii.gz") or _first(pred_dir, "brain_mask.nii.gz")
+        p, r = load_nifti(pred_maps)[0], load_nifti(ref_maps)[0]
+        if p.shape != r.shape:
+            raise InvalidInput(f"{pred_maps} {p.shape} and {ref_maps} {r.shape} are not on one grid")
+        mask = load_nifti(brain)[0].astype(bool) if brain else None
+        report["collateral"] = phase_metrics(p.astype(float), r.astype(float), mask)
+    pred_prob, ref_lesion = _first(pred_dir, "hypoperfusion_prob.nii.gz"), _first(ref_dir, "truth_lesion.nii.gz")
+    if pred_prob and ref_lesion:
+        prob, affine, _ = load_nifti(pred_prob)
+        truth = load_nifti(ref_lesion)[0].astype(bool)
+        core = _first(pred_dir, "core_mask.nii.gz")
+        lesion = (prob >= 0.5) | (load_nifti(core)[0].astype(bool) if core else False)
+        voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+        vd, avd = volume_difference_ml(lesion, truth, voxel_ml)
+        report["hypoperfusion"] = {"dice": dice(lesion, truth), "auc": auc(prob, truth),
+                                   "volume_difference_ml": vd, "abs_volume_difference_ml": avd}
+    if not report:
+        raise InputFileError(f"nothing to compare: no matching outputs in {pred_dir} and references in {ref_dir}")
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if "collateral" in report:
+        table = Table(title="collateral maps")
+        for col in ("phase", "R^2", "MAE", "Tanimoto", "SSIM"):
+            table.add_column(col, justify="right" if col != "phase" else "left")
+        for phase, m in report["collateral"].items():
+            table.add_row(phase, f"{m['r2']:.3f}", f"{m['mae']:.3f}", f"{m['tanimoto']:.3f}", f"{m['ssim']:.3f}")
+        console.print(table)
+    if "hypoperfusion" in report:
+        h = report["hypoperfusion"]
+        console.print(f"hypoperfusion: Dice {h['dice']:.3f}  AUC {h['auc']:.3f}  volume difference "
+                      f"{h['volume_difference_ml']:.1f} mL (absolute {h['abs_volume_difference_ml']:.1f} mL)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,209 @@
+"""``CollatClient`` / ``AsyncCollatClient``: images in, typed results out, whichever pipeline fits the inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from .contract import PIPELINES
+from .errors import InvalidInput, ServerUnavailable
+from .images import Volume, check_pair, diffusion_volume, perfusion_volume, read_diffusion, read_perfusion
+from .result import InferenceResult
+from .schema import Clinical
+from .transport.base import Retryable
+
+Protocol = Literal["http", "grpc"]
+ImageInput = str | Path | Volume
+T = TypeVar("T")
+
+
+def _perfusion(value: ImageInput | None) -> Volume | None:
+    if value is None or isinstance(value, Volume) and value.frame_seconds is not None and value.data.ndim == 4:
+        return value
+    if isinstance(value, Volume):
+        return perfusion_volume(value.data, value.affine, value.frame_seconds, value.source, value.header)
+    return read_perfusion(value)
+
+
+def _diffusion(value: ImageInput | None) -> Volume | None:
+    if value is None:
+        return None
+    if isinstance(value, Volume):
+        return diffusion_volume(value.data, value.affine, value.source, value.header)
+    return read_diffusion(value)
+
+
+def prepare_request(perfusion: ImageInput | None, dwi: ImageInput | None, adc: ImageInput | None,
+                    clinical: Clinical | dict | None) -> tuple[str, dict[str, np.ndarray], dict[str, Volume]]:
+    """Read and check everything locally, pick the pipeline, and build its tensors (no I/O with the server)."""
+    if (dwi is None) != (adc is None):
+        raise InvalidInput("give both DWI and ADC, or neither")
+    if perfusion is None and dwi is None:
+        raise InvalidInput("nothing to analyse: give a perfusion series, or DWI + ADC, or all three")
+    volumes: dict[str, Volume] = {}
+    tensors: dict[str, np.ndarray] = {}
+    perf = _perfusion(perfusion)
+    if perf is not None:
+        volumes["perfusion"] = perf
+        tensors.update(PERFUSION=perf.data, PERFUSION_AFFINE=perf.affine,
+                       FRAME_SECONDS=np.array([perf.frame_seconds], np.float32))
+    if dwi is not None:
+        if clinical is None:
+            raise InvalidInput("the hypoperfusion pipeline needs clinical data (at least the NIHSS)")
+        clinical = clinical if isinstance(clinical, Clinical) else Clinical.model_validate(clinical)
+        d, a = _diffusion(dwi), _diffusion(adc)
+        check_pair(d, a)
+        volumes.update(dwi=d, adc=a)
+        # Only the validated clinical fields travel: no identifiers can ride along.
+        tensors.update(DWI=d.data, ADC=a.data, DWI_AFFINE=d.affine, ADC_AFFINE=a.affine,
+                       CLINICAL=np.array([clinical.model_dump_json().encode()], dtype=np.object_))
+    pipeline = "stroke_triage" if perf is not None and dwi is not None else \
+        "collateral_pipeline" if perf is not None else "hypoperfusion_pipeline"
+    return pipeline, tensors, volumes
+
+
+class _RetryPolicy:
+    def __init__(self, retries: int, backoff: float) -> None:
+        self.retries, self.backoff = retries, backoff
+
+    def delay(self, attempt: int) -> float:
+        return self.backoff * (2 ** attempt) * random.uniform(0.5, 1.5)
+
+    def run(self, call: Callable[[], T]) -> T:
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except Retryable as exc:
+                if attempt == self.retries:
+                    raise ServerUnavailable(f"{exc} (gave up after {self.retries + 1} attempts)") from None
+                time.sleep(self.delay(attempt))
+        raise AssertionError("unreachable")
+
+    async def run_async(self, call: Callable[[], Any]) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                return await call()
+            except Retryable as exc:
+                if attempt == self.retries:
+                    raise ServerUnavailable(f"{exc} (gave up after {self.retries + 1} attempts)") from None
+                await asyncio.sleep(self.delay(attempt))
+        raise AssertionError("unreachable")
+
+
+def _make_transport(url: str, protocol: Protocol, timeout: float, compress: bool):
+    if protocol == "http":
+        from .transport.http import HttpTransport
+
+        return HttpTransport(url, timeout=timeout, compress=compress)
+    if protocol == "grpc":
+        from .transport.grpc import GrpcTransport
+
+        return GrpcTransport(url, timeout=timeout, compress=compress)
+    raise ValueError(f"protocol must be http or grpc, got {protocol!r}")
+
+
+def _result(pipeline: str, outputs: dict[str, np.ndarray], volumes: dict[str, Volume], seconds: float):
+    metrics = json.loads(outputs.pop("METRICS").reshape(-1)[0])
+    return InferenceResult.from_outputs(pipeline, metrics, outputs, volumes, seconds)
+
+
+class CollatClient:
+    """Synchronous SDK entry point; thread-safe (one connection pool shared by all threads).
+
+    >>> with CollatClient("127.0.0.1:8000") as client:
+    ...     result = client.infer(perfusion="scan.nii.gz")
+    ...     result.save("out/")
+    """
+
+    def __init__(self, url: str = "127.0.0.1:8000", *, protocol: Protocol = "http", timeout: float = 300.0,
+                 retries: int = 3, backoff: float = 0.5, compress: bool = False) -> None:
+        self.url, self.protocol, self.timeout = url, protocol, timeout
+        self._policy = _RetryPolicy(retries, backoff)
+        self._transport = _make_transport(url, protocol, timeout, compress)
+
+    def __enter__(self) -> CollatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def server_ready(self) -> bool:
+        return self._policy.run(self._transport.server_ready)
+
+    def model_ready(self, model: str) -> bool:
+        return self._policy.run(lambda: self._transport.model_ready(model))
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        return self._policy.run(lambda: self._transport.model_config(model))
+
+    def infer(self, *, perfusion: ImageInput | None = None, dwi: ImageInput | None = None,
+              adc: ImageInput | None = None, clinical: Clinical | dict | None = None,
+              progress: Callable[[str], None] | None = None) -> InferenceResult:
+        """Run the pipeline the inputs call for; inputs are checked locally before anything is uploaded."""
+        note = progress or (lambda _m: None)
+        note("reading")
+        pipeline, tensors, volumes = prepare_request(perfusion, dwi, adc, clinical)
+        outputs = [t.name for t in PIPELINES[pipeline].outputs]
+        note(f"uploading to {pipeline} and running inference")
+        start = time.perf_counter()
+        answer = self._policy.run(lambda: self._transport.infer(pipeline, tensors, outputs, self.timeout))
+        return _result(pipeline, answer, volumes, time.perf_counter() - start)
+
+
+class AsyncCollatClient:
+    """The same surface for asyncio programs. HTTP runs on ``httpx.AsyncClient``; gRPC calls the
+    thread-safe synchronous tritonclient stub in a worker thread (its asyncio API needs a newer grpcio)."""
+
+    def __init__(self, url: str = "127.0.0.1:8000", *, protocol: Protocol = "http", timeout: float = 300.0,
+                 retries: int = 3, backoff: float = 0.5, compress: bool = False) -> None:
+        self.url, self.protocol, self.timeout = url, protocol, timeout
+        self._policy = _RetryPolicy(retries, backoff)
+        if protocol == "http":
+            from .transport.http import AsyncHttpTransport
+
+            self._async = AsyncHttpTransport(url, timeout=timeout, compress=compress)
+            self._sync = None
+        else:
+            self._async = None
+            self._sync = _make_transport(url, protocol, timeout, compress)
+
+    async def __aenter__(self) -> AsyncCollatClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._async is not None:
+            await self._async.close()
+        else:
+            self._sync.close()
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        if self._async is not None:
+            return await self._policy.run_async(lambda: getattr(self._async, method)(*args))
+        return await self._policy.run_async(lambda: asyncio.to_thread(getattr(self._sync, method), *args))
+
+    async def server_ready(self) -> bool:
+        return await self._call("server_ready")
+
+    async def model_ready(self, model: str) -> bool:
+        return await self._call("model_ready", model)
+
+    async def infer(self, *, perfusion: ImageInput | None = None, dwi: ImageInput | None = None,
+                    adc: ImageInput | None = None, clinical: Clinical | dict | None = None) -> InferenceResult:
+        pipeline, tensors, volumes = await asyncio.to_thread(prepare_request, perfusion, dwi, adc, clinical)
+        outputs = [t.name for t in PIPELINES[pipeline].outputs]
+        start = time.perf_counter()
+        answer = await self._call("infer", pipeline, tensors, outputs, self.timeout)
+        return _result(pipeline, answer, volumes, time.perf_counter() - start)

@@ -1,0 +1,147 @@
+"""Images as the SDK holds them: voxels + affine (+ frame interval), from NIfTI files, DICOM series or arrays.
+
+Everything is checked here, before any upload, so that a bad scan fails in milliseconds
+with a message naming the file: wrong dimensionality, too few frames, non-finite voxels or
+affine, a singular affine, mismatched DWI/ADC grids. Only voxels, the affine and the frame
+interval ever leave this module for the server: NIfTI ``descrip``/``intent_name``/``aux_file``
+and every DICOM patient tag stay on the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputFileError, InvalidInput
+
+MIN_FRAMES = 20
+MAX_PERFUSION_ELEMENTS = 256 * 1024 * 1024  # the server's limit, checked before upload
+MAX_VOLUME_VOXELS = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Volume:
+    """Voxels indexed (x, y, z[, t]) with the affine that maps (i, j, k) to RAS millimetres."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    frame_seconds: float | None = None
+    source: str = "<array>"
+    header: object | None = field(default=None, compare=False, repr=False)  # the NIfTI header, kept for outputs
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+
+def _check_affine(affine: np.ndarray, source: str) -> np.ndarray:
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4):
+        raise InvalidInput(f"{source}: affine must be 4x4, got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise InvalidInput(f"{source}: the affine contains non-finite values")
+    if abs(np.linalg.det(a[:3, :3])) < 1e-6:
+        raise InvalidInput(f"{source}: the affine is singular (the voxel grid has no volume)")
+    return a
+
+
+def _check_voxels(data: np.ndarray, source: str) -> None:
+    if data.size == 0:
+        raise InvalidInput(f"{source}: the image has no voxels")
+    if not np.all(np.isfinite(data)):
+        raise InvalidInput(f"{source}: the image contains NaN or infinite values")
+
+
+def perfusion_volume(data: np.ndarray, affine: np.ndarray, frame_seconds: float | None,
+                     source: str = "<array>", header: object | None = None) -> Volume:
+    """A checked 4D perfusion series."""
+    data = np.asarray(data)
+    if data.ndim != 4:
+        raise InvalidInput(f"{source}: a perfusion series must be 4D (x, y, z, t), got {data.ndim}D {data.shape}")
+    if data.shape[3] < MIN_FRAMES:
+        raise InvalidInput(f"{source}: too few frames: {data.shape[3]} (at least {MIN_FRAMES} are needed)")
+    if data.size > MAX_PERFUSION_ELEMENTS:
+        raise InvalidInput(f"{source}: {data.size} voxels x frames exceed the server's limit of "
+                           f"{MAX_PERFUSION_ELEMENTS}")
+    if frame_seconds is None or not np.isfinite(frame_seconds) or not 0.05 <= frame_seconds <= 30.0:
+        raise InvalidInput(f"{source}: frame interval {frame_seconds} s is missing or implausible (0.05-30 s); "
+                           "set pixdim[4] or pass frame_seconds")
+    data = data.astype(np.float32, copy=False)
+    _check_voxels(data, source)
+    if float(data.max()) == float(data.min()):
+        raise InvalidInput(f"{source}: the series is constant (all voxels equal)")
+    return Volume(data, _check_affine(affine, source), float(frame_seconds), source, header)
+
+
+def diffusion_volume(data: np.ndarray, affine: np.ndarray, source: str = "<array>",
+                     header: object | None = None) -> Volume:
+    """A checked 3D DWI or ADC volume (a trailing axis of length 1 is dropped)."""
+    data = np.asarray(data)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InvalidInput(f"{source}: DWI/ADC must be a 3D volume, got {data.ndim}D {data.shape}")
+    if data.size > MAX_VOLUME_VOXELS:
+        raise InvalidInput(f"{source}: {data.size} voxels exceed the server's limit of {MAX_VOLUME_VOXELS}")
+    data = data.astype(np.float32, copy=False)
+    _check_voxels(data, source)
+    return Volume(data, _check_affine(affine, source), None, source, header)
+
+
+def check_pair(dwi: Volume, adc: Volume) -> None:
+    if dwi.shape != adc.shape:
+        raise InvalidInput(f"{dwi.source} {dwi.shape} and {adc.source} {adc.shape} do not share a grid")
+    if not np.allclose(dwi.affine, adc.affine, atol=1e-3):
+        raise InvalidInput(f"{dwi.source} and {adc.source} have different affines (orientation or position)")
+
+
+def load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, object]:
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file")
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:  # nibabel raises many types for a damaged file
+        raise InputFileError(f"{path}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from None
+    if not hasattr(image, "affine") or image.affine is None:
+        raise InputFileError(f"{path}: the image has no affine")
+    return data, np.asarray(image.affine, dtype=np.float64), image.header
+
+
+def read_perfusion(path: Path | str, frame_seconds: float | None = None) -> Volume:
+    """A 4D perfusion series from a NIfTI file or a DICOM series directory."""
+    path = Path(path)
+    if path.is_dir():
+        from .dicom import read_series
+
+        data, affine, dt = read_series(path)
+        return perfusion_volume(data, affine, frame_seconds or dt, str(path))
+    data, affine, header = load_nifti(path)
+    if frame_seconds is None and data.ndim == 4:
+        frame_seconds = _nifti_frame_seconds(header)
+    return perfusion_volume(data, affine, frame_seconds, str(path), header)
+
+
+def _nifti_frame_seconds(header) -> float | None:
+    zooms = header.get_zooms()
+    if len(zooms) < 4 or zooms[3] <= 0:
+        return None
+    unit = header.get_xyzt_units()[1]
+    return float(zooms[3]) * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+
+
+def read_diffusion(path: Path | str) -> Volume:
+    """A 3D DWI or ADC volume from a NIfTI file or a DICOM series directory."""
+    path = Path(path)
+    if path.is_dir():
+        from .dicom import read_series
+
+        data, affine, _ = read_series(path)
+        return diffusion_volume(data, affine, str(path))
+    data, affine, header = load_nifti(path)
+    return diffusion_volume(data, affine, str(path), header)

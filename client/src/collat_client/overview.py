@@ -1,0 +1,127 @@
+"""One PNG a clinician can glance at: the five phases and the lesion overlays on a few axial slices.
+
+Slices are shown in radiological convention (patient's right on the image's left, anterior
+up) after reorienting to RAS from the affine, whatever the stored orientation. Drawn with
+Pillow, whose built-in font needs no system fonts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .evaluation import PHASE_NAMES
+
+if TYPE_CHECKING:
+    from .result import InferenceResult
+
+TILE = 128
+SLICES = 4
+MARGIN = 24
+TITLE = 46
+LABEL_WIDTH = 96
+BAR_WIDTH = 70
+
+
+def to_ras(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    return nib.orientations.apply_orientation(data, ornt)
+
+
+def _tile(slice_xy: np.ndarray) -> np.ndarray:
+    """RAS (x, y) slice -> image rows (anterior up), columns (patient right first), resized to TILE."""
+    from PIL import Image
+
+    img = slice_xy.T[::-1, ::-1]
+    return np.asarray(Image.fromarray(img.astype(np.float32)).resize((TILE, TILE), Image.BILINEAR))
+
+
+def _grey(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    g = np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1)
+    return np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def _hot(values: np.ndarray) -> np.ndarray:
+    """A black-red-yellow-white ramp for values in [0, 1]."""
+    v = np.clip(values, 0, 1)
+    return (np.stack([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], -1) * 255
+            ).astype(np.uint8)
+
+
+def _slices(depth: int) -> list[int]:
+    return [int(round(f * (depth - 1))) for f in np.linspace(0.3, 0.75, SLICES)]
+
+
+def _rows(result: InferenceResult) -> list[tuple[str, list[np.ndarray]]]:
+    rows: list[tuple[str, list[np.ndarray]]] = []
+    if result.collateral_maps is not None:
+        maps = to_ras(result.collateral_maps.data, result.collateral_maps.affine)
+        zs = _slices(maps.shape[2])
+        for i, name in enumerate(PHASE_NAMES):
+            rows.append((name.replace("_", " "), [_hot((_tile(maps[:, :, z, i]) + 1) / 2) for z in zs]))
+    if result.hypoperfusion_prob is not None and result.dwi is not None:
+        dwi = to_ras(result.dwi.data, result.dwi.affine)
+        prob = to_ras(result.hypoperfusion_prob.data, result.dwi.affine)
+        core = to_ras(result.core_mask.data.astype(np.float32), result.dwi.affine)
+        zs = _slices(dwi.shape[2])
+        hi = float(np.percentile(dwi, 99.5)) or 1.0
+        tiles = []
+        for z in zs:
+            base = _grey(_tile(dwi[:, :, z]), 0.0, hi).astype(np.float32)
+            lesion = _tile(prob[:, :, z]) >= 0.5
+            base[lesion] = 0.45 * base[lesion] + 0.55 * np.array([255, 200, 0])  # hypoperfusion: amber
+            base[_tile(core[:, :, z]) >= 0.5] = np.array([220, 30, 30])  # core: red
+            tiles.append(base.astype(np.uint8))
+        rows.append(("DWI + lesion", tiles))
+    return rows
+
+
+def _title(result: InferenceResult) -> str:
+    m = result.metrics
+    parts = []
+    if m.hypoperfusion is not None:
+        h = m.hypoperfusion
+        parts.append(f"core {h.core_ml:.1f} mL  hypoperfusion {h.hypoperfusion_ml:.1f} mL  "
+                     f"ratio {h.mismatch_ratio:.2f}  DEFUSE3 {'yes' if h.defuse3.eligible else 'no'}")
+    if m.collateral is not None:
+        parts.append(f"CPS estimate {m.collateral.cps_estimate} ({m.collateral.cps_label}), "
+                     f"{m.collateral.ischaemic_side} side")
+    return " | ".join(parts)
+
+
+def render_overview(result: InferenceResult, path: Path) -> tuple[int, int]:
+    """Write the PNG; returns its (width, height)."""
+    from PIL import Image, ImageDraw
+
+    rows = _rows(result)
+    width = LABEL_WIDTH + SLICES * (TILE + 4) + BAR_WIDTH + MARGIN
+    height = TITLE + len(rows) * (TILE + 4) + MARGIN + 14
+    canvas = Image.new("RGB", (width, height), (16, 16, 16))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((MARGIN // 2, 6), _title(result), fill=(255, 255, 255))
+    draw.text((MARGIN // 2, 24), "research use only - phantom-trained demo weights may be served; R = patient right",
+              fill=(200, 120, 120))
+    for r, (label, tiles) in enumerate(rows):
+        y = TITLE + r * (TILE + 4)
+        draw.text((6, y + TILE // 2 - 6), label, fill=(230, 230, 230))
+        for c, tile in enumerate(tiles):
+            x = LABEL_WIDTH + c * (TILE + 4)
+            canvas.paste(Image.fromarray(tile), (x, y))
+            draw.text((x + 3, y + 3), "R", fill=(120, 200, 255))
+    if result.collateral_maps is not None:  # colour bar of the phase maps: -1 (no contrast) .. 1
+        x0 = LABEL_WIDTH + SLICES * (TILE + 4) + 10
+        bar_height = 5 * (TILE + 4) - 4
+        ramp = np.linspace(1, 0, bar_height)[:, None].repeat(16, axis=1)
+        canvas.paste(Image.fromarray(_hot(ramp)), (x0, TITLE))
+        draw.text((x0 + 20, TITLE), "+1", fill=(230, 230, 230))
+        draw.text((x0 + 20, TITLE + bar_height // 2 - 6), "0", fill=(230, 230, 230))
+        draw.text((x0 + 20, TITLE + bar_height - 12), "-1", fill=(230, 230, 230))
+    if result.hypoperfusion_prob is not None:
+        y = TITLE + len(rows) * (TILE + 4)
+        draw.text((LABEL_WIDTH, y + 2), "amber: hypoperfusion (p >= 0.5)   red: ADC core", fill=(230, 230, 230))
+    canvas.save(path, format="PNG")
+    return width, height

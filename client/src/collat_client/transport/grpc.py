@@ -1,0 +1,63 @@
+"""KServe v2 over gRPC with tritonclient (its channel allows messages up to 2 GiB, enough for a 4D volume)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InferenceTimeout, ServerError
+from .base import Retryable, classify
+from .kserve import datatype_of
+
+
+class GrpcTransport:
+    def __init__(self, url: str, *, timeout: float, compress: bool = False) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.module = grpcclient
+        self.url = url.removeprefix("grpc://")
+        self.timeout = timeout
+        self.compression = "gzip" if compress else None
+        self.client = grpcclient.InferenceServerClient(self.url)
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return fn(*args, **kwargs)
+        except InferenceServerException as exc:
+            status = str(exc.status() or "")
+            message = exc.message() or str(exc)
+            if "UNAVAILABLE" in status:
+                raise Retryable(f"{self.url}: cannot connect ({message.splitlines()[0]})") from None
+            if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
+                raise InferenceTimeout(f"{what}: no answer within the timeout") from None
+            if "INTERNAL" in status:
+                raise ServerError(f"{what}: {message}") from None
+            raise classify(message, what) from None
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str],
+              timeout: float) -> dict[str, np.ndarray]:
+        items = []
+        for name, array in inputs.items():
+            item = self.module.InferInput(name, list(array.shape), datatype_of(array))
+            item.set_data_from_numpy(array)
+            items.append(item)
+        requested = [self.module.InferRequestedOutput(n) for n in outputs]
+        result = self._call(model, self.client.infer, model, items, outputs=requested, client_timeout=timeout,
+                            compression_algorithm=self.compression)
+        return {n: result.as_numpy(n) for n in outputs}
+
+    def server_ready(self) -> bool:
+        return bool(self._call("server", self.client.is_server_ready, client_timeout=10.0))
+
+    def model_ready(self, model: str) -> bool:
+        return bool(self._call(model, self.client.is_model_ready, model, client_timeout=10.0))
+
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        return self._call(model, self.client.get_model_config, model, as_json=True, client_timeout=10.0)["config"]
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,123 @@
+"""KServe v2 over HTTP with httpx: one connection pool per transport, binary tensors, optional gzip."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+import httpx
+import numpy as np
+
+from ..errors import InferenceTimeout, ServerError
+from .base import Retryable, classify
+from .kserve import HEADER_LENGTH, decode_response, encode_request
+
+
+def _base_url(url: str) -> str:
+    return url if url.startswith(("http://", "https://")) else f"http://{url}"
+
+
+def _request_parts(inputs: dict[str, np.ndarray], outputs: list[str], compress: bool) -> tuple[bytes, dict]:
+    body, header_length = encode_request(inputs, outputs)
+    headers = {HEADER_LENGTH: str(header_length), "Content-Type": "application/octet-stream",
+               "Accept-Encoding": "gzip" if compress else "identity"}
+    if compress:
+        body = gzip.compress(body, compresslevel=1)
+        headers["Content-Encoding"] = "gzip"
+    return body, headers
+
+
+def _answer(response: httpx.Response, model: str) -> dict[str, np.ndarray]:
+    if response.status_code == 503:
+        raise Retryable(f"{model}: server unavailable (HTTP 503)")
+    if response.status_code != 200:
+        try:
+            message = response.json().get("error", response.text)
+        except (json.JSONDecodeError, ValueError):
+            message = response.text
+        if response.status_code >= 500:
+            raise ServerError(f"{model}: {message}")
+        raise classify(message, model)
+    length = response.headers.get(HEADER_LENGTH)
+    return decode_response(response.content, int(length) if length is not None else None)
+
+
+class HttpTransport:
+    def __init__(self, url: str, *, timeout: float, compress: bool = False) -> None:
+        self.base = _base_url(url)
+        self.compress = compress
+        self.client = httpx.Client(base_url=self.base, timeout=httpx.Timeout(timeout, connect=10.0))
+
+    def _get(self, path: str) -> httpx.Response:
+        try:
+            return self.client.get(path)
+        except httpx.TimeoutException:
+            raise InferenceTimeout(f"{self.base}{path}: timed out") from None
+        except httpx.TransportError as exc:
+            raise Retryable(f"{self.base}: cannot connect ({type(exc).__name__})") from None
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str],
+              timeout: float) -> dict[str, np.ndarray]:
+        body, headers = _request_parts(inputs, outputs, self.compress)
+        try:
+            response = self.client.post(f"/v2/models/{model}/infer", content=body, headers=headers, timeout=timeout)
+        except httpx.TimeoutException:
+            raise InferenceTimeout(f"{model}: no answer within {timeout:g} s") from None
+        except httpx.TransportError as exc:
+            raise Retryable(f"{self.base}: cannot connect ({type(exc).__name__})") from None
+        return _answer(response, model)
+
+    def server_ready(self) -> bool:
+        return self._get("/v2/health/ready").status_code == 200
+
+    def model_ready(self, model: str) -> bool:
+        return self._get(f"/v2/models/{model}/ready").status_code == 200
+
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        response = self._get(f"/v2/models/{model}/config")
+        if response.status_code != 200:
+            raise classify(response.text, model)
+        return response.json()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class AsyncHttpTransport:
+    """The same requests on ``httpx.AsyncClient`` for asyncio programs."""
+
+    def __init__(self, url: str, *, timeout: float, compress: bool = False) -> None:
+        self.base = _base_url(url)
+        self.compress = compress
+        self.client = httpx.AsyncClient(base_url=self.base, timeout=httpx.Timeout(timeout, connect=10.0))
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str],
+                    timeout: float) -> dict[str, np.ndarray]:
+        body, headers = _request_parts(inputs, outputs, self.compress)
+        try:
+            response = await self.client.post(f"/v2/models/{model}/infer", content=body, headers=headers,
+                                              timeout=timeout)
+        except httpx.TimeoutException:
+            raise InferenceTimeout(f"{model}: no answer within {timeout:g} s") from None
+        except httpx.TransportError as exc:
+            raise Retryable(f"{self.base}: cannot connect ({type(exc).__name__})") from None
+        return _answer(response, model)
+
+    async def _get(self, path: str) -> httpx.Response:
+        try:
+            return await self.client.get(path)
+        except httpx.TimeoutException:
+            raise InferenceTimeout(f"{self.base}{path}: timed out") from None
+        except httpx.TransportError as exc:
+            raise Retryable(f"{self.base}: cannot connect ({type(exc).__name__})") from None
+
+    async def server_ready(self) -> bool:
+        return (await self._get("/v2/health/ready")).status_code == 200
+
+    async def model_ready(self, model: str) -> bool:
+        return (await self._get(f"/v2/models/{model}/ready")).status_code == 200
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,227 @@
+"""The SDK without a server: wire format, input checks, DICOM reading, retries, atomic saving."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from collat_client.client import _RetryPolicy, prepare_request
+from collat_client.dicom import read_series
+from collat_client.errors import InputFileError, InvalidInput, ServerUnavailable
+from collat_client.images import read_diffusion, read_perfusion
+from collat_client.schema import Clinical
+from collat_client.transport.base import Retryable, classify
+from collat_client.transport.kserve import decode_response, encode_request
+
+AFFINE = np.diag([2.0, 2.0, 5.0, 1.0])
+
+
+def write_nifti(path, data, affine=AFFINE, tr=None):
+    image = nib.Nifti1Image(np.asarray(data), np.eye(4))
+    image.set_sform(affine, code=1)  # the sform only, so that singular affines can be written as scanners do
+    image.set_qform(None, code=0)
+    if tr is not None:
+        image.header.set_zooms(image.header.get_zooms()[:3] + (tr,))
+        image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, str(path))
+    return path
+
+
+def series(frames=30, shape=(8, 8, 4)):
+    rng = np.random.default_rng(0)
+    return (100 + 10 * rng.random(shape + (frames,))).astype(np.float32)
+
+
+def test_binary_request_and_response_round_trip():
+    inputs = {"A": np.arange(6, dtype=np.float32).reshape(2, 3), "B": np.array([b"{\"x\": 1}"], dtype=object),
+              "C": np.eye(4)}
+    body, length = encode_request(inputs, ["A"])
+    header = json.loads(body[:length])
+    assert [i["datatype"] for i in header["inputs"]] == ["FP32", "BYTES", "FP64"]
+    assert header["inputs"][1]["parameters"]["binary_data_size"] == 4 + 8
+    assert len(body) == length + 24 + 12 + 128
+    # A response is laid out the same way: header, then the tensors in order.
+    response_header = json.dumps({"outputs": [
+        {"name": "A", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": 24}},
+        {"name": "B", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 12}}]}).encode()
+    raw = response_header + inputs["A"].tobytes() + body[length + 24: length + 36]
+    out = decode_response(raw, len(response_header))
+    np.testing.assert_array_equal(out["A"], inputs["A"])
+    assert out["B"][0] == b"{\"x\": 1}"
+    assert gzip.decompress(gzip.compress(body)) == body
+
+
+def test_clinical_is_validated_before_anything_is_sent():
+    assert Clinical(nihss=10).side == "unknown"
+    for bad in ({"nihss": -1}, {"nihss": 43}, {"nihss": 10, "age": 10}, {"nihss": 10, "side": "up"},
+                {"nihss": 10, "patient_name": "X"}):
+        with pytest.raises(ValidationError):
+            Clinical.model_validate(bad)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: write_nifti(d / "s.nii.gz", series()[..., 0]), "must be 4D"),
+    (lambda d: write_nifti(d / "s.nii.gz", series(frames=3), tr=1.6), "too few frames: 3"),
+    (lambda d: write_nifti(d / "s.nii.gz", np.where(np.arange(30) == 4, np.nan, series()), tr=1.6), "NaN"),
+    (lambda d: write_nifti(d / "s.nii.gz", np.zeros((8, 8, 4, 30), np.float32), tr=1.6), "constant"),
+    (lambda d: write_nifti(d / "s.nii.gz", series(), affine=np.diag([2.0, 2.0, 0.0, 1.0]), tr=1.6), "singular"),
+    (lambda d: write_nifti(d / "s.nii.gz", series(), tr=0.0), "frame interval"),
+])
+def test_bad_perfusion_files_are_named_and_refused(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(InvalidInput, match=message) as info:
+        read_perfusion(path)
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_files_raise_input_file_error(tmp_path):
+    text = tmp_path / "notes.nii"
+    text.write_text("this is not an image")
+    truncated = write_nifti(tmp_path / "t.nii.gz", series(), tr=1.6)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    for path in (text, truncated, tmp_path / "missing.nii.gz"):
+        with pytest.raises(InputFileError, match=str(path)):
+            read_perfusion(path)
+
+
+def test_dwi_and_adc_must_share_a_grid(tmp_path):
+    dwi = write_nifti(tmp_path / "dwi.nii.gz", np.ones((10, 10, 10), np.float32))
+    adc = write_nifti(tmp_path / "adc.nii.gz", np.ones((10, 10, 9), np.float32))
+    with pytest.raises(InvalidInput, match="do not share a grid"):
+        prepare_request(None, dwi, adc, Clinical(nihss=5))
+    flipped = write_nifti(tmp_path / "adc2.nii.gz", np.ones((10, 10, 10), np.float32), affine=np.diag([-2, 2, 5, 1.0]))
+    with pytest.raises(InvalidInput, match="different affines"):
+        prepare_request(None, dwi, flipped, Clinical(nihss=5))
+    with pytest.raises(InvalidInput, match="needs clinical data"):
+        prepare_request(None, dwi, dwi, None)
+    with pytest.raises(InvalidInput, match="both DWI and ADC"):
+        prepare_request(None, dwi, None, None)
+
+
+def test_the_pipeline_follows_from_the_inputs(tmp_path):
+    perf = write_nifti(tmp_path / "p.nii.gz", series(), tr=1.6)
+    vol = write_nifti(tmp_path / "d.nii.gz", np.ones((10, 10, 10), np.float32))
+    assert prepare_request(perf, None, None, None)[0] == "collateral_pipeline"
+    assert prepare_request(None, vol, vol, {"nihss": 3})[0] == "hypoperfusion_pipeline"
+    pipeline, tensors, _ = prepare_request(perf, vol, vol, {"nihss": 3, "side": "left"})
+    assert pipeline == "stroke_triage"
+    assert json.loads(tensors["CLINICAL"][0]) == {"nihss": 3, "age": None, "side": "left",
+                                                  "onset_to_imaging_min": None}
+    assert tensors["FRAME_SECONDS"].tolist() == [pytest.approx(1.6)]
+
+
+# ------------------------------------------------------------------ DICOM
+
+
+def write_dicom_series(folder, volume, *, spacing=(2.0, 2.0, 5.0), frames=1, skip=None, uid="1.2.3.4"):
+    """An axial series (x = columns, y = rows) with LPS positions; ``skip`` drops one slice index."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    nx, ny, nz = volume.shape[:3]
+    for t in range(frames):
+        for k in range(nz):
+            if k == skip:
+                continue
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+            meta.MediaStorageSOPInstanceUID = generate_uid()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = Dataset()
+            ds.file_meta = meta
+            ds.SOPClassUID = meta.MediaStorageSOPClassUID
+            ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+            ds.SeriesInstanceUID = uid
+            ds.PatientName = "Test^Patient"
+            ds.Rows, ds.Columns = ny, nx
+            ds.PixelSpacing = [spacing[1], spacing[0]]
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.ImagePositionPatient = [0.0, 0.0, k * spacing[2]]
+            ds.SliceThickness = spacing[2]
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated = ds.BitsStored = 16
+            ds.HighBit, ds.PixelRepresentation = 15, 0
+            ds.TemporalPositionIdentifier = t + 1
+            ds.AcquisitionTime = f"1200{t * 1.5:05.2f}".replace(" ", "0")
+            frame = volume[..., k, t] if volume.ndim == 4 else volume[..., k]
+            ds.PixelData = np.ascontiguousarray(frame.T.astype(np.uint16)).tobytes()
+            ds.save_as(str(folder / f"{uid}_{t:03d}_{k:03d}.dcm"), enforce_file_format=True)
+    return folder
+
+
+def test_dicom_series_gives_voxels_affine_and_frame_interval(tmp_path):
+    volume = np.arange(6 * 5 * 4 * 3, dtype=np.uint16).reshape(6, 5, 4, 3)
+    data, affine, dt = read_series(write_dicom_series(tmp_path / "s", volume, frames=3))
+    np.testing.assert_array_equal(data, volume.astype(np.float32))
+    # LPS (x -> left, y -> posterior) becomes RAS with both in-plane axes negated.
+    np.testing.assert_allclose(affine, np.array([[-2, 0, 0, 0], [0, -2, 0, 0], [0, 0, 5, 0], [0, 0, 0, 1.0]]))
+    assert dt == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: d.mkdir() or d, "no DICOM images"),
+    (lambda d: write_dicom_series(d, np.ones((4, 4, 5), np.uint16), skip=2), "missing or duplicate slice"),
+    (lambda d: write_dicom_series(write_dicom_series(d, np.ones((4, 4, 3), np.uint16), uid="1.1"),
+                                  np.ones((4, 4, 3), np.uint16) * 2, uid="1.2"), "mixed series"),
+])
+def test_bad_dicom_directories_are_named(tmp_path, setup, message):
+    folder = setup(tmp_path / "series")
+    with pytest.raises(InputFileError, match=message) as info:
+        read_diffusion(folder)
+    assert str(folder) in str(info.value)
+
+
+# ------------------------------------------------------------------ retries and errors
+
+
+def test_retry_only_on_retryable_failures(monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise Retryable("connection refused")
+        return "ok"
+
+    assert _RetryPolicy(3, 0.01).run(flaky) == "ok" and len(calls) == 3
+    calls.clear()
+
+    def refused():
+        calls.append(1)
+        raise InvalidInput("bad scan")
+
+    with pytest.raises(InvalidInput):
+        _RetryPolicy(3, 0.01).run(refused)
+    assert len(calls) == 1, "a 400 must never be retried"
+    with pytest.raises(ServerUnavailable, match="gave up after 2 attempts"):
+        _RetryPolicy(1, 0.01).run(lambda: (_ for _ in ()).throw(Retryable("down")))
+
+
+def test_backoff_is_jittered_and_grows():
+    policy = _RetryPolicy(5, 1.0)
+    delays = [policy.delay(2) for _ in range(50)]
+    assert 2.0 <= min(delays) < max(delays) <= 6.0
+    assert policy.delay(0) <= 1.5
+
+
+def test_server_messages_are_classified():
+    assert type(classify("Request for unknown model: 'x' is not found", "x")).__name__ == "ModelNotReady"
+    assert type(classify("preprocess_perfusion: too few frames: 5", "p")).__name__ == "InvalidInput"
+    assert type(classify("postprocess: internal error KeyError: 'a'", "p")).__name__ == "ServerError"
+
+
+def test_the_client_never_imports_torch_or_the_server_packages():
+    import subprocess
+    import sys
+
+    code = ("import sys, collat_client, collat_client.cli, collat_client.transport.http, collat_client.dicom; "
+            "print(sorted(m for m in ('torch', 'collat_ensemble', 'collat_export', 'scipy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
