@@ -29,6 +29,9 @@ def test_configs_parse_with_tritons_schema(target, model):
     assert cfg.max_batch_size == policy.max_batch_size
     assert list(cfg.dynamic_batching.preferred_batch_size) == list(policy.preferred)
     assert cfg.dynamic_batching.max_queue_delay_microseconds == policy.max_queue_delay_us
+    queue = cfg.dynamic_batching.default_queue_policy
+    assert queue.max_queue_size == policy.max_queue_size and queue.timeout_action == queue.REJECT
+    assert queue.default_timeout_microseconds == policy.queue_timeout_us
     kind = model_config_pb2.ModelInstanceGroup.KIND_GPU if target == "tensorrt" else \
         model_config_pb2.ModelInstanceGroup.KIND_CPU
     assert [g.kind for g in cfg.instance_group] == [kind]

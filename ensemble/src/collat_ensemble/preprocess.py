@@ -60,6 +60,8 @@ def validate_series(series: np.ndarray, affine: np.ndarray, frame_seconds: float
         raise InputValidationError(f"frame interval {frame_seconds} s is not plausible (0.05 to 30 s)")
     if not np.all(np.isfinite(series)):
         raise InputValidationError("the series contains NaN or infinite values")
+    if float(series.max()) == float(series.min()):
+        raise InputValidationError("the series is constant (all voxels equal): nothing to analyse")
     check_affine(affine, "perfusion affine")
 
 
@@ -76,8 +78,8 @@ def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: flo
     # Anti-aliasing is unnecessary: the grids are of similar size and linear interpolation averages.
     on_grid = resample_time(resample(ras, ras_affine, grid_affine, grid_shape, order=1), frame_seconds, frames,
                             frame_interval)
-    if float(on_grid.max() - on_grid.min()) <= 0.0:
-        raise InputValidationError("the series is constant (all voxels equal): nothing to analyse")
+    if float(on_grid.max() - on_grid.min()) <= 1e-6 * max(abs(float(on_grid.max())), 1.0):
+        raise InputValidationError("the series is constant on the network grid: nothing to analyse")
     mask = brain_mask(on_grid)
     lo, hi = float(on_grid[mask].min()), float(on_grid[mask].max())
     scaled = np.full(on_grid.shape, INPUT_LOW, dtype=np.float32)

@@ -37,6 +37,10 @@ class BatchingPolicy:
     max_batch_size: int
     preferred: tuple[int, ...]
     max_queue_delay_us: int
+    # Overload protection: beyond this many queued requests, or this long in the queue, a request is refused
+    # at once with a clear error instead of waiting without bound.
+    max_queue_size: int = 16
+    queue_timeout_us: int = 120_000_000
 
 
 BATCHING = {
@@ -75,6 +79,12 @@ def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, 
             "dynamic_batching {\n"
             f"  preferred_batch_size: [ {preferred} ]\n"
             f"  max_queue_delay_microseconds: {policy.max_queue_delay_us}\n"
+            "  default_queue_policy {\n"
+            "    timeout_action: REJECT\n"
+            f"    default_timeout_microseconds: {policy.queue_timeout_us}\n"
+            "    allow_timeout_override: true\n"
+            f"    max_queue_size: {policy.max_queue_size}\n"
+            "  }\n"
             "}"
         )
     kind = "KIND_GPU" if target == "tensorrt" else "KIND_CPU"

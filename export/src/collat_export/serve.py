@@ -35,6 +35,24 @@ PYTHON_SHM_DEFAULT = 256 * 1024 * 1024
 PYTHON_SHM_GROWTH = 64 * 1024 * 1024
 
 
+def tritonserver_flags(repository: Path, *, host: str, http_port: int, grpc_port: int,
+                       metrics_port: int) -> list[str]:
+    """The safe flags every tritonserver of this project starts with (pip build and NGC image alike)."""
+    key = secrets.token_hex(16)
+    return [
+        f"--model-repository={repository}",
+        f"--http-address={host}", f"--http-port={http_port}",
+        f"--grpc-address={host}", f"--grpc-port={grpc_port}",
+        f"--metrics-address={host}", f"--metrics-port={metrics_port}",
+        "--model-control-mode=none", "--strict-readiness=true", "--exit-on-error=true",
+        "--disable-auto-complete-config",
+        f"--http-restricted-api={RESTRICTED_APIS}:collat-admin-key={key}",
+        f"--grpc-restricted-protocol={RESTRICTED_APIS}:collat-admin-key={key}",
+        f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_DEFAULT}",
+        f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_GROWTH}",
+    ]
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM tritonserver if the process that started it dies, so no server outlives a killed test run."""
     try:
@@ -112,21 +130,9 @@ class TritonServer:
         return f"{self.host}:{self.grpc_port}"
 
     def command(self, backends: Path, binary: Path) -> list[str]:
-        key = secrets.token_hex(16)
-        return [
-            str(binary), f"--model-repository={self.repository}", f"--backend-directory={backends}",
-            f"--http-address={self.host}", f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
-            "--model-control-mode=none", "--strict-readiness=true", "--exit-on-error=true",
-            "--disable-auto-complete-config",
-            f"--http-restricted-api={RESTRICTED_APIS}:collat-admin-key={key}",
-            f"--grpc-restricted-protocol={RESTRICTED_APIS}:collat-admin-key={key}",
-            f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_DEFAULT}",
-            f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_GROWTH}",
-            f"--log-verbose={self.log_verbose}",
-            *self.extra_args,
-        ]
+        return [str(binary), *tritonserver_flags(self.repository, host=self.host, http_port=self.http_port,
+                                                 grpc_port=self.grpc_port, metrics_port=self.metrics_port),
+                f"--backend-directory={backends}", f"--log-verbose={self.log_verbose}", *self.extra_args]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)

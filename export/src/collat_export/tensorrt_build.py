@@ -18,11 +18,12 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .io_spec import TensorSpec
+if TYPE_CHECKING:  # io_spec imports torch; the deployment image builds engines without it
+    from .io_spec import TensorSpec
 
 FP32_ENGINE_TOLERANCE = 1e-3
 FP16_ENGINE_TOLERANCE = 2e-2
