@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PACKAGES := -e ./client[test] -e ./ensemble[test] -e ./export[test,server]
 
-.PHONY: install lint test export-demo serve demo clean
+.PHONY: install lint test export-demo serve demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python client/pyproject.toml ensemble/pyproject.toml export/pyp
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check client ensemble export tests
+	$(BIN)/ruff check client ensemble export tests benchmarks
 
 test: lint
 	$(BIN)/python -m pytest
@@ -45,6 +45,14 @@ export-demo: $(CPU_REPOSITORY)/stroke_triage/config.pbtxt
 # The README's first command: phantom case -> real tritonserver -> collat-client -> demo-output/.
 demo: export-demo
 	$(BIN)/collat-export demo --repository $(CPU_REPOSITORY) --out demo-output
+
+# Benchmarks (not part of make test): writes benchmarks/RESULTS.md. perf_analyzer from the tritonclient wheel
+# needs Debian's libb64-0d and libcudart from the nvidia-cuda-runtime-cu12 wheel.
+bench: export-demo
+	$(BIN)/python -m pip install --quiet "nvidia-cuda-runtime-cu12>=12,<13"
+	@/sbin/ldconfig -p | grep -q libb64.so.0d || apt-get install -y -q libb64-0d >/dev/null || \
+		{ echo "perf_analyzer needs libb64-0d: sudo apt-get install libb64-0d"; exit 1; }
+	$(BIN)/python -m benchmarks.run
 
 # The real tritonserver (from the nvidia-pytriton wheel) on the CPU repository; loopback unless HOST says otherwise.
 serve: export-demo

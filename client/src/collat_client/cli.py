@@ -124,8 +124,7 @@ def _default_out(scan: Path | None, dwi: Path | None) -> Path:
 @click.option("--adc", type=click.Path(path_type=Path), help="ADC on the DWI grid")
 @click.option("--nihss", type=int, help="NIHSS 0-42 (needed with --dwi/--adc)")
 @click.option("--age", type=float, help="age in years (DAWN needs it)")
-@click.option("--side", type=click.Choice(["left", "right", "bilateral", "unknown"]), default="unknown",
-              show_default=True)
+@click.option("--side", default="unknown", show_default=True, help="left, right, bilateral or unknown")
 @click.option("--out", type=click.Path(path_type=Path), help="output folder (default: <scan>_collat beside the scan)")
 @click.option("--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics document only")

@@ -105,9 +105,16 @@ def load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, object]:
         raise InputFileError(f"{path}: no such file")
     try:
         image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
     except Exception as exc:  # nibabel raises many types for a damaged file
         raise InputFileError(f"{path}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from None
+    elements = int(np.prod(image.shape, dtype=np.int64))
+    if elements > MAX_PERFUSION_ELEMENTS:  # refuse from the header, before reading gigabytes
+        raise InvalidInput(f"{path}: {'x'.join(map(str, image.shape))} = {elements} voxels exceed the server's "
+                           f"limit of {MAX_PERFUSION_ELEMENTS}")
+    try:
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:
+        raise InputFileError(f"{path}: the image data cannot be read ({type(exc).__name__}: {exc})") from None
     if not hasattr(image, "affine") or image.affine is None:
         raise InputFileError(f"{path}: the image has no affine")
     return data, np.asarray(image.affine, dtype=np.float64), image.header

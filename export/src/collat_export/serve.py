@@ -16,12 +16,14 @@ memory sized for 4D volumes.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
+SERVED_PACKAGES = ("collat_ensemble",)  # what the Python-backend steps import
 # A 4D perfusion series of 256x256x40x60 FP32 is 630 MB; shared memory grows in 64 MB steps from 256 MB.
 PYTHON_SHM_DEFAULT = 256 * 1024 * 1024
 PYTHON_SHM_GROWTH = 64 * 1024 * 1024
@@ -136,7 +139,17 @@ class TritonServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        paths = [p for p in sys.path if p and Path(p).is_dir()]
+        # The stub embeds its own libpython with its own standard library: pass on only where packages live.
+        stdlib = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
+        paths = [p for p in sys.path if p and Path(p).is_dir() and p not in stdlib and "lib-dynload" not in p]
+        # Editable installs may resolve packages through import hooks in .pth files, which the stub
+        # (an embedded interpreter given PYTHONPATH) never runs: add the folders that hold them.
+        for package in SERVED_PACKAGES:
+            spec = importlib.util.find_spec(package)
+            if spec is not None and spec.submodule_search_locations:
+                folder = str(Path(list(spec.submodule_search_locations)[0]).parent)
+                if folder not in paths:
+                    paths.insert(0, folder)
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONNOUSERSITE"] = "1"
         # Each Python step is its own process: one BLAS thread each keeps 2-core machines from thrashing.

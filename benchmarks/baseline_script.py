@@ -1,0 +1,69 @@
+"""What a research group would otherwise run: one plain Python process per patient, PyTorch eager.
+
+Same presets, weights and science as the server (collat_ensemble), no Triton: load NIfTI with
+nibabel, preprocess, run both networks, put the maps back on the input grids, compute the
+metrics. This is the baseline the served numbers are divided by.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from collat_ensemble.clinical import defuse3_target_mismatch, mismatch, volume_ml
+from collat_ensemble.preprocess import (
+    MNI_2MM_AFFINE,
+    average_slabs,
+    maps_to_grid,
+    mni_to_input_grid,
+    prepare_diffusion,
+    prepare_perfusion,
+)
+from collat_ensemble.territory import assess_collaterals
+from collat_export.checkpoint import load_checkpoint
+from collat_export.weights import demo_checkpoint
+
+
+def load_networks():
+    mrod = load_checkpoint(demo_checkpoint("mrod"))
+    hypo = load_checkpoint(demo_checkpoint("hypo"))
+    return mrod.network.eval().float(), mrod.preset, hypo.network.eval().float()
+
+
+def run_patient(case_dir: Path, nets, nihss: int = 14) -> dict:
+    mrod, preset, hypo = nets
+    g = preset.geometry
+    perf = nib.load(str(case_dir / "perfusion.nii.gz"))
+    series = perf.get_fdata(dtype=np.float32)
+    prepared = prepare_perfusion(series, perf.affine, float(perf.header.get_zooms()[3]), frames=g.channels,
+                                 frame_interval=g.frame_seconds, slices=g.slices, height=g.height, width=g.width)
+    with torch.no_grad():
+        phases = mrod(torch.from_numpy(prepared.network_input[None]))[0].numpy()
+    maps = maps_to_grid(phases, prepared.grid)
+    assessment = assess_collaterals(np.transpose(phases, (3, 2, 1, 0)), np.transpose(prepared.mask, (2, 1, 0)))
+    dwi, adc = nib.load(str(case_dir / "dwi.nii.gz")), nib.load(str(case_dir / "adc.nii.gz"))
+    diff = prepare_diffusion(dwi.get_fdata(dtype=np.float32), adc.get_fdata(dtype=np.float32), dwi.affine,
+                             nihss=nihss, side="left")
+    with torch.no_grad():
+        probs = hypo(torch.from_numpy(diff.slabs), torch.from_numpy(diff.nihss)).numpy()
+    prob = average_slabs(probs)
+    lesion = (prob >= 0.5) & diff.brain | diff.core
+    core_ml, hypo_ml = volume_ml(diff.core, MNI_2MM_AFFINE), volume_ml(lesion, MNI_2MM_AFFINE)
+    decision = defuse3_target_mismatch(core_ml, mismatch(hypo_ml, core_ml))
+    on_dwi = mni_to_input_grid(prob, diff)
+    return {"maps": maps.shape, "lesion": on_dwi.shape, "cps": assessment.cps, "defuse3": decision.eligible}
+
+
+def patients_per_minute(case_dirs: list[Path], nets) -> tuple[float, list[float]]:
+    run_patient(case_dirs[0], nets)  # warm-up, as the served side is warmed up too
+    latencies = []
+    start = time.perf_counter()
+    for case_dir in case_dirs:
+        t0 = time.perf_counter()
+        run_patient(case_dir, nets)
+        latencies.append(time.perf_counter() - t0)
+    return len(case_dirs) / (time.perf_counter() - start) * 60.0, latencies
