@@ -50,6 +50,8 @@ def test_bad_context_or_clinical_json_is_named(raw, message):
     ({"nihss": 43}, "NIHSS must be an integer 0-42"),
     ({"nihss": 4.5}, "NIHSS must be an integer 0-42"),
     ({"nihss": True}, "NIHSS must be an integer 0-42"),
+    ({"nihss": float("nan")}, "NIHSS must be an integer 0-42"),
+    ({"nihss": float("inf")}, "NIHSS must be an integer 0-42"),
     ({"nihss": 10, "age": 12}, "age must be 18-120"),
     ({"nihss": 10, "side": "up"}, "side must be left, right, bilateral or unknown"),
     ({"nihss": 10, "onset_to_imaging_min": -5}, "onset_to_imaging_min"),

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpc
 import tritonclient.http as http
+from serving_helpers import build_cpu_repository
 
 from collat_ensemble.phantom import PhantomCase, generate_case
 from collat_export.serve import TritonServer
-from collat_export.weights import demo_checkpoint
-
-
-def build_cpu_repository(out: Path, *extra: str) -> Path:
-    subprocess.run([sys.executable, "-m", "collat_export.cli", "repository", "--target", "python-onnx",
-                    "--out", str(out), "--mrod-checkpoint", str(demo_checkpoint("mrod")),
-                    "--hypo-checkpoint", str(demo_checkpoint("hypo")), *extra],
-                   check=True, capture_output=True, text=True)
-    return out
 
 
 @pytest.fixture(scope="session")

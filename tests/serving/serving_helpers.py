@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpc
@@ -10,6 +13,7 @@ import tritonclient.http as http
 
 from collat_client.contract import PIPELINES
 from collat_ensemble.phantom import PhantomCase
+from collat_export.weights import demo_checkpoint
 
 
 def case_arrays(case: PhantomCase, *, side: str = "left", age: float | None = None) -> dict[str, np.ndarray]:
@@ -54,4 +58,12 @@ def infer(client, pipeline: str, arrays: dict[str, np.ndarray], *, names: list[s
     result = client.infer(pipeline, inputs, outputs=outputs, **kwargs)
     out = {t.name: result.as_numpy(t.name) for t in spec.outputs}
     out["METRICS"] = json.loads(out["METRICS"].reshape(-1)[0])
+    return out
+
+
+def build_cpu_repository(out: Path, *extra: str) -> Path:
+    subprocess.run([sys.executable, "-m", "collat_export.cli", "repository", "--target", "python-onnx",
+                    "--out", str(out), "--mrod-checkpoint", str(demo_checkpoint("mrod")),
+                    "--hypo-checkpoint", str(demo_checkpoint("hypo")), *extra],
+                   check=True, capture_output=True, text=True)
     return out

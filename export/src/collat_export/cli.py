@@ -236,9 +236,11 @@ def compact(checkpoint: Path, out: Path) -> None:
 @click.option("--config-only", is_flag=True, help="Write config.pbtxt files only (the committed production layout).")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True)
 @click.option("--cpu-threads", type=int, default=2, show_default=True, help="ONNX Runtime threads per instance.")
+@click.option("--max-queue-size", type=int, default=None,
+              help="Requests a network may queue before new ones are refused (default: 16).")
 @clean_errors
 def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None, hypo_checkpoint: Path | None,
-               config_only: bool, dynamic_batching: bool, cpu_threads: int) -> None:
+               config_only: bool, dynamic_batching: bool, cpu_threads: int, max_queue_size: int | None) -> None:
     """Write the whole Triton model repository (networks, Python steps, ensembles) for a deployment target.
 
     \b
@@ -256,7 +258,8 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
         if config_only:
             presets[model] = get_preset(model, preset)
             io = network_io(presets[model])
-            write_model_dir(out, io, target, dynamic_batching=dynamic_batching, cpu_threads=cpu_threads)
+            write_model_dir(out, io, target, dynamic_batching=dynamic_batching, cpu_threads=cpu_threads,
+                            max_queue_size=max_queue_size)
             click.echo(f"wrote {out / io.triton_name / 'config.pbtxt'}")
             continue
         network, presets[model] = _network(model, preset, checkpoint)
@@ -264,7 +267,8 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
             report = export_onnx(network, presets[model], tmp, checkpoint=str(checkpoint) if checkpoint else None)
             click.echo(f"{model}: {report.line()}")
             path = write_model_dir(out, network_io(presets[model]), target, onnx_dir=Path(tmp),
-                                   dynamic_batching=dynamic_batching, cpu_threads=cpu_threads)
+                                   dynamic_batching=dynamic_batching, cpu_threads=cpu_threads,
+                                   max_queue_size=max_queue_size)
         click.echo(f"wrote {path}")
     for folder in write_pipeline_models(out, presets["mrod"], presets["hypo"]):
         click.echo(f"wrote {folder}")

@@ -16,7 +16,7 @@ depend on tritonclient; the tests parse every generated file with Triton's own s
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -58,11 +58,15 @@ def _tensor_block(specs: tuple[TensorSpec, ...]) -> str:
 
 
 def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, cpu_threads: int = 2,
-                  instances: int = 1) -> str:
-    """The ``config.pbtxt`` of one network for one target."""
+                  instances: int = 1, max_queue_size: int | None = None) -> str:
+    """The ``config.pbtxt`` of one network for one target (``max_queue_size`` overrides the policy's)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     policy = BATCHING[io.triton_name]
+    if max_queue_size is not None:
+        if max_queue_size < 1:
+            raise ValueError(f"max queue size must be at least 1, got {max_queue_size}")
+        policy = replace(policy, max_queue_size=max_queue_size)
     lines = [f'name: "{io.triton_name}"']
     if target == "tensorrt":
         lines += ['platform: "tensorrt_plan"', 'default_model_filename: "model.plan"']
@@ -102,7 +106,7 @@ def _parameters(values: dict[str, str]) -> str:
 
 
 def write_model_dir(root: Path, io: NetworkIO, target: str, *, onnx_dir: Path | None = None,
-                    dynamic_batching: bool = True, cpu_threads: int = 2) -> Path:
+                    dynamic_batching: bool = True, cpu_threads: int = 2, max_queue_size: int | None = None) -> Path:
     """Write ``root/<name>/config.pbtxt`` and its version folder ``1/``.
 
     ``onnx_dir`` is a folder written by :func:`collat_export.onnx_export.export_onnx`;
@@ -112,7 +116,8 @@ def write_model_dir(root: Path, io: NetworkIO, target: str, *, onnx_dir: Path | 
     version = model_dir / "1"
     version.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.pbtxt").write_text(
-        render_config(io, target, dynamic_batching=dynamic_batching, cpu_threads=cpu_threads))
+        render_config(io, target, dynamic_batching=dynamic_batching, cpu_threads=cpu_threads,
+                      max_queue_size=max_queue_size))
     if onnx_dir is not None:
         for name in ("model.onnx", "model.json"):
             shutil.copyfile(onnx_dir / name, version / name)

@@ -56,6 +56,42 @@ def tritonserver_flags(repository: Path, *, host: str, http_port: int, grpc_port
     ]
 
 
+SHM_PREFIX = "/dev/shm/triton_python_backend_shm_region_"
+
+
+def group_processes(pgid: int) -> list[int]:
+    """PIDs in one process group (tritonserver and its Python-backend stubs), from /proc."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid):
+            pids.append(int(proc.name))
+    return pids
+
+
+def shm_regions(pgid: int) -> set[str]:
+    """The Python backend's shared-memory files mapped by a server's processes.
+
+    The backend unlinks them on a clean shutdown only; after a crash or SIGKILL they stay in
+    /dev/shm (hundreds of MB each) until someone removes them, so the launcher remembers them.
+    """
+    regions = set()
+    for pid in group_processes(pgid):
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            if SHM_PREFIX in line:
+                regions.add(line[line.index(SHM_PREFIX):].replace(" (deleted)", "").strip())
+    return regions
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM tritonserver if the process that started it dies, so no server outlives a killed test run."""
     try:
@@ -117,6 +153,7 @@ class TritonServer:
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = field(default=None, init=False)
     _workdir: Path | None = field(default=None, init=False)
+    _regions: set[str] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository).resolve()
@@ -189,6 +226,7 @@ class TritonServer:
             if self.process is not None and self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
             if self.ready():
+                self._regions |= shm_regions(self.process.pid)
                 return
             time.sleep(0.5)
         raise ServerError(f"tritonserver not ready after {timeout:.0f} s:\n{self.log_tail()}")
@@ -199,8 +237,10 @@ class TritonServer:
         return "\n".join(Path(self.log_file).read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds; the Python-backend stubs go with the process group."""
+        """SIGTERM, then SIGKILL after ``grace`` seconds; the Python-backend stubs go with the process group, and
+        the shared-memory files they leave behind after a kill are removed."""
         if self.process is not None and self.process.poll() is None:
+            self._regions |= shm_regions(self.process.pid)
             try:
                 os.killpg(self.process.pid, 15)
                 self.process.wait(timeout=grace)
@@ -209,9 +249,16 @@ class TritonServer:
                 self.process.wait(timeout=10)
             except ProcessLookupError:
                 pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if self.process is not None:
-                os.killpg(self.process.pid, 9)  # stubs left behind in the group
+        if self.process is not None:
+            deadline = time.monotonic() + 10
+            while group_processes(self.process.pid) and time.monotonic() < deadline:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.process.pid, 9)  # stubs left behind in the group
+                time.sleep(0.1)
+        for region in self._regions:
+            with contextlib.suppress(OSError):
+                os.unlink(region)
+        self._regions.clear()
         if self._workdir is not None:
             shutil.rmtree(self._workdir / "backends", ignore_errors=True)
 

@@ -39,14 +39,16 @@ def encode_request(inputs: dict[str, np.ndarray], outputs: list[str]) -> tuple[b
     header_inputs, blobs = [], []
     for name, array in inputs.items():
         datatype = datatype_of(array)
-        raw = _bytes_tensor(array) if datatype == "BYTES" else \
-            np.ascontiguousarray(array, dtype=np.dtype(NUMPY_TYPES[datatype]).newbyteorder("<")).tobytes()
+        # A view, not a copy: the body below is the only copy of a (possibly 100 MB) volume.
+        raw = memoryview(_bytes_tensor(array)) if datatype == "BYTES" else memoryview(
+            np.ascontiguousarray(array, dtype=np.dtype(NUMPY_TYPES[datatype]).newbyteorder("<")).reshape(-1)
+        ).cast("B")
         header_inputs.append({"name": name, "shape": list(array.shape), "datatype": datatype,
-                              "parameters": {"binary_data_size": len(raw)}})
+                              "parameters": {"binary_data_size": raw.nbytes}})
         blobs.append(raw)
     header = json.dumps({"inputs": header_inputs,
                          "outputs": [{"name": n, "parameters": {"binary_data": True}} for n in outputs]}).encode()
-    return header + b"".join(blobs), len(header)
+    return b"".join([header, *blobs]), len(header)
 
 
 def _decode_bytes(raw: bytes, count: int) -> np.ndarray:

@@ -51,8 +51,8 @@ class ClinicalInputs:
         if "nihss" not in value:
             raise InputValidationError("CLINICAL must give nihss (0-42)")
         nihss = value["nihss"]
-        if isinstance(nihss, bool) or not isinstance(nihss, int | float) or nihss != int(nihss) \
-                or not 0 <= nihss <= 42:
+        if isinstance(nihss, bool) or not isinstance(nihss, int | float) or not 0 <= nihss <= 42 \
+                or nihss != int(nihss):  # the range test first: it also refuses NaN and infinity
             raise InputValidationError(f"NIHSS must be an integer 0-42, got {nihss!r}")
         age = value.get("age")
         if age is not None and (isinstance(age, bool) or not isinstance(age, int | float) or not 18 <= age <= 120):

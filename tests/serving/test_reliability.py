@@ -1,0 +1,133 @@
+"""Load and faults on the real server: a soak run, a restart in the middle of a client run, queue limits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpc
+from serving_helpers import build_cpu_repository
+from tritonclient.utils import InferenceServerException
+
+from collat_client import CollatClient, ServerUnavailable, Volume
+from collat_export.serve import TritonServer, free_port
+
+
+def server_rss_mb(server: TritonServer) -> float:
+    """Resident memory of tritonserver and its Python-backend stubs (one process group)."""
+    total_kb = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[2]) != server.process.pid:  # field 5 (pgrp) after the command name
+                continue
+            for line in (proc / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total_kb / 1024
+
+
+@pytest.mark.slow
+def test_soak_200_requests_at_concurrency_8(server, left_case):
+    perfusion = Volume(left_case.perfusion.astype(np.float32), left_case.perfusion_affine, 1.6)
+    with CollatClient(server.http_url, timeout=300) as client:
+        reference = client.infer(perfusion=perfusion).collateral_maps.data
+        with ThreadPoolExecutor(8) as pool:  # warm-up: every instance has run
+            list(pool.map(lambda _: client.infer(perfusion=perfusion), range(16)))
+        rss_warm = server_rss_mb(server)
+        failures, mismatches = [], []
+
+        def one(_: int) -> None:
+            try:
+                maps = client.infer(perfusion=perfusion).collateral_maps.data
+                if not np.allclose(maps, reference, atol=1e-5):
+                    mismatches.append(float(np.abs(maps - reference).max()))
+            except Exception as exc:  # noqa: BLE001 - counted, then asserted
+                failures.append(repr(exc))
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, range(200)))
+        rss_after = server_rss_mb(server)
+    assert failures == [] and mismatches == []
+    assert rss_after <= 1.2 * rss_warm, f"server RSS grew from {rss_warm:.0f} MB to {rss_after:.0f} MB"
+
+
+@pytest.fixture(scope="module")
+def restartable_repository(tmp_path_factory) -> Path:
+    return build_cpu_repository(tmp_path_factory.mktemp("restart") / "model_repository")
+
+
+def test_a_restart_mid_run_ends_in_results_or_server_unavailable_never_a_hang(restartable_repository, left_case,
+                                                                              tmp_path):
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    perfusion = Volume(left_case.perfusion.astype(np.float32), left_case.perfusion_affine, 1.6)
+    first = TritonServer(restartable_repository, log_file=tmp_path / "first.log", **ports).start()
+    outcomes: list[str] = []
+    try:
+        with CollatClient(first.http_url, timeout=120, retries=6, backoff=1.0) as client:
+            def run() -> None:
+                for _ in range(6):
+                    try:
+                        client.infer(perfusion=perfusion)
+                        outcomes.append("ok")
+                    except ServerUnavailable:
+                        outcomes.append("unavailable")
+                    except Exception as exc:  # noqa: BLE001 - anything else is a failure of the test
+                        outcomes.append(f"other: {exc!r}")
+
+            worker = threading.Thread(target=run)
+            started = time.monotonic()
+            worker.start()
+            while len(outcomes) < 1 and time.monotonic() - started < 120:
+                time.sleep(0.2)
+            first.stop(grace=0.5)  # killed in the middle of the client run
+            second = TritonServer(restartable_repository, log_file=tmp_path / "second.log", **ports).start()
+            try:
+                worker.join(timeout=600)
+                assert not worker.is_alive(), "the client hung"
+            finally:
+                second.stop()
+    finally:
+        first.stop()
+    assert len(outcomes) == 6
+    assert all(o in ("ok", "unavailable") for o in outcomes), outcomes
+    assert outcomes[-1] == "ok", "after the restart the retries must bring requests to completion"
+
+
+def test_an_overloaded_network_refuses_quickly_with_a_clear_error(left_case, tmp_path):
+    from collat_ensemble.preprocess import prepare_diffusion
+
+    repo = build_cpu_repository(tmp_path / "repo", "--max-queue-size", "1")
+    prep = prepare_diffusion(left_case.dwi, left_case.adc, left_case.diffusion_affine, nihss=10, side="left")
+    with TritonServer(repo, log_file=tmp_path / "queue.log") as server:
+        client = grpc.InferenceServerClient(server.grpc_url)
+
+        def one(_: int) -> tuple[str, float]:
+            image = grpc.InferInput("IMAGE", list(prep.slabs.shape), "FP32")
+            image.set_data_from_numpy(prep.slabs)
+            nihss = grpc.InferInput("NIHSS", list(prep.nihss.shape), "FP32")
+            nihss.set_data_from_numpy(prep.nihss)
+            t0 = time.monotonic()
+            try:
+                client.infer("hypoperfusion_unet", [image, nihss], client_timeout=300)
+                return "ok", time.monotonic() - t0
+            except InferenceServerException as exc:
+                return str(exc), time.monotonic() - t0
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(one, range(8)))
+    refused = [(m, s) for m, s in results if m != "ok"]
+    assert refused, "eight concurrent 12-slab requests against a queue of one must overflow it"
+    assert any(r[0] == "ok" for r in results)
+    for message, _ in refused:
+        assert "queue" in message.lower(), message
+    slowest_ok = max(s for m, s in results if m == "ok")
+    assert min(s for _, s in refused) < slowest_ok, "a refusal must come before the queue would have served it"
