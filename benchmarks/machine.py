@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
+
+from collat_export.bench import median_seconds
 
 
 def describe() -> dict[str, str]:
@@ -42,12 +42,6 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     flop = 2.0 * n ** 3
     results = {}
     for name, fn in (("numpy", lambda: a @ b), ("torch", lambda: ta @ tb)):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        results[name] = flop / statistics.median(times) / 1e9
+        results[name] = flop / median_seconds(fn, repeats) / 1e9
     results["peak"] = max(results.values())
     return results

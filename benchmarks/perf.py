@@ -51,7 +51,7 @@ def run(model: str, url: str, inputs: Path, shapes: dict[str, tuple[int, ...]], 
     command = [str(binary()), "-m", model, "-u", url, "-i", "grpc", f"--input-data={inputs}", *shape_args,
                f"--concurrency-range={concurrency}:{concurrency}:1", "-b", str(batch),
                "--measurement-mode=count_windows", f"--measurement-request-count={requests}",
-               "--stability-percentage=50", "--max-trials=3", "-f", str(csv_path), "--percentile=95"]
+               "--stability-percentage=100", "--max-trials=5", "-f", str(csv_path), "--percentile=95"]
     done = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=600)
     if done.returncode != 0 or not csv_path.is_file():
         tail = (done.stdout + done.stderr).strip().splitlines()[-5:]

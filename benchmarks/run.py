@@ -80,6 +80,7 @@ def served_sweep(server, case_dirs: list[Path], levels: list[int]) -> tuple[list
             if c == 1:
                 delta = {k: {f: after[k][f] - before[k][f] for f in after[k]} for k in after}
                 breakdown = time_breakdown(delta, statistics.mean(latencies), n)
+                log("time per request at c=1: " + ", ".join(f"{k} {v:.2f}" for k, v in breakdown.items()))
     return rows, breakdown
 
 
@@ -118,12 +119,12 @@ def perf_inputs(folder: Path, case) -> dict[str, tuple[Path, dict]]:
     return {m: (folder / m, perf.write_inputs(folder / m, t)) for m, t in sets.items()}
 
 
-def perf_sweep(server, inputs, work: Path, plan: list[tuple[str, int, list[int]]]) -> list[dict]:
+def perf_sweep(server, inputs, work: Path, plan: list[tuple[str, int, list[int], int]]) -> list[dict]:
+    """(model, batch, concurrency levels, requests per measurement window): windows sized to ~10 s each."""
     rows = []
-    for model, batch, levels in plan:
+    for model, batch, levels, requests in plan:
         folder, shapes = inputs[model]
         for c in levels:
-            requests = 4 if "pipeline" in model or model == "stroke_triage" else 8
             r = perf.run(model, server.grpc_url, folder, shapes, c, batch=batch, requests=requests,
                          csv_path=work / f"{model}_b{batch}_c{c}.csv")
             rows.append({"model": model, **r})
@@ -167,15 +168,17 @@ def main(argv: list[str] | None = None) -> None:
             build_repository(repo_on)
         repo_off = build_repository(work / "repo_off", "--no-dynamic-batching")
         inputs = perf_inputs(work / "inputs", cases[0])
-        with TritonServer(repo_on, log_file=work / "on.log") as server:
+        logs = ROOT / "build" / "bench"
+        logs.mkdir(parents=True, exist_ok=True)
+        with TritonServer(repo_on, log_file=logs / "tritonserver_batching_on.log") as server:
             results["served"], results["breakdown"] = served_sweep(server, case_dirs, [1, 2, 4, 8])
             results["perf"] = perf_sweep(server, inputs, work, [
-                ("mrod_net", 1, [1, 2, 4, 8]), ("hypoperfusion_unet", 12, [1, 2, 4, 8]),
-                ("hypoperfusion_unet", 1, [8]), ("collateral_pipeline", 1, [1, 4]),
-                ("hypoperfusion_pipeline", 1, [1, 4]), ("stroke_triage", 1, [1, 4])])
-        with TritonServer(repo_off, log_file=work / "off.log") as server:
-            results["perf_off"] = perf_sweep(server, inputs, work, [("hypoperfusion_unet", 12, [8]),
-                                                                    ("hypoperfusion_unet", 1, [8])])
+                ("mrod_net", 1, [1, 2, 4, 8], 8), ("hypoperfusion_unet", 12, [1, 2, 4, 8], 3),
+                ("hypoperfusion_unet", 1, [8], 24), ("collateral_pipeline", 1, [1, 4], 4),
+                ("hypoperfusion_pipeline", 1, [1, 4], 3), ("stroke_triage", 1, [1, 4], 3)])
+        with TritonServer(repo_off, log_file=logs / "tritonserver_batching_off.log") as server:
+            results["perf_off"] = perf_sweep(server, inputs, work, [("hypoperfusion_unet", 12, [8], 3),
+                                                                    ("hypoperfusion_unet", 1, [8], 24)])
     results["seconds"] = time.perf_counter() - started
     args.out.write_text(render(results))
     (args.out.with_suffix(".json")).write_text(json.dumps(results, indent=2, default=str))

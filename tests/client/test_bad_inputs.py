@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,20 +9,10 @@ from click.testing import CliRunner
 
 from collat_client.cli import main as cli
 
-CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad" / "make_corpus.py"
-
-
-def _load_corpus_module():
-    spec = importlib.util.spec_from_file_location("make_corpus", CORPUS)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return _load_corpus_module().make_corpus(tmp_path_factory.mktemp("bad"))
+def corpus(tmp_path_factory, corpus_module):
+    return corpus_module.make_corpus(tmp_path_factory.mktemp("bad"))
 
 
 def _names(corpus) -> list[str]:

@@ -118,44 +118,8 @@ def test_the_pipeline_follows_from_the_inputs(tmp_path):
 # ------------------------------------------------------------------ DICOM
 
 
-def write_dicom_series(folder, volume, *, spacing=(2.0, 2.0, 5.0), frames=1, skip=None, uid="1.2.3.4"):
-    """An axial series (x = columns, y = rows) with LPS positions; ``skip`` drops one slice index."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(parents=True, exist_ok=True)
-    nx, ny, nz = volume.shape[:3]
-    for t in range(frames):
-        for k in range(nz):
-            if k == skip:
-                continue
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-            meta.MediaStorageSOPInstanceUID = generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID = meta.MediaStorageSOPClassUID
-            ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-            ds.SeriesInstanceUID = uid
-            ds.PatientName = "Test^Patient"
-            ds.Rows, ds.Columns = ny, nx
-            ds.PixelSpacing = [spacing[1], spacing[0]]
-            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-            ds.ImagePositionPatient = [0.0, 0.0, k * spacing[2]]
-            ds.SliceThickness = spacing[2]
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated = ds.BitsStored = 16
-            ds.HighBit, ds.PixelRepresentation = 15, 0
-            ds.TemporalPositionIdentifier = t + 1
-            ds.AcquisitionTime = f"1200{t * 1.5:05.2f}".replace(" ", "0")
-            frame = volume[..., k, t] if volume.ndim == 4 else volume[..., k]
-            ds.PixelData = np.ascontiguousarray(frame.T.astype(np.uint16)).tobytes()
-            ds.save_as(str(folder / f"{uid}_{t:03d}_{k:03d}.dcm"), enforce_file_format=True)
-    return folder
-
-
-def test_dicom_series_gives_voxels_affine_and_frame_interval(tmp_path):
+def test_dicom_series_gives_voxels_affine_and_frame_interval(tmp_path, corpus_module):
+    write_dicom_series = corpus_module.write_dicom_series
     volume = np.arange(6 * 5 * 4 * 3, dtype=np.uint16).reshape(6, 5, 4, 3)
     data, affine, dt = read_series(write_dicom_series(tmp_path / "s", volume, frames=3))
     np.testing.assert_array_equal(data, volume.astype(np.float32))
@@ -165,13 +129,13 @@ def test_dicom_series_gives_voxels_affine_and_frame_interval(tmp_path):
 
 
 @pytest.mark.parametrize("setup, message", [
-    (lambda d: d.mkdir() or d, "no DICOM images"),
-    (lambda d: write_dicom_series(d, np.ones((4, 4, 5), np.uint16), skip=2), "missing or duplicate slice"),
-    (lambda d: write_dicom_series(write_dicom_series(d, np.ones((4, 4, 3), np.uint16), uid="1.1"),
-                                  np.ones((4, 4, 3), np.uint16) * 2, uid="1.2"), "mixed series"),
+    (lambda d, w: d.mkdir() or d, "no DICOM images"),
+    (lambda d, w: w(d, np.ones((4, 4, 5), np.uint16), skip=2), "missing or duplicate slice"),
+    (lambda d, w: w(w(d, np.ones((4, 4, 3), np.uint16), uid="1.1"), np.ones((4, 4, 3), np.uint16) * 2, uid="1.2"),
+     "mixed series"),
 ])
-def test_bad_dicom_directories_are_named(tmp_path, setup, message):
-    folder = setup(tmp_path / "series")
+def test_bad_dicom_directories_are_named(tmp_path, setup, message, corpus_module):
+    folder = setup(tmp_path / "series", corpus_module.write_dicom_series)
     with pytest.raises(InputFileError, match=message) as info:
         read_diffusion(folder)
     assert str(folder) in str(info.value)
@@ -225,3 +189,30 @@ def test_the_client_never_imports_torch_or_the_server_packages():
             "print(sorted(m for m in ('torch', 'collat_ensemble', 'collat_export', 'scipy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_identifiers_in_nifti_headers_never_reach_a_request(tmp_path):
+    """descrip / aux_file / intent_name may carry names and dates: none of it may be uploaded."""
+    image = nib.Nifti1Image(series(), np.diag([2.0, 2.0, 5.0, 1.0]))
+    image.header["descrip"] = b"DOE^JANE 19700101 MRN12345"
+    image.header["aux_file"] = b"MRN12345"
+    image.header["intent_name"] = b"DOE"
+    image.header.set_zooms(image.header.get_zooms()[:3] + (1.6,))
+    path = tmp_path / "perfusion.nii.gz"
+    nib.save(image, str(path))
+    _, tensors, _ = prepare_request(path, None, None, None)
+    blob = b"".join(np.ascontiguousarray(t).tobytes() if t.dtype != object else t.reshape(-1)[0] for t in
+                    tensors.values())
+    assert b"MRN12345" not in blob and b"DOE" not in blob
+    assert set(tensors) == {"PERFUSION", "PERFUSION_AFFINE", "FRAME_SECONDS"}
+
+
+def test_in_memory_volumes_get_the_same_checks_as_files():
+    from collat_client import Volume
+
+    bad = series()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(InvalidInput, match="NaN"):
+        prepare_request(Volume(bad, AFFINE, 1.6), None, None, None)
+    with pytest.raises(InvalidInput, match="frame interval"):
+        prepare_request(Volume(series(), AFFINE, None), None, None, None)

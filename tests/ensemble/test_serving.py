@@ -144,3 +144,12 @@ def test_merged_document_flags_disagreeing_sides_and_keeps_both_parts():
     assert set(merged["models"]) == {"mrod_net", "hypoperfusion_unet"}
     assert any("check the images" in w for w in merged["warnings"])
     json.dumps(merged)  # serializable as it stands
+
+
+def test_the_largest_accepted_series_is_enforced_before_any_work():
+    huge = np.broadcast_to(np.float32(1.0), (1024, 1024, 64, 5))  # 335 M elements, no memory behind it
+    with pytest.raises(InputValidationError, match="more than the 268435456 this server accepts"):
+        perfusion.preprocess(huge, np.eye(4), np.array([1.6], np.float32), GRID)
+    with pytest.raises(InputValidationError, match="voxels, more than the 67108864 accepted"):
+        diffusion.preprocess(np.broadcast_to(np.float32(1.0), (1024, 1024, 65)), np.zeros((2, 2, 2), np.float32),
+                             np.eye(4), np.eye(4), {"nihss": 3})

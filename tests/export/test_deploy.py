@@ -125,3 +125,15 @@ def test_every_server_starts_with_the_safe_flags(tmp_path):
     assert any(f.startswith("--http-restricted-api=model-repository,shared-memory,logging,trace:") for f in flags)
     assert "--http-address=127.0.0.1" in flags
     assert any("shm-default-byte-size" in f for f in flags)
+
+
+def test_the_python_steps_see_this_interpreters_packages(tmp_path):
+    """The stub finds its prefix via `python3` on PATH; without this a server started outside an activated venv
+    cannot import numpy or collat_ensemble."""
+    import sys
+
+    from collat_export.serve import TritonServer
+
+    env = TritonServer(tmp_path).environment()
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert any(p.endswith("site-packages") for p in env["PYTHONPATH"].split(":"))

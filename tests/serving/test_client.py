@@ -199,3 +199,16 @@ def test_async_client_gives_the_same_maps(server, case_dir, sdk_result):
 
     for result in asyncio.run(run()):
         np.testing.assert_allclose(result.collateral_maps.data, sdk_result.collateral_maps.data, atol=1e-5)
+
+
+def test_patient_identifiers_never_reach_the_server_or_the_metrics(server, case_dir, tmp_path):
+    source = nib.load(str(case_dir / "perfusion.nii.gz"))
+    header = source.header.copy()
+    header["descrip"] = b"DOE^JANE 19700101 MRN98765"
+    tagged = tmp_path / "tagged.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(source.dataobj), source.affine, header), str(tagged))
+    out = tmp_path / "o"
+    result = CliRunner().invoke(cli, ["infer", str(tagged), "--out", str(out), "--url", server.http_url])
+    assert result.exit_code == 0, result.output
+    assert "MRN98765" not in (out / "metrics.json").read_text()
+    assert "MRN98765" not in server.log_tail(100000), "the server log must not see header text"

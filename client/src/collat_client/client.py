@@ -25,9 +25,9 @@ T = TypeVar("T")
 
 
 def _perfusion(value: ImageInput | None) -> Volume | None:
-    if value is None or isinstance(value, Volume) and value.frame_seconds is not None and value.data.ndim == 4:
-        return value
-    if isinstance(value, Volume):
+    if value is None:
+        return None
+    if isinstance(value, Volume):  # in-memory images get the same checks as files
         return perfusion_volume(value.data, value.affine, value.frame_seconds, value.source, value.header)
     return read_perfusion(value)
 

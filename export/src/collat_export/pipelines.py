@@ -37,6 +37,7 @@ from collat_client.contract import (
 
 from .io_spec import NetworkIO
 from .presets import Preset
+from .repository import parameters_block, tensor_block
 
 
 def _internal(name: str, datatype: str, dims: tuple[int, ...], description: str) -> TensorSpec:
@@ -84,16 +85,7 @@ def python_steps(mrod: Preset, hypo: Preset) -> tuple[PythonStep, ...]:
 
 
 def _tensors(specs: tuple[TensorSpec, ...]) -> str:
-    rows = []
-    for t in specs:
-        dims = ", ".join(str(d) for d in t.dims)
-        rows.append(f'  {{\n    name: "{t.name}"\n    data_type: {t.config_type}\n    dims: [ {dims} ]\n  }}')
-    return ",\n".join(rows)
-
-
-def _parameters(values: dict[str, str]) -> str:
-    rows = [f'  {{\n    key: "{k}"\n    value: {{ string_value: "{v}" }}\n  }}' for k, v in values.items()]
-    return "parameters [\n" + ",\n".join(rows) + "\n]"
+    return tensor_block([(t.name, t.config_type, t.dims) for t in specs])
 
 
 def render_python_step(step: PythonStep, parameters: dict[str, str]) -> str:
@@ -101,7 +93,7 @@ def render_python_step(step: PythonStep, parameters: dict[str, str]) -> str:
              f"input [\n{_tensors(step.inputs)}\n]", f"output [\n{_tensors(step.outputs)}\n]",
              f"instance_group [\n  {{\n    count: {step.instances}\n    kind: KIND_CPU\n  }}\n]"]
     if parameters:
-        lines.append(_parameters(parameters))
+        lines.append(parameters_block(parameters))
     return "\n".join(lines) + "\n"
 
 

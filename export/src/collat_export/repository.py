@@ -49,12 +49,17 @@ BATCHING = {
 }
 
 
+def tensor_block(rows: list[tuple[str, str, tuple[int, ...]]]) -> str:
+    """``input``/``output`` entries of a config.pbtxt from (name, TYPE_..., dims) rows."""
+    out = []
+    for name, config_type, dims in rows:
+        shown = ", ".join(str(d) for d in dims)
+        out.append(f'  {{\n    name: "{name}"\n    data_type: {config_type}\n    dims: [ {shown} ]\n  }}')
+    return ",\n".join(out)
+
+
 def _tensor_block(specs: tuple[TensorSpec, ...]) -> str:
-    rows = []
-    for t in specs:
-        dims = ", ".join(str(d) for d in t.dims)
-        rows.append(f'  {{\n    name: "{t.name}"\n    data_type: TYPE_{t.dtype}\n    dims: [ {dims} ]\n  }}')
-    return ",\n".join(rows)
+    return tensor_block([(t.name, f"TYPE_{t.dtype}", t.dims) for t in specs])
 
 
 def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, cpu_threads: int = 2,
@@ -94,13 +99,13 @@ def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, 
     kind = "KIND_GPU" if target == "tensorrt" else "KIND_CPU"
     lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]")
     if target == "onnxruntime":
-        lines.append(_parameters({"intra_op_thread_count": str(cpu_threads), "inter_op_thread_count": "1"}))
+        lines.append(parameters_block({"intra_op_thread_count": str(cpu_threads), "inter_op_thread_count": "1"}))
     elif target == "python-onnx":
-        lines.append(_parameters({"intra_op_threads": str(cpu_threads), "onnx_file": "model.onnx"}))
+        lines.append(parameters_block({"intra_op_threads": str(cpu_threads), "onnx_file": "model.onnx"}))
     return "\n".join(lines) + "\n"
 
 
-def _parameters(values: dict[str, str]) -> str:
+def parameters_block(values: dict[str, str]) -> str:
     rows = [f'  {{\n    key: "{k}"\n    value: {{ string_value: "{v}" }}\n  }}' for k, v in values.items()]
     return "parameters [\n" + ",\n".join(rows) + "\n]"
 

@@ -188,6 +188,10 @@ class TritonServer:
                 if folder not in paths:
                     paths.insert(0, folder)
         env["PYTHONPATH"] = os.pathsep.join(paths)
+        # The stub's embedded interpreter finds its prefix through the `python3` on PATH (a virtual
+        # environment's pyvenv.cfg then gives it that environment's site-packages and .pth hooks), so this
+        # interpreter's folder goes first: the server then runs the Python steps with the same packages.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env["PYTHONNOUSERSITE"] = "1"
         # Each Python step is its own process: one BLAS thread each keeps 2-core machines from thrashing.
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -97,32 +97,49 @@ def make_corpus(out: Path) -> list[BadCase]:
     return cases
 
 
-def _dicom(folder: Path, *, skip: int | None = None, uid: str = "1.2.3") -> Path:
+def write_dicom_series(folder, volume, *, spacing=(2.0, 2.0, 5.0), frames=1, skip=None, uid="1.2.3.4"):
+    """An axial series (x = columns, y = rows) with LPS positions; ``skip`` drops one slice index.
+
+    Also used by the DICOM reader tests.
+    """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
-    for k in range(5):
-        if k == skip:
-            continue
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-        ds.SeriesInstanceUID = uid
-        ds.Rows = ds.Columns = 8
-        ds.PixelSpacing = [2.0, 2.0]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit, ds.PixelRepresentation = 15, 0
-        ds.PixelData = np.full((8, 8), 100 + k, np.uint16).tobytes()
-        ds.save_as(str(folder / f"{uid}_{k}.dcm"), enforce_file_format=True)
+    nx, ny, nz = volume.shape[:3]
+    for t in range(frames):
+        for k in range(nz):
+            if k == skip:
+                continue
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+            meta.MediaStorageSOPInstanceUID = generate_uid()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = Dataset()
+            ds.file_meta = meta
+            ds.SOPClassUID = meta.MediaStorageSOPClassUID
+            ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+            ds.SeriesInstanceUID = uid
+            ds.PatientName = "Test^Patient"
+            ds.Rows, ds.Columns = ny, nx
+            ds.PixelSpacing = [spacing[1], spacing[0]]
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.ImagePositionPatient = [0.0, 0.0, k * spacing[2]]
+            ds.SliceThickness = spacing[2]
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated = ds.BitsStored = 16
+            ds.HighBit, ds.PixelRepresentation = 15, 0
+            ds.TemporalPositionIdentifier = t + 1
+            ds.AcquisitionTime = f"1200{t * 1.5:05.2f}".replace(" ", "0")
+            frame = volume[..., k, t] if volume.ndim == 4 else volume[..., k]
+            ds.PixelData = np.ascontiguousarray(frame.T.astype(np.uint16)).tobytes()
+            ds.save_as(str(folder / f"{uid}_{t:03d}_{k:03d}.dcm"), enforce_file_format=True)
     return folder
+
+
+def _dicom(folder: Path, *, skip: int | None = None, uid: str = "1.2.3") -> Path:
+    volume = np.stack([np.full((8, 8), 100 + k, np.uint16) for k in range(5)], axis=-1)
+    return write_dicom_series(folder, volume, skip=skip, uid=uid)
 
 
 if __name__ == "__main__":
