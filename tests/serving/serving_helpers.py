@@ -12,6 +12,7 @@ import tritonclient.grpc as grpc
 import tritonclient.http as http
 
 from collat_client.contract import PIPELINES
+from collat_client.transport.kserve import datatype_of
 from collat_ensemble.phantom import PhantomCase
 from collat_export.weights import demo_checkpoint
 
@@ -30,11 +31,6 @@ def case_arrays(case: PhantomCase, *, side: str = "left", age: float | None = No
     }
 
 
-def datatype(array: np.ndarray) -> str:
-    return "BYTES" if array.dtype == np.object_ else {"float32": "FP32", "float64": "FP64", "uint8": "UINT8",
-                                                      "int16": "INT16", "int32": "INT32"}[array.dtype.name]
-
-
 def infer(client, pipeline: str, arrays: dict[str, np.ndarray], *, names: list[str] | None = None,
           datatypes: dict[str, str] | None = None) -> dict:
     """Send the pipeline's inputs (or ``names`` of them) and return every output as numpy / parsed METRICS."""
@@ -45,7 +41,7 @@ def infer(client, pipeline: str, arrays: dict[str, np.ndarray], *, names: list[s
         if names is not None and t.name not in names:
             continue
         value = arrays[t.name]
-        dt = (datatypes or {}).get(t.name, datatype(value))
+        dt = (datatypes or {}).get(t.name, datatype_of(value))
         item = module.InferInput(t.name, list(value.shape), dt)
         if module is http:
             item.set_data_from_numpy(value, binary_data=True)

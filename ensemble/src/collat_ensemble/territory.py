@@ -97,8 +97,8 @@ def assess_collaterals(maps: np.ndarray, mask: np.ndarray, side: str | None = No
     source = "clinical" if side in ("left", "right") else "maps"
     resolved = side if source == "clinical" else infer_side_from_maps(maps, mask)
     territory = mca_territory(mask, resolved)
-    mirrored = mirror_x(maps, _midline(mask))
-    mirrored_mask = mirror_x(mask, _midline(mask))
+    mid = _midline(mask)
+    mirrored, mirrored_mask = mirror_x(maps, mid), mirror_x(mask, mid)
     usable = territory & mirrored_mask
     fractions: dict[str, float] = {}
     for i, name in enumerate(PHASE_NAMES):

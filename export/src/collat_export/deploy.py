@@ -80,13 +80,18 @@ def engine_jobs(repository: Path, cache: Path) -> list[EngineJob]:
 Builder = Callable[[EngineJob, Path], None]  # (job, path to write the plan to)
 
 
+def runtime_copy(repository: Path, runtime: Path) -> None:
+    """A fresh writable copy of the image's read-only repository (engines are linked into it)."""
+    if runtime.exists():
+        shutil.rmtree(runtime)
+    shutil.copytree(repository, runtime, symlinks=True)
+
+
 def prepare_engines(repository: Path, cache_root: Path, runtime: Path, gpu: GpuInfo, tensorrt_version: str,
                     build: Builder, log: Callable[[str], None] = print) -> list[str]:
     """Copy the repository to ``runtime``, build missing plans into the cache, link them in; returns built models."""
     cache = cache_root / cache_key(gpu, tensorrt_version)
-    if runtime.exists():
-        shutil.rmtree(runtime)
-    shutil.copytree(repository, runtime, symlinks=True)
+    runtime_copy(repository, runtime)
     built = []
     for job in engine_jobs(runtime, cache):
         if job.plan.is_file():
@@ -134,9 +139,7 @@ def main() -> None:  # pragma: no cover - runs inside the NGC image on a GPU
         prepare_engines(repository, Path(env("COLLAT_ENGINE_CACHE", "/engines")), runtime, gpu,
                         tensorrt.__version__, tensorrt_builder(env("COLLAT_FP16", "1") == "1"))
     else:
-        if runtime.exists():
-            shutil.rmtree(runtime)
-        shutil.copytree(repository, runtime, symlinks=True)
+        runtime_copy(repository, runtime)
     flags = tritonserver_flags(runtime, host=env("COLLAT_HOST", "127.0.0.1"),
                                http_port=int(env("COLLAT_HTTP_PORT", "8000")),
                                grpc_port=int(env("COLLAT_GRPC_PORT", "8001")),
