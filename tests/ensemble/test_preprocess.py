@@ -6,8 +6,10 @@ from hypothesis import strategies as st
 from collat_ensemble.errors import InputValidationError
 from collat_ensemble.geometry import reorient_from_ras, reorient_to_ras, resample_time
 from collat_ensemble.preprocess import (
+    OUTSIDE_BRAIN,
     average_slabs,
     maps_to_grid,
+    mask_phase_maps,
     mni_to_input_grid,
     prepare_diffusion,
     prepare_perfusion,
@@ -113,3 +115,14 @@ def test_perfusion_preprocessing_raises_only_validation_errors(shape, spacing, p
         return
     assert prep.network_input.shape == (60, 12, 64, 64)
     assert np.all(np.isfinite(prep.network_input))
+
+
+def test_phase_maps_outside_the_brain_are_set_to_the_bottom_of_the_range() -> None:
+    maps = np.full((5, 2, 3, 4), 0.25, np.float32)
+    mask = np.zeros((2, 3, 4), bool)
+    mask[1, 2, 3] = True
+    out = mask_phase_maps(maps, mask)
+    assert out.dtype == np.float32 and out.shape == maps.shape
+    assert np.all(out[:, 1, 2, 3] == 0.25) and np.count_nonzero(out == OUTSIDE_BRAIN) == 5 * 23
+    last = mask_phase_maps(np.moveaxis(maps, 0, -1), mask, channel_axis=-1)
+    np.testing.assert_array_equal(last, np.moveaxis(out, 0, -1))

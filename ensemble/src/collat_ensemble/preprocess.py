@@ -91,6 +91,19 @@ def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: flo
     return PreparedPerfusion(network_input, np.ascontiguousarray(np.transpose(mask, (2, 1, 0))), grid)
 
 
+# Phase maps live in [-1, 1]; outside the brain they are set to the bottom of that range, the value the
+# conventional method gives tissue without contrast. The network's loss ignores those voxels, so its raw
+# output there is arbitrary: the served maps and the held-out evaluation both apply this rule.
+OUTSIDE_BRAIN = -1.0
+
+
+def mask_phase_maps(maps: np.ndarray, mask: np.ndarray, channel_axis: int = 0) -> np.ndarray:
+    """Phase maps with every voxel outside ``mask`` set to ``OUTSIDE_BRAIN``; ``mask`` has the maps' shape
+    without the channel axis."""
+    inside = np.expand_dims(np.asarray(mask, dtype=bool), channel_axis)
+    return np.where(inside, maps, np.float32(OUTSIDE_BRAIN)).astype(np.float32)
+
+
 def maps_to_grid(maps: np.ndarray, grid: PerfusionGrid, order: int = 1) -> np.ndarray:
     """Network output ``[C, D, H, W]`` -> (x, y, z, C) on the original input grid and orientation."""
     xyz = np.transpose(np.asarray(maps, dtype=np.float32), (3, 2, 1, 0))

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..clinical import volume_ml
 from ..errors import InputValidationError
-from ..preprocess import maps_to_grid, prepare_perfusion
+from ..preprocess import maps_to_grid, mask_phase_maps, prepare_perfusion
 from ..territory import assess_collaterals
 from .context import StepTimer, grid_from_dict, grid_to_dict, orientation_code, read_affine
 
@@ -94,10 +94,9 @@ def postprocess(phases: np.ndarray, mask: np.ndarray,
         raise InputValidationError(f"network maps {phases.shape} do not match the brain mask {mask.shape}")
     grid = grid_from_dict(context["perfusion"]["grid"])
     input_affine = np.array(context["perfusion"]["input_affine"], dtype=np.float64)
-    maps = np.where(mask[None], phases, np.float32(-1.0)).astype(np.float32)
-    maps_input = maps_to_grid(maps, grid, order=1)
+    maps_input = maps_to_grid(mask_phase_maps(phases, mask), grid, order=1)
     brain_input = maps_to_grid(mask[None].astype(np.float32), grid, order=0)[..., 0] >= 0.5
-    maps_input = np.where(brain_input[..., None], maps_input, np.float32(-1.0)).astype(np.float32)
+    maps_input = mask_phase_maps(maps_input, brain_input, channel_axis=-1)
     assessment = assess_collaterals(np.transpose(phases, (3, 2, 1, 0)), np.transpose(mask, (2, 1, 0)))
     part = {
         **assessment.as_dict(),

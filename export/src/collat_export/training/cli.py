@@ -128,12 +128,26 @@ def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
            slabs_per_case=slabs_per_case, crop=crop)
 
 
+def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation: dict) -> None:
+    """A re-evaluation (new metric, more seeds) updates the card; how the weights were trained does not change."""
+    from .cards import write_model_card
+
+    previous = checkpoint.parent / "model_card.json"
+    card = json.loads(previous.read_text()) if previous.is_file() else {}
+    write_model_card(checkpoint.parent, model=evaluation["model"], preset=preset_name,
+                     command=card.get("command", "unknown"), training=card.get("training", training),
+                     evaluation=evaluation)
+    _echo(f"model card rewritten in {checkpoint.parent}")
+
+
 @main.command()
 @click.option("--model", type=click.Choice(["mrod", "hypo"]), required=True)
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
 @click.option("--seeds", default="0-19", show_default=True, help="FIRST-LAST held-out phantom seeds (< 1,000,000).")
 @click.option("--json", "as_json", is_flag=True)
-def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool) -> None:
+@click.option("--update-card", is_flag=True,
+              help="Rewrite model_card.md/.json next to the checkpoint with this evaluation (training record kept).")
+def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, update_card: bool) -> None:
     """Generate held-out phantom cases, run the checkpoint, print the studies' metrics.
 
     \b
@@ -152,6 +166,8 @@ def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool) -> None:
     except (CheckpointError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    if update_card:
+        _rewrite_card(checkpoint, loaded.preset.name, loaded.training, report.as_dict())
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return

@@ -25,7 +25,8 @@ TRAINING_SEED_BASE = EVALUATION_SEED_LIMIT
 class MRODSample:
     x: np.ndarray  # [T, D, H, W] float16
     target: np.ndarray  # [5, D, H, W] float16 in [-1, 1]
-    mask: np.ndarray  # [D, H, W] bool
+    mask: np.ndarray  # [D, H, W] bool: the phantom's brain (where the loss and the metrics look)
+    input_mask: np.ndarray  # [D, H, W] bool: the brain mask preprocessing derives from the series
 
 
 @dataclass
@@ -41,7 +42,7 @@ def mrod_sample(case: PhantomCase, preset: Preset) -> MRODSample:
                              frame_interval=g.frame_seconds, slices=g.slices, height=g.height, width=g.width)
     target = volume_to_network_grid(case.reference_maps, case.perfusion_affine, prep.grid)
     mask = volume_to_network_grid(case.brain_mask.astype(np.float32), case.perfusion_affine, prep.grid) > 0.5
-    return MRODSample(prep.network_input.astype(np.float16), target.astype(np.float16), mask)
+    return MRODSample(prep.network_input.astype(np.float16), target.astype(np.float16), mask, prep.mask.astype(bool))
 
 
 def hypo_sample(case: PhantomCase) -> HypoSample:

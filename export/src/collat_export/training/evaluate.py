@@ -2,7 +2,11 @@
 
 Collateral maps are compared on the network's grid (the reference maps resampled onto
 it, inside the reference brain mask), so that the score measures the network and not the
-resolution of the preset's grid. Lesions are compared on the MNI 2 mm grid of the DWI.
+resolution of the preset's grid. They are scored as the server delivers them: outside the
+brain mask that preprocessing derives from the series, the maps are set to -1
+(``mask_phase_maps``). The raw network output is scored too (``*_raw``): SSIM's 7x7x7
+windows at the brain's edge reach outside it, where the loss never looked, so the raw
+SSIM is lower and measures nothing a user sees. Lesions are compared on the MNI 2 mm grid of the DWI.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from collat_client.evaluation import PHASE_NAMES, auc, dice, phase_metrics, volume_difference_ml
 from collat_ensemble.clinical import LESION_PROBABILITY_THRESHOLD, defuse3_target_mismatch, mismatch, volume_ml
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, generate_case
-from collat_ensemble.preprocess import MNI_2MM_AFFINE, average_slabs, prepare_diffusion
+from collat_ensemble.preprocess import MNI_2MM_AFFINE, average_slabs, mask_phase_maps, prepare_diffusion
 
 from ..presets import Preset
 from .data import mrod_sample
@@ -69,15 +73,18 @@ def evaluate_mrod(net: torch.nn.Module, preset: Preset, seeds: list[int],
     report = EvaluationReport("mrod", seeds)
     for seed in seeds:
         sample = mrod_sample(generate_case(seed), preset)
-        pred = predict_maps(net, sample.x)
+        raw = predict_maps(net, sample.x)
         to_xyz = (3, 2, 1, 0)
-        table = phase_metrics(np.transpose(pred, to_xyz), np.transpose(sample.target.astype(np.float32), to_xyz),
-                              np.transpose(sample.mask, (2, 1, 0)))
-        row = {"seed": seed, **{f"{n}_r2": table[n]["r2"] for n in PHASE_NAMES}, **table["mean"]}
+        target = np.transpose(sample.target.astype(np.float32), to_xyz)
+        mask = np.transpose(sample.mask, (2, 1, 0))
+        table = phase_metrics(np.transpose(mask_phase_maps(raw, sample.input_mask), to_xyz), target, mask)
+        raw_table = phase_metrics(np.transpose(raw, to_xyz), target, mask)
+        row = {"seed": seed, **{f"{n}_r2": table[n]["r2"] for n in PHASE_NAMES}, **table["mean"],
+               **{f"{m}_raw": v for m, v in raw_table["mean"].items()}}
         report.rows.append(row)
         if progress:
             progress(f"seed {seed}: R2 {row['r2']:.3f} SSIM {row['ssim']:.3f} MAE {row['mae']:.3f}")
-    for metric in ("r2", "mae", "tanimoto", "ssim"):
+    for metric in ("r2", "mae", "tanimoto", "ssim", "r2_raw", "ssim_raw"):
         report.summary[f"mean_{metric}"] = float(np.mean([r[metric] for r in report.rows]))
     for n in PHASE_NAMES:
         report.summary[f"{n}_r2"] = float(np.mean([r[f"{n}_r2"] for r in report.rows]))
