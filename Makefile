@@ -47,9 +47,9 @@ demo: export-demo
 	$(BIN)/collat-export demo --repository $(CPU_REPOSITORY) --out demo-output
 
 # Benchmarks (not part of make test): writes benchmarks/RESULTS.md. perf_analyzer from the tritonclient wheel
-# needs Debian's libb64-0d and libcudart from the nvidia-cuda-runtime-cu12 wheel.
+# needs Debian's libb64-0d and libcudart from the nvidia-cuda-runtime-cu12 wheel; py-spy profiles the Python steps.
 bench: export-demo
-	$(BIN)/python -m pip install --quiet "nvidia-cuda-runtime-cu12>=12,<13"
+	$(BIN)/python -m pip install --quiet "nvidia-cuda-runtime-cu12>=12,<13" "py-spy>=0.3"
 	@/sbin/ldconfig -p | grep -q libb64.so.0d || apt-get install -y -q libb64-0d >/dev/null || \
 		{ echo "perf_analyzer needs libb64-0d: sudo apt-get install libb64-0d"; exit 1; }
 	$(BIN)/python -m benchmarks.run

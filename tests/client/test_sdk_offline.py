@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from collat_client.client import _RetryPolicy, prepare_request
 from collat_client.dicom import read_series
 from collat_client.errors import InputFileError, InvalidInput, ServerUnavailable
-from collat_client.images import read_diffusion, read_perfusion
+from collat_client.images import read_diffusion, read_perfusion, row_major_float32
 from collat_client.schema import Clinical
 from collat_client.transport.base import Retryable, classify
 from collat_client.transport.kserve import decode_response, encode_request
@@ -40,7 +40,12 @@ def series(frames=30, shape=(8, 8, 4)):
 def test_binary_request_and_response_round_trip():
     inputs = {"A": np.arange(6, dtype=np.float32).reshape(2, 3), "B": np.array([b"{\"x\": 1}"], dtype=object),
               "C": np.eye(4)}
-    body, length = encode_request(inputs, ["A"])
+    request = encode_request(inputs, ["A"])
+    body, length = request.tobytes(), request.header_length
+    assert b"".join(request.chunks(size=7)) == body and request.nbytes == len(body)
+    inputs["A"][0, 0] = 42.0  # the body holds views of the arrays, not copies
+    assert np.frombuffer(request.tobytes()[length: length + 4], np.float32)[0] == 42.0
+    inputs["A"][0, 0] = 0.0
     header = json.loads(body[:length])
     assert [i["datatype"] for i in header["inputs"]] == ["FP32", "BYTES", "FP64"]
     assert header["inputs"][1]["parameters"]["binary_data_size"] == 4 + 8
@@ -216,3 +221,13 @@ def test_in_memory_volumes_get_the_same_checks_as_files():
         prepare_request(Volume(bad, AFFINE, 1.6), None, None, None)
     with pytest.raises(InvalidInput, match="frame interval"):
         prepare_request(Volume(series(), AFFINE, None), None, None, None)
+
+
+def test_column_major_series_become_row_major_float32_with_the_same_voxels():
+    rng = np.random.default_rng(3)
+    fortran = np.asfortranarray(rng.integers(-500, 3000, size=(67, 45, 7, 23), dtype=np.int16))
+    out = row_major_float32(fortran)
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, fortran.astype(np.float32))
+    for other in (fortran[::2], np.ascontiguousarray(fortran), fortran[..., 0]):  # views, C order, 3D
+        np.testing.assert_array_equal(row_major_float32(other), other.astype(np.float32))

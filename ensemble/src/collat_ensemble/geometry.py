@@ -110,6 +110,19 @@ def _linear_weights(n_in: int, n_out: int, scale: float, shift: float) -> np.nda
     return weights
 
 
+def _interpolate_axis(data: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """``data`` with ``axis`` (n_in long) replaced by ``weights.T @`` it (n_out long), in C order.
+
+    Written as a (batched) left product on the array viewed as (before, n_in, after), so no
+    axis is ever moved: ``np.tensordot`` moves the contracted axis last, a transposing copy of
+    the whole series that took three quarters of the preprocessing (py-spy on the served step).
+    """
+    shape = data.shape
+    before, after = int(np.prod(shape[:axis], dtype=np.int64)), int(np.prod(shape[axis + 1:], dtype=np.int64))
+    out = np.matmul(weights.T, np.ascontiguousarray(data).reshape(before, shape[axis], after))
+    return out.reshape(shape[:axis] + (weights.shape[1],) + shape[axis + 1:])
+
+
 def _separable_linear(src: np.ndarray, scales: np.ndarray, shifts: np.ndarray, dst_shape: tuple[int, int, int],
                       cval: float) -> np.ndarray:
     """Axis-aligned trilinear resampling as three small matrix products (extra trailing axes ride along)."""
@@ -119,7 +132,7 @@ def _separable_linear(src: np.ndarray, scales: np.ndarray, shifts: np.ndarray, d
         if src.shape[axis] == dst_shape[axis] and abs(scales[axis] - 1.0) < 1e-9 and abs(shifts[axis]) < 1e-9:
             continue  # this axis is already on the destination grid
         weights = _linear_weights(src.shape[axis], dst_shape[axis], float(scales[axis]), float(shifts[axis]))
-        out = np.moveaxis(np.tensordot(out, weights, axes=([axis], [0])), -1, axis)
+        out = _interpolate_axis(out, weights, axis)
         shape = [1] * 3
         shape[axis] = dst_shape[axis]
         inside = inside * weights.sum(axis=0).reshape(shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -11,21 +12,36 @@ import numpy as np
 
 from ..errors import InferenceTimeout, ServerError
 from .base import Retryable, classify
-from .kserve import HEADER_LENGTH, decode_response, encode_request
+from .kserve import HEADER_LENGTH, RequestBody, decode_response, encode_request
 
 
 def _base_url(url: str) -> str:
     return url if url.startswith(("http://", "https://")) else f"http://{url}"
 
 
-def _request_parts(inputs: dict[str, np.ndarray], outputs: list[str], compress: bool) -> tuple[bytes, dict]:
-    body, header_length = encode_request(inputs, outputs)
-    headers = {HEADER_LENGTH: str(header_length), "Content-Type": "application/octet-stream",
+def _request_parts(inputs: dict[str, np.ndarray], outputs: list[str],
+                   compress: bool) -> tuple[bytes | RequestBody, dict]:
+    """The body (gzip-compressed bytes, or the uncopied tensors to stream) and its headers."""
+    body = encode_request(inputs, outputs)
+    headers = {HEADER_LENGTH: str(body.header_length), "Content-Type": "application/octet-stream",
                "Accept-Encoding": "gzip" if compress else "identity"}
     if compress:
-        body = gzip.compress(body, compresslevel=1)
         headers["Content-Encoding"] = "gzip"
+        return gzip.compress(body.tobytes(), compresslevel=1), headers
+    headers["Content-Length"] = str(body.nbytes)  # streamed with a known length, not chunked
     return body, headers
+
+
+def _content(body: bytes | RequestBody) -> Any:
+    return body if isinstance(body, bytes) else body.chunks()
+
+
+async def _async_content(body: bytes | RequestBody) -> AsyncIterator[bytes | memoryview]:
+    if isinstance(body, bytes):
+        yield body
+        return
+    for chunk in body.chunks():
+        yield chunk
 
 
 def _answer(response: httpx.Response, model: str) -> dict[str, np.ndarray]:
@@ -61,7 +77,8 @@ class HttpTransport:
               timeout: float) -> dict[str, np.ndarray]:
         body, headers = _request_parts(inputs, outputs, self.compress)
         try:
-            response = self.client.post(f"/v2/models/{model}/infer", content=body, headers=headers, timeout=timeout)
+            response = self.client.post(f"/v2/models/{model}/infer", content=_content(body), headers=headers,
+                                        timeout=timeout)
         except httpx.TimeoutException:
             raise InferenceTimeout(f"{model}: no answer within {timeout:g} s") from None
         except httpx.TransportError as exc:
@@ -97,8 +114,8 @@ class AsyncHttpTransport:
                     timeout: float) -> dict[str, np.ndarray]:
         body, headers = _request_parts(inputs, outputs, self.compress)
         try:
-            response = await self.client.post(f"/v2/models/{model}/infer", content=body, headers=headers,
-                                              timeout=timeout)
+            response = await self.client.post(f"/v2/models/{model}/infer", content=_async_content(body),
+                                              headers=headers, timeout=timeout)
         except httpx.TimeoutException:
             raise InferenceTimeout(f"{model}: no answer within {timeout:g} s") from None
         except httpx.TransportError as exc:
