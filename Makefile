@@ -35,7 +35,9 @@ METRICS_PORT ?= 8002
 
 # The CPU model repository: both tiny networks with the phantom-trained demo weights (ONNX Runtime in
 # Triton's Python backend), the Python pre/post-processing steps and the three ensembles.
-$(CPU_REPOSITORY)/stroke_triage/config.pbtxt: $(STAMP) $(WEIGHTS)/mrod_tiny/checkpoint.pt $(WEIGHTS)/hypo_tiny/checkpoint.pt
+# The networks' model.py is copied in (it must not import the project), so a change to it rebuilds the repository.
+$(CPU_REPOSITORY)/stroke_triage/config.pbtxt: $(STAMP) $(WEIGHTS)/mrod_tiny/checkpoint.pt $(WEIGHTS)/hypo_tiny/checkpoint.pt \
+		export/src/collat_export/triton/python_onnx_model.py
 	rm -rf $(CPU_REPOSITORY)
 	$(BIN)/collat-export repository --target python-onnx --out $(CPU_REPOSITORY) \
 		--mrod-checkpoint $(WEIGHTS)/mrod_tiny/checkpoint.pt --hypo-checkpoint $(WEIGHTS)/hypo_tiny/checkpoint.pt

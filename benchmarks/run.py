@@ -83,7 +83,8 @@ def served_sweep(server, case_dirs: list[Path], levels: list[int]) -> tuple[list
             if c == 1:
                 delta = {k: {f: after[k][f] - before[k][f] for f in after[k]} for k in after}
                 breakdown = time_breakdown(delta, statistics.mean(latencies), n)
-                log("time per request at c=1: " + ", ".join(f"{k} {v:.2f}" for k, v in breakdown.items()))
+                log("time per request at c=1: " + ", ".join(
+                    f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in breakdown.items()))
     return rows, breakdown
 
 

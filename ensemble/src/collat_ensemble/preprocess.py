@@ -154,7 +154,12 @@ class PreparedDiffusion:
 
 
 def to_slabs(volume: np.ndarray) -> np.ndarray:
-    return np.stack([volume[:, s: s + SLAB] for s in slab_starts(volume.shape[1])]).astype(np.float32)
+    """(C, Z, H, W) -> [S, C, 16, H, W] FP32, written once into its final buffer (50 MB for the MNI grid)."""
+    starts = slab_starts(volume.shape[1])
+    slabs = np.empty((len(starts), volume.shape[0], SLAB) + volume.shape[2:], dtype=np.float32)
+    for i, s in enumerate(starts):
+        slabs[i] = volume[:, s: s + SLAB]
+    return slabs
 
 
 def detect_adc_scale(adc: np.ndarray, brain: np.ndarray) -> tuple[float, str]:
