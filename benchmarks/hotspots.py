@@ -80,7 +80,7 @@ def measure(perfusion: Path) -> list[dict]:
     row("inflate the .nii.gz (nibabel's GzipFile stream -> one ISA-L call)", "client",
         lambda: np.asanyarray(nib.load(str(perfusion)).dataobj), lambda: load_nifti(perfusion)[0])
     stored = load_nifti(perfusion)[0]
-    row("column-major series -> row-major FP32 (one numpy pass -> tiled transpose)", "client",
+    row("column-major series -> row-major FP32 (one numpy pass -> per-slice copies on 2 threads)", "client",
         lambda: np.ascontiguousarray(stored, dtype=np.float32), lambda: row_major_float32(stored))
     series = row_major_float32(stored)
     affine = nib.load(str(perfusion)).affine

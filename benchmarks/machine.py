@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +48,46 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
         results[name] = flop / median_seconds(fn, repeats) / 1e9
     results["peak"] = max(results.values())
     return results
+
+
+def _matmul_window_gflops(library: str, seconds: float, n: int = 2048) -> float:
+    """GFLOP/s of back-to-back n x n products for about ``seconds``: as long as a network run, so both see
+    the same machine (its speed changes within seconds: 2048^3 products alone ranged 122-236 GFLOP/s here)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    if library == "torch":
+        a, b = torch.from_numpy(a), torch.from_numpy(b)
+
+    def product() -> object:
+        return a @ b
+
+    product()
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or count == 0:
+        product()
+        count += 1
+    return 2.0 * n ** 3 * count / elapsed / 1e9
+
+
+def interleaved_efficiency(run: Callable[[], object], flops: float, library: str,
+                           rounds: int = 7) -> dict[str, float]:
+    """A network's GFLOP/s over the matmul peak, the two measured in alternation.
+
+    A peak taken once at the start and a network timed a minute later gave 54 % in one run and
+    37 % in the next on this machine. Each round times ~1 s of matrix products (``library``: the
+    faster of numpy and PyTorch at the start) and one network run back to back; the figure is
+    the median of the rounds' ratios, the spread is reported with it.
+    """
+    seconds = median_seconds(run, 1)  # also the warm-up
+    ratios, achieved, peaks = [], [], []
+    for _ in range(rounds):
+        peaks.append(_matmul_window_gflops(library, seconds))
+        start = time.perf_counter()
+        run()
+        achieved.append(flops / (time.perf_counter() - start) / 1e9)
+        ratios.append(achieved[-1] / peaks[-1])
+    return {"efficiency": statistics.median(ratios), "efficiency_min": min(ratios), "efficiency_max": max(ratios),
+            "ort_gflops_rounds": statistics.median(achieved), "peak_gflops_rounds": statistics.median(peaks),
+            "rounds": rounds}

@@ -226,8 +226,9 @@ def test_in_memory_volumes_get_the_same_checks_as_files():
 def test_column_major_series_become_row_major_float32_with_the_same_voxels():
     rng = np.random.default_rng(3)
     fortran = np.asfortranarray(rng.integers(-500, 3000, size=(67, 45, 7, 23), dtype=np.int16))
-    out = row_major_float32(fortran)
-    assert out.dtype == np.float32 and out.flags.c_contiguous
-    np.testing.assert_array_equal(out, fortran.astype(np.float32))
+    for threads in (1, 2, 3):
+        out = row_major_float32(fortran, threads=threads)
+        assert out.dtype == np.float32 and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, fortran.astype(np.float32))
     for other in (fortran[::2], np.ascontiguousarray(fortran), fortran[..., 0]):  # views, C order, 3D
         np.testing.assert_array_equal(row_major_float32(other), other.astype(np.float32))

@@ -9,6 +9,7 @@ and every DICOM patient tag stay on the client.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,23 +55,32 @@ def _check_voxels(data: np.ndarray, source: str) -> None:
         raise InvalidInput(f"{source}: the image contains NaN or infinite values")
 
 
-def row_major_float32(data: np.ndarray) -> np.ndarray:
+def row_major_float32(data: np.ndarray, threads: int = 2) -> np.ndarray:
     """The voxels as C-ordered FP32, the layout the wire carries.
 
     NIfTI stores x fastest, so nibabel hands out column-major (Fortran) arrays. numpy's one-pass
-    conversion of such a 4D series strides a whole volume through memory per element (0.65 s for
-    a 128x128x20x60 series here); two cache-friendlier passes take half that: a tiled transpose
-    of the (t*z, y*x) matrix, then swapping neighbouring axes, which moves contiguous runs.
+    conversion of such a 4D series strides a whole volume through memory per element (0.40 s for
+    a 128x128x20x60 series here). Copying one slice (all x, y and frames at one z) at a time keeps
+    each copy's source and destination within a few MB (0.19 s), and the slices split over two
+    threads, since numpy releases the GIL while it copies (0.10 s): the client's share of a
+    patient's latency, paid before the server can start.
     """
     if data.ndim != 4 or data.flags.c_contiguous or not data.flags.f_contiguous:
         return np.ascontiguousarray(data, dtype=np.float32)
-    t, z, y, x = data.T.shape  # data.T is the same memory read row-major: (t, z, y, x)
-    planes = data.T.reshape(t * z, y * x)
-    swapped = np.empty((y * x, t * z), np.float32)
-    tile = 64
-    for start in range(0, y * x, tile):
-        swapped[start:start + tile] = planes[:, start:start + tile].T
-    return np.ascontiguousarray(swapped.reshape(y, x, t, z).transpose(1, 0, 3, 2))
+    out = np.empty(data.shape, np.float32)
+    slices = data.shape[2]
+
+    def copy(every: range) -> None:
+        for z in every:
+            out[:, :, z, :] = data[:, :, z, :]
+
+    workers = max(1, min(threads, slices))
+    if workers == 1:
+        copy(range(slices))
+        return out
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(copy, [range(first, slices, workers) for first in range(workers)]))
+    return out
 
 
 def perfusion_volume(data: np.ndarray, affine: np.ndarray, frame_seconds: float | None,

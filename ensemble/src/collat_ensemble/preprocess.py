@@ -249,7 +249,10 @@ def prepare_diffusion(dwi: np.ndarray, adc: np.ndarray, affine: np.ndarray, *, n
         core.astype(np.float32),
         side_mask,
     ]
-    volume = np.stack([np.transpose(pad_inplane(c.astype(np.float32)), (2, 1, 0)) for c in channels])  # [4,z,y,x]
+    # [4, z, y, x] in C order: np.stack of transposed views is not, and to_slabs would then copy 50 MB by strides.
+    volume = np.empty((len(channels),) + MNI_2MM_SHAPE[2:] + PADDED_INPLANE[::-1], dtype=np.float32)
+    for i, c in enumerate(channels):
+        volume[i] = np.transpose(pad_inplane(c.astype(np.float32)), (2, 1, 0))
     return PreparedDiffusion(volume, nihss / NIHSS_SCALE, brain, core, units, resolved, inferred, orientation, affine,
                              tuple(dwi.shape))
 

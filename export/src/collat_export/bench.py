@@ -12,6 +12,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,7 +35,20 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
-def bench_network(model: str, preset_name: str, repeats: int, threads: int) -> dict[str, float | str]:
+@dataclass
+class NetworkRunners:
+    """One network ready to run in both runtimes on the same input (the ONNX model is held in memory)."""
+
+    model: str
+    preset: str
+    params: int
+    input: str
+    flops: float
+    run_torch: Callable[[], object]
+    run_ort: Callable[[], object]
+
+
+def network_runners(model: str, preset_name: str, threads: int) -> NetworkRunners:
     import onnxruntime as ort
 
     preset = get_preset(model, preset_name)
@@ -42,17 +56,24 @@ def bench_network(model: str, preset_name: str, repeats: int, threads: int) -> d
     inputs = example_inputs(preset)
     names = [t.name for t in network_io(preset).inputs]
     flops = count_flops(net, *(torch.from_numpy(inputs[n]) for n in names))
-    torch_s = median_seconds(lambda: run_torch(net, preset, inputs), repeats)
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(net, preset, tmp)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         session = ort.InferenceSession(str(Path(tmp) / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        ort_s = median_seconds(lambda: session.run(None, inputs), repeats)
+    return NetworkRunners(
+        model, preset_name, parameter_count(net),
+        " ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in inputs.items()), flops,
+        lambda: run_torch(net, preset, inputs), lambda: session.run(None, inputs))
+
+
+def bench_network(model: str, preset_name: str, repeats: int, threads: int) -> dict[str, float | str]:
+    runners = network_runners(model, preset_name, threads)
+    torch_s = median_seconds(runners.run_torch, repeats)
+    ort_s = median_seconds(runners.run_ort, repeats)
     return {
-        "model": model, "preset": preset_name, "params": parameter_count(net),
-        "input": " ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in inputs.items()),
-        "gflop": flops / 1e9, "torch_s": torch_s, "ort_s": ort_s, "ort_gflops": flops / 1e9 / ort_s,
+        "model": model, "preset": preset_name, "params": runners.params, "input": runners.input,
+        "gflop": runners.flops / 1e9, "torch_s": torch_s, "ort_s": ort_s, "ort_gflops": runners.flops / 1e9 / ort_s,
     }
 
 
