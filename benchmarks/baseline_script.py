@@ -58,8 +58,9 @@ def run_patient(case_dir: Path, nets, nihss: int = 14) -> dict:
     return {"maps": maps.shape, "lesion": on_dwi.shape, "cps": assessment.cps, "defuse3": decision.eligible}
 
 
-def patients_per_minute(case_dirs: list[Path], nets) -> tuple[float, list[float]]:
-    run_patient(case_dirs[0], nets)  # warm-up, as the served side is warmed up too
+def patients_per_minute(case_dirs: list[Path], nets, warm_up: bool = True) -> tuple[float, list[float]]:
+    if warm_up:  # as the served side is warmed up too
+        run_patient(case_dirs[0], nets)
     latencies = []
     start = time.perf_counter()
     for case_dir in case_dirs:

@@ -72,7 +72,7 @@ def _matmul_window_gflops(library: str, seconds: float, n: int = 2048) -> float:
 
 
 def interleaved_efficiency(run: Callable[[], object], flops: float, library: str,
-                           rounds: int = 7) -> dict[str, float]:
+                           rounds: int = 5) -> dict[str, float]:
     """A network's GFLOP/s over the matmul peak, the two measured in alternation.
 
     A peak taken once at the start and a network timed a minute later gave 54 % in one run and
@@ -80,14 +80,14 @@ def interleaved_efficiency(run: Callable[[], object], flops: float, library: str
     faster of numpy and PyTorch at the start) and one network run back to back; the figure is
     the median of the rounds' ratios, the spread is reported with it.
     """
-    seconds = median_seconds(run, 1)  # also the warm-up
-    ratios, achieved, peaks = [], [], []
+    window = median_seconds(run, 1)  # also the warm-up
+    ratios, seconds, peaks = [], [], []
     for _ in range(rounds):
-        peaks.append(_matmul_window_gflops(library, seconds))
+        peaks.append(_matmul_window_gflops(library, window))
         start = time.perf_counter()
         run()
-        achieved.append(flops / (time.perf_counter() - start) / 1e9)
-        ratios.append(achieved[-1] / peaks[-1])
+        seconds.append(time.perf_counter() - start)
+        ratios.append(flops / seconds[-1] / 1e9 / peaks[-1])
     return {"efficiency": statistics.median(ratios), "efficiency_min": min(ratios), "efficiency_max": max(ratios),
-            "ort_gflops_rounds": statistics.median(achieved), "peak_gflops_rounds": statistics.median(peaks),
-            "rounds": rounds}
+            "ort_s": statistics.median(seconds), "ort_gflops_rounds": flops / statistics.median(seconds) / 1e9,
+            "peak_gflops_rounds": statistics.median(peaks), "rounds": rounds}

@@ -171,11 +171,10 @@ def main(argv: list[str] | None = None) -> None:
     results["ort"] = []
     for model in ("mrod", "hypo"):
         runners = network_runners(model, "full", threads=2)
-        torch_s, ort_s = median_seconds(runners.run_torch, 3), median_seconds(runners.run_ort, 3)
+        torch_s = median_seconds(runners.run_torch, 3)
         faster = max((k for k in results["matmul"] if k != "peak"), key=results["matmul"].get)
         efficiency = machine.interleaved_efficiency(runners.run_ort, runners.flops, faster)
-        r = {"model": model, "gflop": runners.flops / 1e9, "torch_s": torch_s, "ort_s": ort_s,
-             "ort_gflops": runners.flops / 1e9 / ort_s, **efficiency}
+        r = {"model": model, "gflop": runners.flops / 1e9, "torch_s": torch_s, **efficiency}
         results["ort"].append(r)
         log(f"ONNX Runtime {model} full: {r['ort_gflops_rounds']:.1f} GFLOP/s against a peak of "
             f"{r['peak_gflops_rounds']:.1f} in the same rounds = {r['efficiency']:.0%} "
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         with TritonServer(repo_on, log_file=logs / "tritonserver_batching_on.log") as server:
             results["served"], results["breakdown"] = served_sweep(server, case_dirs, [1, 2, 4, 8])
             # The baseline brackets the served sweep (the server idles meanwhile): the machine's speed drifts.
-            baseline_runs.append(baseline_script.patients_per_minute(case_dirs, nets))
+            baseline_runs.append(baseline_script.patients_per_minute(case_dirs, nets, warm_up=False))
             del nets
             results["baseline"] = {"patients_per_min": statistics.mean(ppm for ppm, _ in baseline_runs),
                                    "runs_patients_per_min": [ppm for ppm, _ in baseline_runs],
@@ -313,10 +312,11 @@ def render(r: dict) -> str:
         *[f"| {k[0]} | {k[1]} | {off[k]['throughput']:.2f} | {on[k]['throughput']:.2f} | {batching[k]:.2f}x |"
           for k in off], "",
         "## ONNX Runtime efficiency (full presets, 2 threads)", "",
-        "PyTorch and ORT seconds: median of 3 after a warm-up. Efficiency: "
+        "PyTorch seconds: median of 3 after a warm-up. ORT: "
         f"{unet['rounds']} rounds, each timing about one network run's length of 2048x2048 fp32 products and then "
-        "one ORT run; median (and range) of the rounds' ratios. This machine's speed changes within seconds, "
-        "so a peak taken once would not describe the moment the network ran.", "",
+        "one ORT run; ORT seconds are the rounds' median, efficiency the median (and range) of the rounds' ratios. "
+        "This machine's speed changes within seconds, so a peak taken once would not describe the moment the "
+        "network ran.", "",
         "| network | GFLOP | PyTorch s | ORT s | ORT GFLOP/s | peak GFLOP/s | of matmul peak | range |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
         *[f"| {x['model']} | {x['gflop']:.1f} | {x['torch_s']:.3f} | {x['ort_s']:.3f} | {x['ort_gflops_rounds']:.1f} | "
