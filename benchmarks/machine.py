@@ -35,17 +35,20 @@ def describe() -> dict[str, str]:
             "tritonserver": "2.51.0 (nvidia-pytriton 0.7.0, CPU, Python backend)", "gpu": "none"}
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """Best of numpy (OpenBLAS) and PyTorch on an n x n fp32 matrix product, median of ``repeats``."""
-    import torch
-
+def _product(library: str, n: int) -> Callable[[], object]:
+    """One n x n fp32 matrix product in ``library`` (numpy: OpenBLAS; torch: its own BLAS), ready to call."""
     rng = np.random.default_rng(0)
     a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    flop = 2.0 * n ** 3
-    results = {}
-    for name, fn in (("numpy", lambda: a @ b), ("torch", lambda: ta @ tb)):
-        results[name] = flop / median_seconds(fn, repeats) / 1e9
+    if library == "torch":
+        import torch
+
+        a, b = torch.from_numpy(a), torch.from_numpy(b)
+    return lambda: a @ b
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """Best of numpy (OpenBLAS) and PyTorch on an n x n fp32 matrix product, median of ``repeats``."""
+    results = {name: 2.0 * n ** 3 / median_seconds(_product(name, n), repeats) / 1e9 for name in ("numpy", "torch")}
     results["peak"] = max(results.values())
     return results
 
@@ -53,16 +56,7 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
 def _matmul_window_gflops(library: str, seconds: float, n: int = 2048) -> float:
     """GFLOP/s of back-to-back n x n products for about ``seconds``: as long as a network run, so both see
     the same machine (its speed changes within seconds: 2048^3 products alone ranged 122-236 GFLOP/s here)."""
-    import torch
-
-    rng = np.random.default_rng(0)
-    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
-    if library == "torch":
-        a, b = torch.from_numpy(a), torch.from_numpy(b)
-
-    def product() -> object:
-        return a @ b
-
+    product = _product(library, n)
     product()
     count, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds or count == 0:

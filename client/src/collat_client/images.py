@@ -75,9 +75,6 @@ def row_major_float32(data: np.ndarray, threads: int = 2) -> np.ndarray:
             out[:, :, z, :] = data[:, :, z, :]
 
     workers = max(1, min(threads, slices))
-    if workers == 1:
-        copy(range(slices))
-        return out
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(copy, [range(first, slices, workers) for first in range(workers)]))
     return out
