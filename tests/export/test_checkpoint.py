@@ -27,8 +27,15 @@ def test_round_trip_is_self_describing_and_exact(tmp_path, trained):
     loaded = load_checkpoint(path)
     assert loaded.preset.describe() == p.describe()
     assert loaded.training == {"epochs": 3}
+    # Exact: every parameter and buffer comes back bit for bit.
+    original, restored = net.state_dict(), loaded.network.state_dict()
+    assert original.keys() == restored.keys()
+    for name, tensor in original.items():
+        assert torch.equal(tensor, restored[name]), name
+    # The outputs agree to float32 rounding only: oneDNN may pick another convolution kernel for tensors at
+    # other addresses (seen once in CI: half the voxels differed by up to 7e-6).
     x = example_inputs(p, slices=2)
-    np.testing.assert_array_equal(run_torch(loaded.network, p, x), run_torch(net, p, x))
+    np.testing.assert_allclose(run_torch(loaded.network, p, x), run_torch(net, p, x), rtol=1e-4, atol=1e-5)
     assert not list(tmp_path.glob("*.partial"))
 
 
