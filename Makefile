@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The CPU build of torch; a bare `torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-PACKAGES := -e ./client[test] -e ./ensemble[test] -e ./export[test,server]
+PACKAGES := -e ./contract -e ./client[test] -e ./ensemble[test,server] -e ./export[test]
 
 .PHONY: install lint test export-demo serve demo bench clean
 
@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python client/pyproject.toml ensemble/pyproject.toml export/pyproject.toml
+$(STAMP): $(BIN)/python contract/pyproject.toml client/pyproject.toml ensemble/pyproject.toml export/pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet $(PACKAGES)
 	touch $(STAMP)
@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python client/pyproject.toml ensemble/pyproject.toml export/pyp
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check client ensemble export tests benchmarks
+	$(BIN)/ruff check contract client ensemble export tests benchmarks
 
 test: lint
 	$(BIN)/python -m pytest
@@ -37,7 +37,7 @@ METRICS_PORT ?= 8002
 # Triton's Python backend), the Python pre/post-processing steps and the three ensembles.
 # The networks' model.py is copied in (it must not import the project), so a change to it rebuilds the repository.
 $(CPU_REPOSITORY)/stroke_triage/config.pbtxt: $(STAMP) $(WEIGHTS)/mrod_tiny/checkpoint.pt $(WEIGHTS)/hypo_tiny/checkpoint.pt \
-		export/src/collat_export/triton/python_onnx_model.py
+		ensemble/src/collat_ensemble/server/network_model.py
 	rm -rf $(CPU_REPOSITORY)
 	$(BIN)/collat-export repository --target python-onnx --out $(CPU_REPOSITORY) \
 		--mrod-checkpoint $(WEIGHTS)/mrod_tiny/checkpoint.pt --hypo-checkpoint $(WEIGHTS)/hypo_tiny/checkpoint.pt
@@ -46,7 +46,7 @@ export-demo: $(CPU_REPOSITORY)/stroke_triage/config.pbtxt
 
 # The README's first command: phantom case -> real tritonserver -> collat-client -> demo-output/.
 demo: export-demo
-	$(BIN)/collat-export demo --repository $(CPU_REPOSITORY) --out demo-output
+	$(BIN)/collat-server demo --repository $(CPU_REPOSITORY) --out demo-output
 
 # Benchmarks (not part of make test): writes benchmarks/RESULTS.md. perf_analyzer from the tritonclient wheel
 # needs Debian's libb64-0d and libcudart from the nvidia-cuda-runtime-cu12 wheel; py-spy profiles the Python steps.
@@ -58,7 +58,7 @@ bench: export-demo
 
 # The real tritonserver (from the nvidia-pytriton wheel) on the CPU repository; loopback unless HOST says otherwise.
 serve: export-demo
-	$(BIN)/collat-export serve --repository $(CPU_REPOSITORY) --host $(HOST) \
+	$(BIN)/collat-server serve --repository $(CPU_REPOSITORY) --host $(HOST) \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 clean:

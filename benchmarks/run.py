@@ -131,7 +131,7 @@ def perf_inputs(folder: Path, case) -> dict[str, tuple[Path, dict]]:
            "ADC": case.adc.astype(np.float32), "DWI_AFFINE": case.diffusion_affine,
            "ADC_AFFINE": case.diffusion_affine, "CLINICAL": perf.clinical_json(14, "left")}
     sets = {
-        "mrod_net": {"PERFUSION": prep.network_input},
+        "mrod_net": {"MROD_INPUT": prep.network_input},
         "hypoperfusion_unet": {"IMAGE": diff.slabs[5], "NIHSS": diff.nihss[5]},
         "collateral_pipeline": {k: raw[k] for k in ("PERFUSION", "PERFUSION_AFFINE", "FRAME_SECONDS")},
         "hypoperfusion_pipeline": {k: raw[k] for k in ("DWI", "ADC", "DWI_AFFINE", "ADC_AFFINE", "CLINICAL")},
@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cases", type=int, default=4)
     args = parser.parse_args(argv)
     from collat_ensemble.phantom import generate_case, write_case
+    from collat_ensemble.server.launcher import TritonServer
     from collat_export.bench import median_seconds, network_runners
-    from collat_export.serve import TritonServer
 
     started = time.perf_counter()
     results: dict = {"machine": machine.describe()}

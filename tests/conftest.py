@@ -10,11 +10,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not gpu_items:
         return
     try:
-        from collat_export.tensorrt_build import unavailable_reason
+        from collat_ensemble.server.tensorrt_build import unavailable_reason
 
         reason = unavailable_reason()
     except ImportError as exc:
-        reason = f"collat_export not importable: {exc}"
+        reason = f"collat_ensemble.server not importable: {exc}"
     if reason:
         skip = pytest.mark.skip(reason=f"needs an NVIDIA GPU with TensorRT: {reason}")
         for item in gpu_items:

@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from collat_client.client import _RetryPolicy, prepare_request
 from collat_client.dicom import read_series
-from collat_client.errors import InputFileError, InvalidInput, ServerUnavailable
+from collat_client.errors import CollatError, InputFileError, InvalidInput, ServerUnavailable
 from collat_client.images import read_diffusion, read_perfusion, row_major_float32
 from collat_client.schema import Clinical
-from collat_client.transport.base import Retryable, classify
+from collat_client.transport.base import Retryable, grpc_error, kserve_error_message
 from collat_client.transport.kserve import decode_response, encode_request
 
 AFFINE = np.diag([2.0, 2.0, 5.0, 1.0])
@@ -180,10 +180,60 @@ def test_backoff_is_jittered_and_grows():
     assert policy.delay(0) <= 1.5
 
 
-def test_server_messages_are_classified():
-    assert type(classify("Request for unknown model: 'x' is not found", "x")).__name__ == "ModelNotReady"
-    assert type(classify("preprocess_perfusion: too few frames: 5", "p")).__name__ == "InvalidInput"
-    assert type(classify("postprocess: internal error KeyError: 'a'", "p")).__name__ == "ServerError"
+def _mock_transports(status: int, body: bytes):
+    """The SDK's sync and async HTTP transports talking to a stand-in that answers every request the same way."""
+    import httpx
+
+    from collat_client.transport.http import AsyncHttpTransport, HttpTransport
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body, headers={"Content-Type": "application/json"})
+
+    sync, async_ = HttpTransport("127.0.0.1:1", timeout=5.0), AsyncHttpTransport("127.0.0.1:1", timeout=5.0)
+    sync.client = httpx.Client(base_url=sync.base, transport=httpx.MockTransport(handler))
+    async_.client = httpx.AsyncClient(base_url=async_.base, transport=httpx.MockTransport(handler))
+    return sync, async_
+
+
+# The message deliberately contradicts the status: the type must follow the status code, never the words.
+@pytest.mark.parametrize("status, error", [
+    (400, "InvalidInput"), (404, "ModelNotReady"), (500, "ServerError"), (501, "ServerError"),
+    (503, "Retryable"), (504, "InferenceTimeout"), (502, "ServerError"), (418, "InvalidInput"),
+])
+def test_http_errors_are_typed_by_status_code_alike_in_sync_and_async(status, error):
+    import asyncio
+
+    body = json.dumps({"error": "unknown model: internal error, not ready\nsecond line"}).encode()
+    sync, async_ = _mock_transports(status, body)
+    calls = {
+        "infer": (lambda: sync.infer("m", {"A": np.zeros(2, np.float32)}, ["B"], 5.0),
+                  lambda: async_.infer("m", {"A": np.zeros(2, np.float32)}, ["B"], 5.0)),
+        "model_config": (lambda: sync.model_config("m"), lambda: async_.model_config("m")),
+    }
+    for name, (call_sync, call_async) in calls.items():
+        for run in (call_sync, lambda c=call_async: asyncio.run(c())):
+            with pytest.raises(CollatError) as info:
+                run()
+            assert type(info.value).__name__ == error, name
+            assert str(info.value) == f"m: unknown model: internal error, not ready (HTTP {status})"
+
+
+def test_a_non_kserve_error_body_is_kept_as_the_message():
+    assert kserve_error_message(b"<html>Bad Gateway</html>") == "<html>Bad Gateway</html>"
+    assert kserve_error_message(b'{"error": "too few frames: 5"}') == "too few frames: 5"
+    assert kserve_error_message(b"") == "no message"
+
+
+@pytest.mark.parametrize("code, error", [
+    ("StatusCode.INVALID_ARGUMENT", "InvalidInput"), ("StatusCode.NOT_FOUND", "ModelNotReady"),
+    ("StatusCode.UNAVAILABLE", "Retryable"), ("StatusCode.RESOURCE_EXHAUSTED", "Retryable"),
+    ("StatusCode.DEADLINE_EXCEEDED", "InferenceTimeout"), ("StatusCode.INTERNAL", "ServerError"),
+    ("StatusCode.UNKNOWN", "ServerError"), ("UNIMPLEMENTED", "ServerError"),
+])
+def test_grpc_errors_are_typed_by_status_code(code, error):
+    found = grpc_error(code, "invalid input: model not found", "m")
+    assert type(found).__name__ == error
+    assert str(found) == f"m: invalid input: model not found (gRPC {code.rsplit('.', 1)[-1]})"
 
 
 def test_the_client_never_imports_torch_or_the_server_packages():

@@ -89,7 +89,7 @@ def test_diffusion_inputs_are_validated(case_left_poor):
     c = case_left_poor
     with pytest.raises(InputValidationError, match="do not share a grid"):
         prepare_diffusion(c.dwi, c.adc[:-1], c.diffusion_affine, nihss=5, side="left")
-    with pytest.raises(InputValidationError, match="NIHSS"):
+    with pytest.raises(InputValidationError, match="nihss must be an integer"):
         prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=-1, side="left")
     with pytest.raises(InputValidationError, match="side"):
         prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=5, side="up")

@@ -47,11 +47,11 @@ def test_bad_context_or_clinical_json_is_named(raw, message):
 
 @pytest.mark.parametrize("clinical, message", [
     ({}, "must give nihss"),
-    ({"nihss": 43}, "NIHSS must be an integer 0-42"),
-    ({"nihss": 4.5}, "NIHSS must be an integer 0-42"),
-    ({"nihss": True}, "NIHSS must be an integer 0-42"),
-    ({"nihss": float("nan")}, "NIHSS must be an integer 0-42"),
-    ({"nihss": float("inf")}, "NIHSS must be an integer 0-42"),
+    ({"nihss": 43}, "nihss must be an integer 0-42"),
+    ({"nihss": 4.5}, "nihss must be an integer 0-42"),
+    ({"nihss": True}, "nihss must be an integer 0-42"),
+    ({"nihss": float("nan")}, "nihss must be an integer 0-42"),
+    ({"nihss": float("inf")}, "nihss must be an integer 0-42"),
     ({"nihss": 10, "age": 12}, "age must be 18-120"),
     ({"nihss": 10, "side": "up"}, "side must be left, right, bilateral or unknown"),
     ({"nihss": 10, "onset_to_imaging_min": -5}, "onset_to_imaging_min"),
@@ -96,8 +96,10 @@ def test_diffusion_steps_give_slabs_and_core_on_the_dwi_grid(case_left_poor):
     assert slabs.shape == (12, 4, 16, 128, 128) and nihss.shape == (12, 1)
     assert np.allclose(nihss, 12 / 21)
     probabilities = np.zeros((12, 1, 16, 128, 128), np.float32)  # a network that sees nothing beyond the core
-    prob, core_mask, part, _ = diffusion.postprocess(probabilities, core, brain, ctx.decode(ctx.encode(context)))
-    assert prob.shape == case.dwi.shape and core_mask.shape == case.dwi.shape
+    prob, lesion, core_mask, part, _ = diffusion.postprocess(probabilities, core, brain,
+                                                             ctx.decode(ctx.encode(context)))
+    assert prob.shape == lesion.shape == core_mask.shape == case.dwi.shape
+    np.testing.assert_array_equal(lesion, core_mask)  # a network that sees nothing: the lesion is the core
     assert part["core_ml"] == pytest.approx(case.truth["core_ml"], rel=0.10)
     assert part["hypoperfusion_ml"] == part["core_ml"]  # the lesion always includes the core
     assert part["mismatch_ml"] == 0.0 and part["defuse3"]["eligible"] is False

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from collat_export import versions
+from collat_ensemble.server import versions
+from collat_ensemble.server.entrypoint import GpuInfo, cache_key, engine_jobs, prepare_engines, tensorrt_models
+from collat_ensemble.server.launcher import tritonserver_flags
 from collat_export.cli import main as cli_main
-from collat_export.deploy import GpuInfo, cache_key, engine_jobs, prepare_engines, tensorrt_models
-from collat_export.serve import tritonserver_flags
 from collat_export.weights import demo_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def test_jobs_cover_both_networks_with_profiles_from_config_and_sidecar(trt_repo
     assert unet.min["IMAGE"] == (1, 4, 16, 128, 128) and unet.max["IMAGE"] == (32, 4, 16, 128, 128)
     assert unet.max["NIHSS"] == (32, 1)
     mrod = jobs["mrod_net"].profile
-    assert mrod.opt["PERFUSION"] == (2, 60, 12, 64, 64) and mrod.max["PERFUSION"][0] == 4
+    assert mrod.opt["MROD_INPUT"] == (2, 60, 12, 64, 64) and mrod.max["MROD_INPUT"][0] == 4
     assert jobs["mrod_net"].plan == tmp_path / "mrod_net" / "model.plan"
 
 
@@ -85,9 +85,9 @@ def test_dockerfile_pins_the_image_and_tensorrt_the_export_code_pins():
     assert "FROM nvcr.io/nvidia/tritonserver:${NGC_TRITON_TAG}" in text
     assert f'"tensorrt=={versions.TENSORRT_VERSION}"' in text
     assert re.search(r"^USER 1000$", text, flags=re.M), "the serving image must not run as root"
-    assert 'ENTRYPOINT ["python3", "-m", "collat_export.deploy"]' in text
-    export_pyproject = (ROOT / "export" / "pyproject.toml").read_text()
-    assert f'"tensorrt=={versions.TENSORRT_VERSION}"' in export_pyproject
+    assert 'ENTRYPOINT ["python3", "-m", "collat_ensemble.server.entrypoint"]' in text
+    server_pyproject = (ROOT / "ensemble" / "pyproject.toml").read_text()
+    assert f"\"tensorrt=={versions.TENSORRT_VERSION}\"" in server_pyproject
 
 
 def test_compose_reserves_a_gpu_checks_readiness_and_binds_loopback():
@@ -132,7 +132,7 @@ def test_the_python_steps_see_this_interpreters_packages(tmp_path):
     cannot import numpy or collat_ensemble."""
     import sys
 
-    from collat_export.serve import TritonServer
+    from collat_ensemble.server.launcher import TritonServer
 
     env = TritonServer(tmp_path).environment()
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)

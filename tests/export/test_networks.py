@@ -65,7 +65,7 @@ def test_mrod_full_preset_has_the_efficientnet_b0_encoder():
 def test_mrod_ordinal_head_is_training_only_and_sid_bins_follow_the_formula():
     p = get_preset("mrod", "tiny")
     net = build_network(p).train()
-    x = torch.from_numpy(example_inputs(p, batch=2, slices=2)["PERFUSION"])
+    x = torch.from_numpy(example_inputs(p, batch=2, slices=2)["MROD_INPUT"])
     reg, logits = net.forward_train(x)
     assert reg.shape == (2, 5, 2, 64, 64)
     assert logits.shape == (2, 5, 5, 2, 64, 64)
@@ -78,7 +78,7 @@ def test_mrod_ordinal_head_is_training_only_and_sid_bins_follow_the_formula():
 def test_stochastic_depth_only_in_training():
     p = get_preset("mrod", "tiny")
     net = build_network(p)
-    x = torch.from_numpy(example_inputs(p, batch=4, slices=2)["PERFUSION"])
+    x = torch.from_numpy(example_inputs(p, batch=4, slices=2)["MROD_INPUT"])
     net.eval()
     with torch.no_grad():
         assert torch.equal(net(x), net(x))

@@ -6,7 +6,8 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from collat_export.fp16 import convert_to_fp16
+from collat_ensemble.server.fp16 import convert_to_fp16
+from collat_ensemble.server.tensorrt_build import FP16_ENGINE_TOLERANCE
 from collat_export.networks import build_network
 from collat_export.onnx_export import (
     FP32_PARITY_TOLERANCE,
@@ -17,7 +18,6 @@ from collat_export.onnx_export import (
     sha256_file,
 )
 from collat_export.presets import get_preset
-from collat_export.tensorrt_build import FP16_ENGINE_TOLERANCE
 
 
 @pytest.fixture(scope="module", params=["mrod", "hypo"])
@@ -57,7 +57,7 @@ def test_batch_and_spatial_axes_are_dynamic(exported):
         assert all(first[i].dim_param for i in (2, 3, 4))
         assert first[1].dim_value == 60
         y = run_onnxruntime(out / "model.onnx",
-                            {"PERFUSION": np.zeros((3, 60, 1, 32, 160), np.float32)})
+                            {"MROD_INPUT": np.zeros((3, 60, 1, 32, 160), np.float32)})
         assert y.shape == (3, 5, 1, 32, 160)
     else:
         assert [first[i].dim_value for i in (1, 2, 3, 4)] == [4, 16, 128, 128]

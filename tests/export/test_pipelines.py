@@ -6,13 +6,13 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from collat_client.contract import PIPELINES
+from collat_contract.tensors import PIPELINES
+from collat_ensemble.server.pipelines import ensembles, model_py, python_steps, render_ensemble, render_python_step
 from collat_ensemble.serving.triton_models import STEPS
 from collat_export.io_spec import network_io
-from collat_export.pipelines import ensembles, model_py, python_steps, render_ensemble, render_python_step
 from collat_export.presets import get_preset
 
-MROD, HYPO = get_preset("mrod", "tiny"), get_preset("hypo", "tiny")
+MROD, HYPO = network_io(get_preset("mrod", "tiny")), network_io(get_preset("hypo", "tiny"))
 
 
 def parse(text: str) -> model_config_pb2.ModelConfig:
@@ -22,9 +22,8 @@ def parse(text: str) -> model_config_pb2.ModelConfig:
 def all_configs() -> dict[str, model_config_pb2.ModelConfig]:
     configs = {s.name: parse(render_python_step(s, {})) for s in python_steps(MROD, HYPO)}
     for pipeline in ensembles():
-        configs[pipeline.name] = parse(render_ensemble(pipeline, network_io(MROD), network_io(HYPO)))
-    for preset in (MROD, HYPO):
-        io = network_io(preset)
+        configs[pipeline.name] = parse(render_ensemble(pipeline, MROD, HYPO))
+    for io in (MROD, HYPO):
         configs[io.triton_name] = model_config_pb2.ModelConfig(
             name=io.triton_name,
             input=[model_config_pb2.ModelInput(name=t.name) for t in io.inputs],
@@ -72,7 +71,7 @@ def test_slab_batch_reaches_the_unet_as_its_batch_axis():
     """preprocess_diffusion's SLABS [-1, 4, 16, 128, 128] is the U-Net's [batch] + [4, 16, 128, 128]."""
     steps = {s.name: s for s in python_steps(MROD, HYPO)}
     slabs = next(t for t in steps["preprocess_diffusion"].outputs if t.name == "SLABS")
-    unet_input = network_io(HYPO).inputs[0]
+    unet_input = HYPO.inputs[0]
     assert slabs.dims[0] == -1 and slabs.dims[1:] == unet_input.dims
     mrod_input = next(t for t in steps["preprocess_perfusion"].outputs if t.name == "MROD_INPUT")
-    assert mrod_input.dims[0] == 1 and mrod_input.dims[1] == network_io(MROD).inputs[0].dims[0]
+    assert mrod_input.dims[0] == 1 and mrod_input.dims[1] == MROD.inputs[0].dims[0]

@@ -6,11 +6,11 @@ from click.testing import CliRunner
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from collat_ensemble.server.network_model import group_by_shape, split_batch
+from collat_ensemble.server.repository import BATCHING, TARGETS, render_config, write_model_dir
 from collat_export.cli import main as cli_main
 from collat_export.io_spec import network_io
 from collat_export.presets import get_preset
-from collat_export.repository import BATCHING, TARGETS, render_config, write_model_dir
-from collat_export.triton.python_onnx_model import group_by_shape, split_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
+from collat_ensemble.server.tensorrt_build import ShapeProfile, default_profile, parse_shapes, uses_strong_typing
 from collat_export.io_spec import network_io
 from collat_export.presets import get_preset
-from collat_export.tensorrt_build import ShapeProfile, default_profile, parse_shapes, uses_strong_typing
 
 CLI = [sys.executable, "-m", "collat_export.cli"]
 
@@ -16,7 +16,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_tensorrt_without_gpu_says_so_in_one_line(tmp_path):
-    from collat_export.tensorrt_build import unavailable_reason
+    from collat_ensemble.server.tensorrt_build import unavailable_reason
 
     if unavailable_reason() is None:
         pytest.skip("this machine can build engines; the no-GPU message does not apply")
@@ -29,18 +29,18 @@ def test_tensorrt_without_gpu_says_so_in_one_line(tmp_path):
 
 
 def test_shape_notation_and_profile_rules():
-    assert parse_shapes(["PERFUSION:1x60x1x32x32", "IMAGE:2x4x16x128x128,NIHSS:2x1"]) == {
-        "PERFUSION": (1, 60, 1, 32, 32), "IMAGE": (2, 4, 16, 128, 128), "NIHSS": (2, 1)}
+    assert parse_shapes(["MROD_INPUT:1x60x1x32x32", "IMAGE:2x4x16x128x128,NIHSS:2x1"]) == {
+        "MROD_INPUT": (1, 60, 1, 32, 32), "IMAGE": (2, 4, 16, 128, 128), "NIHSS": (2, 1)}
     with pytest.raises(ValueError, match="not NAME:AxBxC"):
-        parse_shapes(["PERFUSION=1x2"])
+        parse_shapes(["MROD_INPUT=1x2"])
     mrod = get_preset("mrod", "full")
     io = network_io(mrod)
     profile = default_profile(io.inputs, mrod.geometry.as_dict(), max_batch=4)
     profile.validate(io.inputs)
-    assert profile.min["PERFUSION"] == (1, 60, 1, 32, 32)
-    assert profile.opt["PERFUSION"] == (2, 60, 20, 128, 128)
-    assert profile.max["PERFUSION"] == (4, 60, 40, 256, 256)
-    bad = ShapeProfile(profile.min, profile.opt, {"PERFUSION": (4, 59, 40, 256, 256)})
+    assert profile.min["MROD_INPUT"] == (1, 60, 1, 32, 32)
+    assert profile.opt["MROD_INPUT"] == (2, 60, 20, 128, 128)
+    assert profile.max["MROD_INPUT"] == (4, 60, 40, 256, 256)
+    bad = ShapeProfile(profile.min, profile.opt, {"MROD_INPUT": (4, 59, 40, 256, 256)})
     with pytest.raises(ValueError, match="fixes it at 60"):
         bad.validate(io.inputs)
     hypo = get_preset("hypo", "full")
@@ -61,7 +61,7 @@ def test_info_reports_parameters_and_flops():
     for model in ("mrod", "hypo"):
         assert rows[(model, "full")]["parameters"] > 5 * rows[(model, "tiny")]["parameters"]
         assert rows[(model, "full")]["gflops"] > rows[(model, "tiny")]["gflops"] > 0
-    assert rows[("mrod", "tiny")]["input"]["PERFUSION"] == [1, 60, 12, 64, 64]
+    assert rows[("mrod", "tiny")]["input"]["MROD_INPUT"] == [1, 60, 12, 64, 64]
 
 
 def test_onnx_command_with_bad_checkpoint_fails_in_one_line(tmp_path):

@@ -10,7 +10,7 @@ import tritonclient.http as http
 from serving_helpers import build_cpu_repository
 
 from collat_ensemble.phantom import PhantomCase, generate_case
-from collat_export.serve import TritonServer
+from collat_ensemble.server.launcher import TritonServer
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import numpy as np
 import tritonclient.grpc as grpc
 import tritonclient.http as http
 
-from collat_client.contract import PIPELINES
 from collat_client.transport.kserve import datatype_of
+from collat_contract.tensors import PIPELINES
 from collat_ensemble.phantom import PhantomCase
 from collat_export.weights import demo_checkpoint
 

@@ -74,7 +74,8 @@ def test_bad_requests_are_named_and_the_server_keeps_serving(protocol, http_clie
     assert "constant" in _error(client, "collateral_pipeline", {**perf, "PERFUSION": flat})
 
     clinical = np.array([json.dumps({"nihss": -3, "side": "left"}).encode()], dtype=np.object_)
-    assert "NIHSS must be an integer 0-42" in _error(client, "hypoperfusion_pipeline", {**good, "CLINICAL": clinical})
+    assert "CLINICAL: nihss must be an integer 0-42, got -3" in _error(client, "hypoperfusion_pipeline",
+                                                                       {**good, "CLINICAL": clinical})
 
     small = good["ADC"][:40]
     assert "do not share a grid" in _error(client, "hypoperfusion_pipeline", {**good, "ADC": small})

@@ -20,7 +20,7 @@ from collat_client.errors import InferenceTimeout, InvalidInput, ModelNotReady, 
 from collat_client.images import Volume
 from collat_client.schema import Clinical, Metrics
 from collat_ensemble.phantom import write_case
-from collat_export.serve import free_port
+from collat_ensemble.server.launcher import free_port
 
 
 @pytest.fixture(scope="module")

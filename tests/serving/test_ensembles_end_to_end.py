@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from serving_helpers import case_arrays, infer
 
-from collat_client.contract import PIPELINES
+from collat_contract.tensors import PIPELINES
 
 
 def flip_x(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +34,7 @@ def test_stroke_triage_returns_every_output_on_the_input_grids(triage_ras, left_
     assert out["COLLATERAL_MAPS"].dtype == np.float32
     assert out["BRAIN_MASK"].shape == left_case.perfusion.shape[:3]
     assert out["HYPOPERFUSION_PROB"].shape == left_case.dwi.shape
-    assert out["CORE_MASK"].shape == left_case.dwi.shape
+    assert out["CORE_MASK"].shape == out["LESION_MASK"].shape == left_case.dwi.shape
     maps = out["COLLATERAL_MAPS"]
     assert maps.min() >= -1.0 and maps.max() <= 1.0
     brain = out["BRAIN_MASK"].astype(bool)
@@ -57,6 +57,10 @@ def test_stroke_triage_metrics_agree_with_the_phantom_truth(triage_ras, left_cas
     assert hypo["mismatch_ml"] == pytest.approx(hypo["hypoperfusion_ml"] - hypo["core_ml"], abs=0.02)
     core_ml = triage_ras["CORE_MASK"].sum() * 8.0 / 1000.0  # the phantom's DWI grid is the MNI 2 mm grid
     assert core_ml == pytest.approx(hypo["core_ml"], rel=0.02)
+    # The served lesion is the one the volumes count: on the MNI grid, voxel for voxel.
+    lesion = triage_ras["LESION_MASK"].astype(bool)
+    assert lesion.sum() * 8.0 / 1000.0 == pytest.approx(hypo["hypoperfusion_ml"], abs=0.01)
+    assert np.all(lesion[triage_ras["CORE_MASK"].astype(bool)])
     collateral = doc["collateral"]
     assert collateral["ischaemic_side"] == "left"
     # A grade-1 (poor) phantom: most of the territory is dark in the capillary phase.

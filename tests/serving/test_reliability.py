@@ -14,7 +14,7 @@ from serving_helpers import build_cpu_repository
 from tritonclient.utils import InferenceServerException
 
 from collat_client import CollatClient, ServerUnavailable, Volume
-from collat_export.serve import TritonServer, free_port
+from collat_ensemble.server.launcher import TritonServer, free_port
 
 
 def server_rss_mb(server: TritonServer) -> float:

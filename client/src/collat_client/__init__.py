@@ -16,8 +16,8 @@ from .errors import (
     ServerError,
     ServerUnavailable,
 )
-from .images import Volume
-from .result import InferenceResult, MapImage
+from .images import MapImage, Volume
+from .result import InferenceResult
 from .schema import Clinical, Metrics
 
 __all__ = [

@@ -15,11 +15,11 @@ from typing import Any
 
 import click
 
+from collat_contract.names import NETWORKS, PIPELINE_NAMES
+
 from .errors import CollatError, InputFileError, InvalidInput
 
 URL_HELP = "server address host:port (env COLLAT_URL; gRPC port for --protocol grpc)"
-NETWORKS = ("mrod_net", "hypoperfusion_unet")
-PIPELINE_NAMES = ("collateral_pipeline", "hypoperfusion_pipeline", "stroke_triage")
 
 
 def _fail(message: str, code: int) -> None:
@@ -38,7 +38,9 @@ def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc), exc.exit_code)
         except ValidationError as exc:
             first = exc.errors()[0]
-            _fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", 2)
+            where = ".".join(str(p) for p in first["loc"])
+            message = str(first.get("ctx", {}).get("error", first["msg"]))  # a shared rule's own words
+            _fail(f"{where}: {message}" if where else message, 2)
         except FileExistsError as exc:
             _fail(str(exc), 2)
         except OSError as exc:
@@ -251,7 +253,7 @@ def _first(folder: Path, *names: str) -> Path | None:
 def evaluate(pred_dir: Path, ref_dir: Path, as_json: bool) -> None:
     """Score outputs (from `infer`) against references, with the studies' metrics.
 
-    PRED_DIR holds collateral_maps.nii.gz / hypoperfusion_prob.nii.gz / core_mask.nii.gz;
+    PRED_DIR holds collateral_maps.nii.gz / hypoperfusion_prob.nii.gz + lesion_mask.nii.gz;
     REF_DIR holds truth_maps.nii.gz + truth_brain.nii.gz and/or truth_lesion.nii.gz (as
     collat-phantom writes them). Maps: per-phase R^2, MAE, Tanimoto, SSIM inside the
     reference brain. Lesion: Dice, AUC, volume difference and absolute volume difference.
@@ -277,12 +279,15 @@ def evaluate(pred_dir: Path, ref_dir: Path, as_json: bool) -> None:
             raise InvalidInput(f"{pred_maps} {p.shape} and {ref_maps} {r.shape} are not on one grid")
         mask = load_nifti(brain)[0].astype(bool) if brain else None
         report["collateral"] = phase_metrics(p.astype(float), r.astype(float), mask)
-    pred_prob, ref_lesion = _first(pred_dir, "hypoperfusion_prob.nii.gz"), _first(ref_dir, "truth_lesion.nii.gz")
-    if pred_prob and ref_lesion:
+    pred_prob, pred_lesion = _first(pred_dir, "hypoperfusion_prob.nii.gz"), _first(pred_dir, "lesion_mask.nii.gz")
+    ref_lesion = _first(ref_dir, "truth_lesion.nii.gz")
+    if pred_prob and pred_lesion and ref_lesion:
         prob, affine, _ = load_nifti(pred_prob)
         truth = load_nifti(ref_lesion)[0].astype(bool)
-        core = _first(pred_dir, "core_mask.nii.gz")
-        lesion = (prob >= 0.5) | (load_nifti(core)[0].astype(bool) if core else False)
+        lesion = load_nifti(pred_lesion)[0].astype(bool)  # the server's lesion: one rule, defined server-side
+        if not prob.shape == lesion.shape == truth.shape:
+            raise InvalidInput(f"{pred_prob} {prob.shape}, {pred_lesion} {lesion.shape} and {ref_lesion} "
+                               f"{truth.shape} are not on one grid")
         voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
         vd, avd = volume_difference_ml(lesion, truth, voxel_ml)
         report["hypoperfusion"] = {"dice": dice(lesion, truth), "auc": auc(prob, truth),

@@ -12,7 +12,20 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from .contract import PIPELINES
+from collat_contract.names import COLLATERAL_PIPELINE, HYPOPERFUSION_PIPELINE, STROKE_TRIAGE
+from collat_contract.tensors import (
+    ADC,
+    ADC_AFFINE,
+    CLINICAL,
+    DWI,
+    DWI_AFFINE,
+    FRAME_SECONDS,
+    METRICS,
+    PERFUSION,
+    PERFUSION_AFFINE,
+    PIPELINES,
+)
+
 from .errors import InvalidInput, ServerUnavailable
 from .images import Volume, check_pair, diffusion_volume, perfusion_volume, read_diffusion, read_perfusion
 from .result import InferenceResult
@@ -52,8 +65,8 @@ def prepare_request(perfusion: ImageInput | None, dwi: ImageInput | None, adc: I
     perf = _perfusion(perfusion)
     if perf is not None:
         volumes["perfusion"] = perf
-        tensors.update(PERFUSION=perf.data, PERFUSION_AFFINE=perf.affine,
-                       FRAME_SECONDS=np.array([perf.frame_seconds], np.float32))
+        tensors.update({PERFUSION.name: perf.data, PERFUSION_AFFINE.name: perf.affine,
+                        FRAME_SECONDS.name: np.array([perf.frame_seconds], np.float32)})
     if dwi is not None:
         if clinical is None:
             raise InvalidInput("the hypoperfusion pipeline needs clinical data (at least the NIHSS)")
@@ -62,10 +75,10 @@ def prepare_request(perfusion: ImageInput | None, dwi: ImageInput | None, adc: I
         check_pair(d, a)
         volumes.update(dwi=d, adc=a)
         # Only the validated clinical fields travel: no identifiers can ride along.
-        tensors.update(DWI=d.data, ADC=a.data, DWI_AFFINE=d.affine, ADC_AFFINE=a.affine,
-                       CLINICAL=np.array([clinical.model_dump_json().encode()], dtype=np.object_))
-    pipeline = "stroke_triage" if perf is not None and dwi is not None else \
-        "collateral_pipeline" if perf is not None else "hypoperfusion_pipeline"
+        tensors.update({DWI.name: d.data, ADC.name: a.data, DWI_AFFINE.name: d.affine, ADC_AFFINE.name: a.affine,
+                        CLINICAL.name: np.array([clinical.model_dump_json().encode()], dtype=np.object_)})
+    pipeline = STROKE_TRIAGE if perf is not None and dwi is not None else \
+        COLLATERAL_PIPELINE if perf is not None else HYPOPERFUSION_PIPELINE
     return pipeline, tensors, volumes
 
 
@@ -110,7 +123,7 @@ def _make_transport(url: str, protocol: Protocol, timeout: float, compress: bool
 
 
 def _result(pipeline: str, outputs: dict[str, np.ndarray], volumes: dict[str, Volume], seconds: float):
-    metrics = json.loads(outputs.pop("METRICS").reshape(-1)[0])
+    metrics = json.loads(outputs.pop(METRICS.name).reshape(-1)[0])
     return InferenceResult.from_outputs(pipeline, metrics, outputs, volumes, seconds)
 
 
@@ -199,6 +212,9 @@ class AsyncCollatClient:
 
     async def model_ready(self, model: str) -> bool:
         return await self._call("model_ready", model)
+
+    async def model_config(self, model: str) -> dict[str, Any]:
+        return await self._call("model_config", model)
 
     async def infer(self, *, perfusion: ImageInput | None = None, dwi: ImageInput | None = None,
                     adc: ImageInput | None = None, clinical: Clinical | dict | None = None) -> InferenceResult:

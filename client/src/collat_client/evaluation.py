@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-PHASE_NAMES = ("arterial", "capillary", "early_venous", "late_venous", "delay")
+from collat_contract.names import PHASE_NAMES
+
 SSIM_WINDOW = 7
 
 

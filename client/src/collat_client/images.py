@@ -37,6 +37,18 @@ class Volume:
         return tuple(self.data.shape)
 
 
+@dataclass(frozen=True)
+class MapImage:
+    """Voxels on the grid of ``reference`` (same shape in x, y, z, same affine)."""
+
+    data: np.ndarray
+    reference: Volume
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.reference.affine
+
+
 def _check_affine(affine: np.ndarray, source: str) -> np.ndarray:
     a = np.asarray(affine, dtype=np.float64)
     if a.shape != (4, 4):

@@ -8,14 +8,13 @@ Pillow, whose built-in font needs no system fonts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .evaluation import PHASE_NAMES
+from collat_contract.names import PHASE_NAMES
 
-if TYPE_CHECKING:
-    from .result import InferenceResult
+from .images import MapImage, Volume
+from .schema import Metrics
 
 TILE = 128
 SLICES = 4
@@ -56,32 +55,32 @@ def _slices(depth: int) -> list[int]:
     return [int(round(f * (depth - 1))) for f in np.linspace(0.3, 0.75, SLICES)]
 
 
-def _rows(result: InferenceResult) -> list[tuple[str, list[np.ndarray]]]:
+def _rows(collateral_maps: MapImage | None, lesion: MapImage | None, core: MapImage | None,
+          dwi: Volume | None) -> list[tuple[str, list[np.ndarray]]]:
     rows: list[tuple[str, list[np.ndarray]]] = []
-    if result.collateral_maps is not None:
-        maps = to_ras(result.collateral_maps.data, result.collateral_maps.affine)
+    if collateral_maps is not None:
+        maps = to_ras(collateral_maps.data, collateral_maps.affine)
         zs = _slices(maps.shape[2])
         for i, name in enumerate(PHASE_NAMES):
             rows.append((name.replace("_", " "), [_hot((_tile(maps[:, :, z, i]) + 1) / 2) for z in zs]))
-    if result.hypoperfusion_prob is not None and result.dwi is not None:
-        dwi = to_ras(result.dwi.data, result.dwi.affine)
-        prob = to_ras(result.hypoperfusion_prob.data, result.dwi.affine)
-        core = to_ras(result.core_mask.data.astype(np.float32), result.dwi.affine)
-        zs = _slices(dwi.shape[2])
-        hi = float(np.percentile(dwi, 99.5)) or 1.0
+    if lesion is not None and core is not None and dwi is not None:
+        image = to_ras(dwi.data, dwi.affine)
+        lesion_ras = to_ras(lesion.data.astype(np.float32), dwi.affine)
+        core_ras = to_ras(core.data.astype(np.float32), dwi.affine)
+        zs = _slices(image.shape[2])
+        hi = float(np.percentile(image, 99.5)) or 1.0
         tiles = []
         for z in zs:
-            base = _grey(_tile(dwi[:, :, z]), 0.0, hi).astype(np.float32)
-            lesion = _tile(prob[:, :, z]) >= 0.5
-            base[lesion] = 0.45 * base[lesion] + 0.55 * np.array([255, 200, 0])  # hypoperfusion: amber
-            base[_tile(core[:, :, z]) >= 0.5] = np.array([220, 30, 30])  # core: red
+            base = _grey(_tile(image[:, :, z]), 0.0, hi).astype(np.float32)
+            inside = _tile(lesion_ras[:, :, z]) >= 0.5  # a mask resized for display: half-covered pixels count
+            base[inside] = 0.45 * base[inside] + 0.55 * np.array([255, 200, 0])  # hypoperfusion: amber
+            base[_tile(core_ras[:, :, z]) >= 0.5] = np.array([220, 30, 30])  # core: red
             tiles.append(base.astype(np.uint8))
         rows.append(("DWI + lesion", tiles))
     return rows
 
 
-def _title(result: InferenceResult) -> str:
-    m = result.metrics
+def _title(m: Metrics) -> str:
     parts = []
     if m.hypoperfusion is not None:
         h = m.hypoperfusion
@@ -93,16 +92,18 @@ def _title(result: InferenceResult) -> str:
     return " | ".join(parts)
 
 
-def render_overview(result: InferenceResult, path: Path) -> tuple[int, int]:
-    """Write the PNG; returns its (width, height)."""
+def render_overview(path: Path, metrics: Metrics, *, collateral_maps: MapImage | None = None,
+                    lesion: MapImage | None = None, core: MapImage | None = None,
+                    dwi: Volume | None = None) -> tuple[int, int]:
+    """Write the PNG of a result's maps and masks; returns its (width, height)."""
     from PIL import Image, ImageDraw
 
-    rows = _rows(result)
+    rows = _rows(collateral_maps, lesion, core, dwi)
     width = LABEL_WIDTH + SLICES * (TILE + 4) + BAR_WIDTH + MARGIN
     height = TITLE + len(rows) * (TILE + 4) + MARGIN + 14
     canvas = Image.new("RGB", (width, height), (16, 16, 16))
     draw = ImageDraw.Draw(canvas)
-    draw.text((MARGIN // 2, 6), _title(result), fill=(255, 255, 255))
+    draw.text((MARGIN // 2, 6), _title(metrics), fill=(255, 255, 255))
     draw.text((MARGIN // 2, 24), "research use only - phantom-trained demo weights may be served; R = patient right",
               fill=(200, 120, 120))
     for r, (label, tiles) in enumerate(rows):
@@ -112,7 +113,7 @@ def render_overview(result: InferenceResult, path: Path) -> tuple[int, int]:
             x = LABEL_WIDTH + c * (TILE + 4)
             canvas.paste(Image.fromarray(tile), (x, y))
             draw.text((x + 3, y + 3), "R", fill=(120, 200, 255))
-    if result.collateral_maps is not None:  # colour bar of the phase maps: -1 (no contrast) .. 1
+    if collateral_maps is not None:  # colour bar of the phase maps: -1 (no contrast) .. 1
         x0 = LABEL_WIDTH + SLICES * (TILE + 4) + 10
         bar_height = 5 * (TILE + 4) - 4
         ramp = np.linspace(1, 0, bar_height)[:, None].repeat(16, axis=1)
@@ -120,8 +121,8 @@ def render_overview(result: InferenceResult, path: Path) -> tuple[int, int]:
         draw.text((x0 + 20, TITLE), "+1", fill=(230, 230, 230))
         draw.text((x0 + 20, TITLE + bar_height // 2 - 6), "0", fill=(230, 230, 230))
         draw.text((x0 + 20, TITLE + bar_height - 12), "-1", fill=(230, 230, 230))
-    if result.hypoperfusion_prob is not None:
+    if lesion is not None:
         y = TITLE + len(rows) * (TILE + 4)
-        draw.text((LABEL_WIDTH, y + 2), "amber: hypoperfusion (p >= 0.5)   red: ADC core", fill=(230, 230, 230))
+        draw.text((LABEL_WIDTH, y + 2), "amber: hypoperfusion lesion   red: ADC core", fill=(230, 230, 230))
     canvas.save(path, format="PNG")
     return width, height

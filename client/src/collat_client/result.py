@@ -11,21 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import PHASE_NAMES
-from .images import Volume
+from collat_contract.names import PHASE_NAMES
+from collat_contract.tensors import BRAIN_MASK, COLLATERAL_MAPS, CORE_MASK, HYPOPERFUSION_PROB, LESION_MASK
+
+from .images import MapImage, Volume
+from .overview import render_overview
 from .schema import Metrics
-
-
-@dataclass(frozen=True)
-class MapImage:
-    """Voxels on the grid of ``reference`` (same shape in x, y, z, same affine)."""
-
-    data: np.ndarray
-    reference: Volume
-
-    @property
-    def affine(self) -> np.ndarray:
-        return self.reference.affine
 
 
 def output_files(perfusion: bool, diffusion: bool) -> list[str]:
@@ -34,7 +25,7 @@ def output_files(perfusion: bool, diffusion: bool) -> list[str]:
     if perfusion:
         names += [f"collateral_{p}.nii.gz" for p in PHASE_NAMES] + ["collateral_maps.nii.gz", "brain_mask.nii.gz"]
     if diffusion:
-        names += ["hypoperfusion_prob.nii.gz", "core_mask.nii.gz"]
+        names += ["hypoperfusion_prob.nii.gz", "lesion_mask.nii.gz", "core_mask.nii.gz"]
     return names
 
 
@@ -64,6 +55,7 @@ class InferenceResult:
     collateral_maps: MapImage | None  # (x, y, z, 5): arterial, capillary, early venous, late venous, delay
     brain_mask: MapImage | None
     hypoperfusion_prob: MapImage | None
+    lesion_mask: MapImage | None  # the lesion the volumes count, as the server defines it
     core_mask: MapImage | None
     dwi: Volume | None
     seconds: float  # round trip of the inference call
@@ -76,8 +68,8 @@ class InferenceResult:
         def on(name: str, reference: Volume | None) -> MapImage | None:
             return MapImage(outputs[name], reference) if name in outputs and reference is not None else None
 
-        return cls(pipeline, Metrics.model_validate(metrics), on("COLLATERAL_MAPS", perf), on("BRAIN_MASK", perf),
-                   on("HYPOPERFUSION_PROB", dwi), on("CORE_MASK", dwi), dwi, seconds)
+        return cls(pipeline, Metrics.model_validate(metrics), on(COLLATERAL_MAPS.name, perf), on(BRAIN_MASK.name, perf),
+                   on(HYPOPERFUSION_PROB.name, dwi), on(LESION_MASK.name, dwi), on(CORE_MASK.name, dwi), dwi, seconds)
 
     def save(self, directory: str | Path, *, overwrite: bool = False) -> list[Path]:
         """Write every map as NIfTI on its input's grid, ``metrics.json`` and ``overview.png``.
@@ -87,8 +79,6 @@ class InferenceResult:
         unless ``overwrite``.
         """
         import nibabel as nib
-
-        from .overview import render_overview
 
         directory = Path(directory)
         names = output_files(self.collateral_maps is not None, self.hypoperfusion_prob is not None)
@@ -109,10 +99,11 @@ class InferenceResult:
             if self.hypoperfusion_prob is not None:
                 nib.save(_nifti(self.hypoperfusion_prob.data, self.hypoperfusion_prob.reference),
                          staging / "hypoperfusion_prob.nii.gz")
-                nib.save(_nifti(self.core_mask.data.astype(np.uint8), self.core_mask.reference),
-                         staging / "core_mask.nii.gz")
+                for name, mask in (("lesion_mask", self.lesion_mask), ("core_mask", self.core_mask)):
+                    nib.save(_nifti(mask.data.astype(np.uint8), mask.reference), staging / f"{name}.nii.gz")
             (staging / "metrics.json").write_text(json.dumps(self.metrics.model_dump(mode="json"), indent=2))
-            render_overview(self, staging / "overview.png")
+            render_overview(staging / "overview.png", self.metrics, collateral_maps=self.collateral_maps,
+                            lesion=self.lesion_mask, core=self.core_mask, dwi=self.dwi)
             directory.mkdir(parents=True, exist_ok=True)
             for name in names:
                 os.replace(staging / name, directory / name)

@@ -1,27 +1,42 @@
 """Typed clinical inputs and the METRICS document: the one home of the schema the server must satisfy.
 
-The server (``collat_ensemble.serving.metrics``) writes plain JSON; the integration tests
-validate what the real server returns against these models, so a drift fails CI.
+The server (``collat_ensemble.serving.metrics``) writes plain JSON; the offline contract tests
+validate what the serving code builds, and the integration tests what the real server
+returns, against these models, so a drift fails CI. The clinical inputs' rules are the shared
+contract's (:func:`collat_contract.clinical.check_clinical`), which the server applies too.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Side = Literal["left", "right", "bilateral", "unknown"]
+from collat_contract.clinical import KNOWN_SIDES, SIDES, check_clinical
+from collat_contract.names import PHASE_NAMES, PIPELINE_NAMES
+
+Side = Literal[SIDES]  # type: ignore[valid-type]
+KnownSide = Literal[KNOWN_SIDES]  # type: ignore[valid-type]
+Phase = Literal[PHASE_NAMES]  # type: ignore[valid-type]
 
 
 class Clinical(BaseModel):
-    """What the clinician knows. No identifiers: the server refuses unknown fields."""
+    """What the clinician knows. No identifiers: unknown fields are refused, here and by the server."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    nihss: int = Field(ge=0, le=42, description="NIH Stroke Scale, 0-42")
-    age: float | None = Field(default=None, ge=18, le=120, description="years; DAWN needs it")
+    nihss: int = Field(description="NIH Stroke Scale, 0-42")
+    age: float | None = Field(default=None, description="years, 18-120; DAWN needs it")
     side: Side = "unknown"
-    onset_to_imaging_min: float | None = Field(default=None, ge=0)
+    onset_to_imaging_min: float | None = Field(default=None, description="minutes, >= 0")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_rules(cls, data: Any) -> Any:
+        """Every rule is the contract's; a model built from keyword arguments goes through it too."""
+        return check_clinical(data)
+
+
 
 
 class _Strict(BaseModel):
@@ -43,7 +58,7 @@ class Dawn(_Strict):
 class CollateralMetrics(_Strict):
     ischaemic_side: Literal["left", "right"]
     side_source: Literal["clinical", "maps"]
-    hypoperfused_fraction: dict[Literal["arterial", "capillary", "early_venous", "late_venous", "delay"], float]
+    hypoperfused_fraction: dict[Phase, float]
     cps_estimate: int = Field(ge=0, le=5)
     cps_label: str
     territory_voxels: int = Field(ge=0)
@@ -69,7 +84,7 @@ class HypoperfusionMetrics(_Strict):
     mismatch_ratio_capped: bool
     defuse3: Defuse3
     dawn: Dawn | None
-    side: Literal["left", "right", "bilateral"]
+    side: KnownSide
     side_inferred: bool
     adc_units_assumed: Literal["mm2/s", "1e-6 mm2/s"]
     input_shape: list[int] = Field(min_length=3, max_length=3)
@@ -88,7 +103,7 @@ class ModelInfo(BaseModel):
 
 class Metrics(_Strict):
     schema_version: Literal["1.0"]
-    pipeline: Literal["collateral_pipeline", "hypoperfusion_pipeline", "stroke_triage"]
+    pipeline: Literal[PIPELINE_NAMES]  # type: ignore[valid-type]
     collateral: CollateralMetrics | None
     hypoperfusion: HypoperfusionMetrics | None
     near_threshold: list[str]

@@ -40,10 +40,11 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from collat_contract.names import PHASE_NAMES
+
 from .errors import InputValidationError
 
 Modality = Literal["dce", "dsc"]
-PHASE_NAMES = ("arterial", "capillary", "early_venous", "late_venous", "delay")
 MIN_FRAMES = 20
 _CURVE_VOXELS = 20
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from collat_contract.clinical import ClinicalInputError, check_nihss, check_side
+
 from .clinical import CORE_ADC_THRESHOLD
 from .errors import InputValidationError
 from .geometry import Orientation, check_affine, fit_grid, reorient_from_ras, reorient_to_ras, resample, resample_time
@@ -126,7 +128,6 @@ MNI_2MM_SHAPE = (91, 109, 60)
 PADDED_INPLANE = (128, 128)
 SLAB, SLAB_STRIDE = 16, 4
 NIHSS_SCALE = 21.0
-SIDES = ("left", "right", "bilateral")
 
 
 @dataclass(frozen=True)
@@ -172,10 +173,20 @@ def detect_adc_scale(adc: np.ndarray, brain: np.ndarray) -> tuple[float, str]:
     raise InputValidationError(f"ADC values (median {median:.3g} in the brain) are neither mm^2/s nor 1e-6 mm^2/s")
 
 
-def infer_side(core: np.ndarray, x_world: np.ndarray) -> str:
+def hemisphere(shape: tuple[int, ...], affine: np.ndarray, side: str) -> np.ndarray:
+    """Voxels of one hemisphere of a grid in MNI space: world x < 0 is the patient's left (x = 0, the midline,
+    counts as right)."""
+    if side not in ("left", "right"):
+        raise InputValidationError(f"a hemisphere is left or right, got {side!r}")
+    index = np.indices(tuple(shape[:3]), dtype=np.float64)
+    x_world = np.tensordot(np.asarray(affine, dtype=np.float64)[0, :3], index, axes=1) + float(affine[0, 3])
+    return (x_world < 0) if side == "left" else (x_world >= 0)
+
+
+def infer_side(core: np.ndarray, affine: np.ndarray) -> str:
     """The hemisphere holding more ADC core; bilateral when neither holds 2/3 of it (or there is none)."""
-    left = int(np.count_nonzero(core & (x_world < 0)))
-    right = int(np.count_nonzero(core & (x_world >= 0)))
+    left = int(np.count_nonzero(core & hemisphere(core.shape, affine, "left")))
+    right = int(np.count_nonzero(core & hemisphere(core.shape, affine, "right")))
     total = left + right
     if total == 0:
         return "bilateral"
@@ -217,10 +228,11 @@ def prepare_diffusion(dwi: np.ndarray, adc: np.ndarray, affine: np.ndarray, *, n
         raise InputValidationError("DWI and ADC have different affines (orientation or position)")
     if not (np.all(np.isfinite(dwi)) and np.all(np.isfinite(adc))):
         raise InputValidationError("DWI or ADC contains NaN or infinite values")
-    if not 0 <= nihss <= 42:
-        raise InputValidationError(f"NIHSS must be 0..42, got {nihss}")
-    if side not in (None, "unknown", *SIDES):
-        raise InputValidationError(f"side must be left, right, bilateral or unknown, got {side!r}")
+    try:
+        check_nihss(nihss)
+        side = check_side(side)
+    except ClinicalInputError as exc:
+        raise InputValidationError(str(exc)) from None
     ras_dwi, ras_affine, orientation = reorient_to_ras(dwi.astype(np.float32), affine)
     ras_adc, _, _ = reorient_to_ras(adc.astype(np.float32), affine)
     _check_mni_coverage(ras_affine, ras_dwi.shape)
@@ -235,14 +247,10 @@ def prepare_diffusion(dwi: np.ndarray, adc: np.ndarray, affine: np.ndarray, *, n
     adc_m = adc_m * scale
     parenchyma = brain & (adc_m < 1.5e-3)
     core = brain & (adc_m < CORE_ADC_THRESHOLD)
-    x_world = (np.arange(MNI_2MM_SHAPE[0]) * MNI_2MM_AFFINE[0, 0] + MNI_2MM_AFFINE[0, 3])[:, None, None]
-    x_world = np.broadcast_to(x_world, MNI_2MM_SHAPE)
-    inferred = side in (None, "unknown")
-    resolved = infer_side(core, x_world) if inferred else side
-    if resolved == "bilateral":
-        side_mask = brain.astype(np.float32)
-    else:
-        side_mask = ((x_world < 0) if resolved == "left" else (x_world >= 0)).astype(np.float32)
+    inferred = side == "unknown"
+    resolved = infer_side(core, MNI_2MM_AFFINE) if inferred else side
+    side_mask = (brain if resolved == "bilateral" else hemisphere(MNI_2MM_SHAPE, MNI_2MM_AFFINE, resolved)
+                 ).astype(np.float32)
     channels = [
         np.where(brain, dwi_m / max(float(dwi_m[parenchyma].mean()), 1e-6), 0.0),
         np.where(brain, adc_m / max(float(adc_m[parenchyma].mean()), 1e-12), 0.0),

@@ -32,10 +32,11 @@ def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from collat_ensemble.server.tensorrt_build import TensorRTUnavailable
+
         from .checkpoint import CheckpointError
         from .networks import InputShapeError
         from .onnx_export import ParityError
-        from .tensorrt_build import TensorRTUnavailable
 
         try:
             return func(*args, **kwargs)
@@ -70,6 +71,8 @@ def main() -> None:
       collat-export info
       collat-export onnx --model hypo --preset tiny --out build/hypo
       collat-export repository --target python-onnx --out build/repo
+
+    The server that serves the repository is started by collat-server (package collat-ensemble).
     """
 
 
@@ -157,7 +160,7 @@ def tensorrt(onnx_path: Path, out: Path, fp16: bool, min_shapes: tuple[str, ...]
     Example:
       collat-export tensorrt --onnx build/hypo/model.onnx --out build/hypo --fp16
     """
-    from .tensorrt_build import TensorRTUnavailable, unavailable_reason
+    from collat_ensemble.server.tensorrt_build import TensorRTUnavailable, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
@@ -168,11 +171,9 @@ def tensorrt(onnx_path: Path, out: Path, fp16: bool, min_shapes: tuple[str, ...]
 
 def _build_and_check_engine(onnx_path: Path, out: Path, fp16: bool, min_shapes, opt_shapes, max_shapes,
                             max_batch: int | None, workspace: float, timing_cache: Path | None) -> None:
-    from .io_spec import TensorSpec
-    from .onnx_export import ParityError, compare, parity_inputs, run_onnxruntime
-    from .presets import preset_from_dict
-    from .repository import BATCHING
-    from .tensorrt_build import (
+    from collat_contract.tensors import TensorSpec
+    from collat_ensemble.server.repository import BATCHING
+    from collat_ensemble.server.tensorrt_build import (
         FP16_ENGINE_TOLERANCE,
         FP32_ENGINE_TOLERANCE,
         ShapeProfile,
@@ -182,11 +183,14 @@ def _build_and_check_engine(onnx_path: Path, out: Path, fp16: bool, min_shapes, 
         run_engine,
     )
 
+    from .onnx_export import ParityError, compare, parity_inputs, run_onnxruntime
+    from .presets import preset_from_dict
+
     meta_path = onnx_path.with_name("model.json")
     if not meta_path.exists():
         raise ValueError(f"{meta_path}: missing; export with 'collat-export onnx' first")
     meta = json.loads(meta_path.read_text())
-    inputs = tuple(TensorSpec(t["name"], tuple(t["dims"]), t["dtype"]) for t in meta["inputs"])
+    inputs = tuple(TensorSpec(t["name"], t["datatype"], tuple(t["dims"])) for t in meta["inputs"])
     batch = max_batch or BATCHING[meta["triton_name"]].max_batch_size
     profile = default_profile(inputs, meta["geometry"], batch)
     profile = ShapeProfile({**profile.min, **parse_shapes(min_shapes)}, {**profile.opt, **parse_shapes(opt_shapes)},
@@ -248,10 +252,12 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
       collat-export repository --target python-onnx --out build/repo \\
           --mrod-checkpoint weights/mrod_tiny.pt --hypo-checkpoint weights/hypo_tiny.pt
     """
-    from .io_spec import network_io
+    from collat_ensemble.server.pipelines import write_pipeline_models
+    from collat_ensemble.server.repository import write_model_dir
+
+    from .io_spec import network_io, perfusion_grid
     from .onnx_export import export_onnx
     from .presets import get_preset
-    from .repository import write_model_dir, write_pipeline_models
 
     presets = {}
     for model, checkpoint in (("mrod", mrod_checkpoint), ("hypo", hypo_checkpoint)):
@@ -270,62 +276,9 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
                                    dynamic_batching=dynamic_batching, cpu_threads=cpu_threads,
                                    max_queue_size=max_queue_size)
         click.echo(f"wrote {path}")
-    for folder in write_pipeline_models(out, presets["mrod"], presets["hypo"]):
+    for folder in write_pipeline_models(out, network_io(presets["mrod"]), network_io(presets["hypo"]),
+                                        perfusion_grid(presets["mrod"])):
         click.echo(f"wrote {folder}")
-
-@main.command()
-@click.option("--repository", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind. Loopback by default; 0.0.0.0 exposes the server to the network.")
-@click.option("--http-port", type=int, default=8000, show_default=True)
-@click.option("--grpc-port", type=int, default=8001, show_default=True)
-@click.option("--metrics-port", type=int, default=8002, show_default=True)
-@click.option("--log-file", type=click.Path(path_type=Path), default=None)
-@clean_errors
-def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int,
-          log_file: Path | None) -> None:
-    """Run tritonserver (the nvidia-pytriton build, CPU) on a model repository until Ctrl-C.
-
-    \b
-    Example:
-      collat-export serve --repository build/model_repository
-    """
-    from .serve import ServerError, TritonServer, serve_forever
-
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"warning: binding to {host}: the server is reachable from the network and has no "
-                   "authentication; put TLS and access control in front of it (SECURITY.md)", err=True)
-    server = TritonServer(repository, host=host, http_port=http_port, grpc_port=grpc_port,
-                          metrics_port=metrics_port, log_file=log_file)
-    try:
-        code = serve_forever(server, echo=lambda m: click.echo(m, err=True))
-    except ServerError as exc:
-        raise click.ClickException(str(exc)) from None
-    sys.exit(code)
-
-
-@main.command()
-@click.option("--repository", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True)
-@click.option("--seed", type=int, default=101, show_default=True)
-@clean_errors
-def demo(repository: Path, out: Path, seed: int) -> None:
-    """Start tritonserver, run a phantom case through stroke_triage with collat-client, stop the server.
-
-    \b
-    Example:
-      collat-export demo --repository build/model_repository --out demo-output
-    """
-    from .demo import run_demo
-    from .serve import ServerError
-
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        code = run_demo(repository, out, seed=seed, echo=lambda m: click.echo(m, err=True))
-    except ServerError as exc:
-        raise click.ClickException(str(exc)) from None
-    sys.exit(code)
-
 
 if __name__ == "__main__":  # pragma: no cover
     main()

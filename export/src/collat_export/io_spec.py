@@ -1,56 +1,34 @@
-"""Names, shapes and dtypes of each network's tensors: the contract between ONNX, TensorRT and Triton.
+"""Each network's tensors for a preset, and inputs to run it on.
 
-Dims exclude the batch axis, as Triton's ``config.pbtxt`` writes them; -1 marks a dynamic
-axis. 3D-MROD-Net takes any slice count and in-plane size (multiples of 32), so D, H and
-W are dynamic; the U-Net always sees 16-slice slabs of the 128x128 MNI grid.
+The names, dims and dtypes are the shared contract's (:func:`collat_contract.tensors.mrod_io`
+and :func:`~collat_contract.tensors.unet_io`); a preset only fills in its geometry. 3D-MROD-Net
+takes any slice count and in-plane size (multiples of 32), so D, H and W are dynamic; the
+U-Net always sees 16-slice slabs of the 128x128 MNI grid.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
+
+from collat_contract.tensors import NetworkIO, mrod_io, unet_io
+from collat_ensemble.serving.perfusion import NetworkGrid
 
 from .networks import check_hypo_input, check_mrod_input
 from .presets import Preset
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dims: tuple[int, ...]  # without the batch axis; -1 = dynamic
-    dtype: str = "FP32"
-
-    @property
-    def dynamic_axes(self) -> list[int]:
-        """Dynamic axes counted with the batch axis (0), as ONNX numbers them."""
-        return [0] + [i + 1 for i, d in enumerate(self.dims) if d == -1]
-
-
-@dataclass(frozen=True)
-class NetworkIO:
-    triton_name: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-
-TRITON_MODEL_NAMES = {"mrod": "mrod_net", "hypo": "hypoperfusion_unet"}
-
-
 def network_io(preset: Preset) -> NetworkIO:
     g = preset.geometry
     if preset.model == "mrod":
-        return NetworkIO(
-            TRITON_MODEL_NAMES["mrod"],
-            (TensorSpec("PERFUSION", (g.channels, -1, -1, -1)),),
-            (TensorSpec("PHASES", (preset.config.phases, -1, -1, -1)),),  # type: ignore[union-attr]
-        )
-    return NetworkIO(
-        TRITON_MODEL_NAMES["hypo"],
-        (TensorSpec("IMAGE", (g.channels, g.slices, g.height, g.width)), TensorSpec("NIHSS", (1,))),
-        (TensorSpec("LESION_PROB", (1, g.slices, g.height, g.width)),),
-    )
+        return mrod_io(g.channels, preset.config.phases)  # type: ignore[union-attr]
+    return unet_io(g.channels, g.slices, g.height, g.width)
+
+
+def perfusion_grid(preset: Preset) -> NetworkGrid:
+    """The grid preprocess_perfusion must produce for a 3D-MROD-Net preset."""
+    g = preset.geometry
+    return NetworkGrid(g.channels, float(g.frame_seconds or 0.0), g.slices, g.height, g.width)
 
 
 def example_inputs(preset: Preset, batch: int = 1, seed: int = 0, *, slices: int | None = None,
@@ -60,7 +38,7 @@ def example_inputs(preset: Preset, batch: int = 1, seed: int = 0, *, slices: int
     g = preset.geometry
     if preset.model == "mrod":
         shape = (batch, g.channels, slices or g.slices, height or g.height, width or g.width)
-        return {"PERFUSION": rng.uniform(-0.9, 0.9, size=shape).astype(np.float32)}
+        return {network_io(preset).inputs[0].name: rng.uniform(-0.9, 0.9, size=shape).astype(np.float32)}
     image = rng.normal(1.0, 0.3, size=(batch, g.channels, g.slices, g.height, g.width)).astype(np.float32)
     nihss = rng.uniform(0.0, 2.0, size=(batch, 1)).astype(np.float32)
     return {"IMAGE": image, "NIHSS": nihss}
@@ -69,7 +47,7 @@ def example_inputs(preset: Preset, batch: int = 1, seed: int = 0, *, slices: int
 def validate_inputs(preset: Preset, inputs: dict[str, np.ndarray]) -> None:
     """Raise :class:`InputShapeError` with the rule before any convolution sees a bad shape."""
     if preset.model == "mrod":
-        check_mrod_input(inputs["PERFUSION"].shape, preset.geometry.channels)
+        check_mrod_input(inputs[network_io(preset).inputs[0].name].shape, preset.geometry.channels)
     else:
         check_hypo_input(inputs["IMAGE"].shape, inputs["NIHSS"].shape, preset.geometry.channels,
                          preset.geometry.slices)

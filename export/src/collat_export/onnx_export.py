@@ -18,9 +18,10 @@ import numpy as np
 import onnx
 import torch
 
+from collat_ensemble.server.versions import ONNX_OPSET
+
 from .io_spec import example_inputs, network_io, run_torch, validate_inputs
 from .presets import Preset
-from .versions import ONNX_OPSET
 
 FP32_PARITY_TOLERANCE = 1e-4
 

@@ -82,7 +82,7 @@ def make_corpus(out: Path) -> list[BadCase]:
                          ["--dwi", str(dwi), "--adc", str(adc_orient), *common], "different affines"))
     cases.append(BadCase("negative NIHSS", ["--dwi", str(dwi), "--adc", str(dwi), "--nihss", "-3"], "nihss"))
     cases.append(BadCase("unknown side", ["--dwi", str(dwi), "--adc", str(dwi), "--nihss", "3", "--side", "up"],
-                         "side: Input should be"))
+                         "side must be left, right, bilateral or unknown, got 'up'"))
     empty = out / "dicom_empty"
     empty.mkdir(exist_ok=True)
     cases.append(BadCase("empty DICOM directory", ["--dwi", str(empty), "--adc", str(empty), *common],

@@ -6,8 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InferenceTimeout, ServerError
-from .base import Retryable, classify
+from .base import grpc_error
 from .kserve import datatype_of
 
 
@@ -27,15 +26,9 @@ class GrpcTransport:
         try:
             return fn(*args, **kwargs)
         except InferenceServerException as exc:
-            status = str(exc.status() or "")
-            message = exc.message() or str(exc)
-            if "UNAVAILABLE" in status:
-                raise Retryable(f"{self.url}: cannot connect ({message.splitlines()[0]})") from None
-            if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
-                raise InferenceTimeout(f"{what}: no answer within the timeout") from None
-            if "INTERNAL" in status:
-                raise ServerError(f"{what}: {message}") from None
-            raise classify(message, what) from None
+            # tritonclient reports the gRPC status as "StatusCode.NAME"; None only for failures of its own.
+            raise grpc_error(str(exc.status() or "UNKNOWN"), exc.message() or str(exc),
+                             f"{what} at {self.url}") from None
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str],
               timeout: float) -> dict[str, np.ndarray]:
@@ -54,7 +47,6 @@ class GrpcTransport:
 
     def model_ready(self, model: str) -> bool:
         return bool(self._call(model, self.client.is_model_ready, model, client_timeout=10.0))
-
 
     def model_config(self, model: str) -> dict[str, Any]:
         return self._call(model, self.client.get_model_config, model, as_json=True, client_timeout=10.0)["config"]

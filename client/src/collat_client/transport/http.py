@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import numpy as np
 
-from ..errors import InferenceTimeout, ServerError
-from .base import Retryable, classify
+from ..errors import InferenceTimeout
+from .base import Retryable, http_error
 from .kserve import HEADER_LENGTH, RequestBody, decode_response, encode_request
 
 
@@ -44,34 +43,44 @@ async def _async_content(body: bytes | RequestBody) -> AsyncIterator[bytes | mem
         yield chunk
 
 
-def _answer(response: httpx.Response, model: str) -> dict[str, np.ndarray]:
-    if response.status_code == 503:
-        raise Retryable(f"{model}: server unavailable (HTTP 503)")
+def _checked(response: httpx.Response, what: str) -> httpx.Response:
+    """The response when it is a success; otherwise the SDK's error for its status code and KServe error body."""
     if response.status_code != 200:
-        try:
-            message = response.json().get("error", response.text)
-        except (json.JSONDecodeError, ValueError):
-            message = response.text
-        if response.status_code >= 500:
-            raise ServerError(f"{model}: {message}")
-        raise classify(message, model)
+        raise http_error(response.status_code, response.content, what)
+    return response
+
+
+def _answer(response: httpx.Response, model: str) -> dict[str, np.ndarray]:
+    _checked(response, model)
     length = response.headers.get(HEADER_LENGTH)
     return decode_response(response.content, int(length) if length is not None else None)
 
 
-class HttpTransport:
-    def __init__(self, url: str, *, timeout: float, compress: bool = False) -> None:
+class _Requests:
+    """What the sync and async transports share: the base URL, the timeouts and the mapping of failures."""
+
+    def __init__(self, url: str, *, timeout: float, compress: bool) -> None:
         self.base = _base_url(url)
         self.compress = compress
-        self.client = httpx.Client(base_url=self.base, timeout=httpx.Timeout(timeout, connect=10.0))
+        self.timeouts = httpx.Timeout(timeout, connect=10.0)
+
+    def failure(self, exc: httpx.HTTPError, what: str, timeout: float | None = None) -> Exception:
+        if isinstance(exc, httpx.TimeoutException):
+            limit = f" within {timeout:g} s" if timeout is not None else ""
+            return InferenceTimeout(f"{what}: no answer{limit} from {self.base}")
+        return Retryable(f"{self.base}: cannot connect ({type(exc).__name__})")
+
+
+class HttpTransport(_Requests):
+    def __init__(self, url: str, *, timeout: float, compress: bool = False) -> None:
+        super().__init__(url, timeout=timeout, compress=compress)
+        self.client = httpx.Client(base_url=self.base, timeout=self.timeouts)
 
     def _get(self, path: str) -> httpx.Response:
         try:
             return self.client.get(path)
-        except httpx.TimeoutException:
-            raise InferenceTimeout(f"{self.base}{path}: timed out") from None
-        except httpx.TransportError as exc:
-            raise Retryable(f"{self.base}: cannot connect ({type(exc).__name__})") from None
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise self.failure(exc, f"{self.base}{path}") from None
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str],
               timeout: float) -> dict[str, np.ndarray]:
@@ -79,10 +88,8 @@ class HttpTransport:
         try:
             response = self.client.post(f"/v2/models/{model}/infer", content=_content(body), headers=headers,
                                         timeout=timeout)
-        except httpx.TimeoutException:
-            raise InferenceTimeout(f"{model}: no answer within {timeout:g} s") from None
-        except httpx.TransportError as exc:
-            raise Retryable(f"{self.base}: cannot connect ({type(exc).__name__})") from None
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise self.failure(exc, model, timeout) from None
         return _answer(response, model)
 
     def server_ready(self) -> bool:
@@ -91,24 +98,25 @@ class HttpTransport:
     def model_ready(self, model: str) -> bool:
         return self._get(f"/v2/models/{model}/ready").status_code == 200
 
-
     def model_config(self, model: str) -> dict[str, Any]:
-        response = self._get(f"/v2/models/{model}/config")
-        if response.status_code != 200:
-            raise classify(response.text, model)
-        return response.json()
+        return _checked(self._get(f"/v2/models/{model}/config"), model).json()
 
     def close(self) -> None:
         self.client.close()
 
 
-class AsyncHttpTransport:
+class AsyncHttpTransport(_Requests):
     """The same requests on ``httpx.AsyncClient`` for asyncio programs."""
 
     def __init__(self, url: str, *, timeout: float, compress: bool = False) -> None:
-        self.base = _base_url(url)
-        self.compress = compress
-        self.client = httpx.AsyncClient(base_url=self.base, timeout=httpx.Timeout(timeout, connect=10.0))
+        super().__init__(url, timeout=timeout, compress=compress)
+        self.client = httpx.AsyncClient(base_url=self.base, timeout=self.timeouts)
+
+    async def _get(self, path: str) -> httpx.Response:
+        try:
+            return await self.client.get(path)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise self.failure(exc, f"{self.base}{path}") from None
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str],
                     timeout: float) -> dict[str, np.ndarray]:
@@ -116,25 +124,18 @@ class AsyncHttpTransport:
         try:
             response = await self.client.post(f"/v2/models/{model}/infer", content=_async_content(body),
                                               headers=headers, timeout=timeout)
-        except httpx.TimeoutException:
-            raise InferenceTimeout(f"{model}: no answer within {timeout:g} s") from None
-        except httpx.TransportError as exc:
-            raise Retryable(f"{self.base}: cannot connect ({type(exc).__name__})") from None
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise self.failure(exc, model, timeout) from None
         return _answer(response, model)
-
-    async def _get(self, path: str) -> httpx.Response:
-        try:
-            return await self.client.get(path)
-        except httpx.TimeoutException:
-            raise InferenceTimeout(f"{self.base}{path}: timed out") from None
-        except httpx.TransportError as exc:
-            raise Retryable(f"{self.base}: cannot connect ({type(exc).__name__})") from None
 
     async def server_ready(self) -> bool:
         return (await self._get("/v2/health/ready")).status_code == 200
 
     async def model_ready(self, model: str) -> bool:
         return (await self._get(f"/v2/models/{model}/ready")).status_code == 200
+
+    async def model_config(self, model: str) -> dict[str, Any]:
+        return _checked(await self._get(f"/v2/models/{model}/config"), model).json()
 
     async def close(self) -> None:
         await self.client.aclose()

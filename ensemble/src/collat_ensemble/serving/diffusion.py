@@ -12,14 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ..clinical import (
-    LESION_PROBABILITY_THRESHOLD,
-    dawn_eligibility,
-    defuse3_target_mismatch,
-    mismatch,
-    volume_ml,
-)
+from collat_contract.clinical import ClinicalInputError, check_clinical
+
 from ..errors import InputValidationError
+from ..hypoperfusion import assess_hypoperfusion
 from ..preprocess import (
     MNI_2MM_AFFINE,
     MNI_2MM_SHAPE,
@@ -36,7 +32,8 @@ MAX_VOLUME_VOXELS = 64 * 1024 * 1024  # per DWI/ADC volume: a 0.25 mm isotropic 
 
 @dataclass(frozen=True)
 class ClinicalInputs:
-    """What the clinician knows; validated here because the server trusts nothing it receives."""
+    """What the clinician knows; validated here again (by the shared rules) because the server trusts nothing it
+    receives."""
 
     nihss: int
     age: float | None = None
@@ -44,27 +41,12 @@ class ClinicalInputs:
     onset_to_imaging_min: float | None = None
 
     @classmethod
-    def from_json(cls, value: dict[str, Any]) -> ClinicalInputs:
-        unknown = set(value) - {"nihss", "age", "side", "onset_to_imaging_min"}
-        if unknown:
-            raise InputValidationError(f"CLINICAL has unknown fields: {', '.join(sorted(unknown))}")
-        if "nihss" not in value:
-            raise InputValidationError("CLINICAL must give nihss (0-42)")
-        nihss = value["nihss"]
-        if isinstance(nihss, bool) or not isinstance(nihss, int | float) or not 0 <= nihss <= 42 \
-                or nihss != int(nihss):  # the range test first: it also refuses NaN and infinity
-            raise InputValidationError(f"NIHSS must be an integer 0-42, got {nihss!r}")
-        age = value.get("age")
-        if age is not None and (isinstance(age, bool) or not isinstance(age, int | float) or not 18 <= age <= 120):
-            raise InputValidationError(f"age must be 18-120 years, got {age!r}")
-        side = value.get("side") or "unknown"
-        if side not in ("left", "right", "bilateral", "unknown"):
-            raise InputValidationError(f"side must be left, right, bilateral or unknown, got {side!r}")
-        onset = value.get("onset_to_imaging_min")
-        if onset is not None and (isinstance(onset, bool) or not isinstance(onset, int | float) or onset < 0):
-            raise InputValidationError(f"onset_to_imaging_min must be a non-negative number, got {onset!r}")
-        return cls(int(nihss), None if age is None else float(age), side,
-                   None if onset is None else float(onset))
+    def from_json(cls, value: Any) -> ClinicalInputs:
+        try:
+            checked = check_clinical(value)
+        except ClinicalInputError as exc:
+            raise InputValidationError(f"CLINICAL: {exc}") from None
+        return cls(checked["nihss"], checked["age"], checked["side"], checked["onset_to_imaging_min"])
 
 
 def _volume(value: np.ndarray, what: str) -> np.ndarray:
@@ -106,9 +88,9 @@ def _prepared_geometry(context: dict[str, Any], core: np.ndarray, brain: np.ndar
 
 
 def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray,
-                context: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
-    """-> hypoperfusion probability (FP32) and core mask (UINT8) on the DWI's grid, the hypoperfusion part of
-    the metrics, and this step's timings."""
+                context: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
+    """-> hypoperfusion probability (FP32), lesion and core masks (UINT8) on the DWI's grid, the hypoperfusion
+    part of the metrics, and this step's timings."""
     timer = StepTimer()
     waited = round((timer.start - float(context["preprocess_diffusion_end"])) * 1000.0, 2)
     probabilities = np.asarray(probabilities, dtype=np.float32)
@@ -119,26 +101,17 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray,
     if core.shape != MNI_2MM_SHAPE or brain.shape != MNI_2MM_SHAPE:
         raise InputValidationError(f"core {core.shape} / brain {brain.shape} are not on the MNI grid {MNI_2MM_SHAPE}")
     prob = np.where(brain, average_slabs(probabilities), 0.0).astype(np.float32)
-    lesion = ((prob >= LESION_PROBABILITY_THRESHOLD) & brain) | core
-    core_ml = volume_ml(core, MNI_2MM_AFFINE)
-    hypo_ml = volume_ml(lesion, MNI_2MM_AFFINE)
-    mm = mismatch(hypo_ml, core_ml)
-    defuse3 = defuse3_target_mismatch(core_ml, mm)
     clinical = context["clinical"]
-    dawn = None if clinical["age"] is None else dawn_eligibility(clinical["age"], clinical["nihss"], core_ml)
+    assessment = assess_hypoperfusion(prob, core, brain, MNI_2MM_AFFINE, nihss=clinical["nihss"],
+                                      age=clinical["age"])
     geometry = _prepared_geometry(context, core, brain)
     # The probability is raised to at least 1 inside the core so the returned map agrees with the lesion volume.
     prob_input = mni_to_input_grid(np.maximum(prob, core.astype(np.float32)), geometry, order=1)
+    lesion_input = mni_to_input_grid(assessment.lesion.astype(np.float32), geometry, order=1) >= 0.5
     core_input = mni_to_input_grid(core.astype(np.float32), geometry, order=1) >= 0.5
     d = context["diffusion"]
     part = {
-        "core_ml": round(core_ml, 2),
-        "hypoperfusion_ml": round(hypo_ml, 2),
-        "mismatch_ml": round(mm.volume_ml, 2),
-        "mismatch_ratio": round(mm.ratio, 3),
-        "mismatch_ratio_capped": mm.ratio_capped,
-        "defuse3": defuse3.as_dict(),
-        "dawn": None if dawn is None else dawn.as_dict(),
+        **assessment.as_metrics(),
         "side": d["side"],
         "side_inferred": d["side_inferred"],
         "adc_units_assumed": d["adc_units"],
@@ -147,4 +120,4 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray,
         "clinical": clinical,
     }
     timings = {**context["timings_ms"], "network_diffusion": waited, "postprocess_hypoperfusion": timer.elapsed_ms()}
-    return prob_input.astype(np.float32), core_input.astype(np.uint8), part, timings
+    return prob_input.astype(np.float32), lesion_input.astype(np.uint8), core_input.astype(np.uint8), part, timings

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from collat_contract import names
+
 from ..errors import InputValidationError
 from . import context as ctx
 from . import diffusion, metrics, perfusion
@@ -102,7 +104,7 @@ class PostprocessCollateral(_Step):
 
     def run(self, phases, mask, context):
         maps, brain, part, timings = perfusion.postprocess(phases, mask, ctx.decode(context, "context"))
-        doc = metrics.document("collateral_pipeline", collateral=part, timings_ms=timings, models=self.models)
+        doc = metrics.document(names.COLLATERAL_PIPELINE, collateral=part, timings_ms=timings, models=self.models)
         return maps, brain, ctx.encode(doc)
 
 
@@ -118,18 +120,19 @@ class PreprocessDiffusion(_Step):
 
 
 class PostprocessHypoperfusion(_Step):
-    """Slab probabilities, core, brain, context -> probability and core on the DWI grid, METRICS."""
+    """Slab probabilities, core, brain, context -> probability, lesion and core on the DWI grid, METRICS."""
 
-    arity = (4, 3)
+    arity = (4, 4)
 
     def setup(self) -> None:
         self.models = {self.params["network_model"]: self.model_info("network_model")}
 
     def run(self, probabilities, core, brain, context):
-        prob, core_mask, part, timings = diffusion.postprocess(probabilities, core, brain,
-                                                               ctx.decode(context, "context"))
-        doc = metrics.document("hypoperfusion_pipeline", hypoperfusion=part, timings_ms=timings, models=self.models)
-        return prob, core_mask, ctx.encode(doc)
+        prob, lesion, core_mask, part, timings = diffusion.postprocess(probabilities, core, brain,
+                                                                       ctx.decode(context, "context"))
+        doc = metrics.document(names.HYPOPERFUSION_PIPELINE, hypoperfusion=part, timings_ms=timings,
+                               models=self.models)
+        return prob, lesion, core_mask, ctx.encode(doc)
 
 
 class MergeMetrics(_Step):
@@ -138,15 +141,15 @@ class MergeMetrics(_Step):
     arity = (2, 1)
 
     def run(self, collateral_doc, hypoperfusion_doc):
-        merged = metrics.merge("stroke_triage", ctx.decode(collateral_doc, "collateral metrics"),
+        merged = metrics.merge(names.STROKE_TRIAGE, ctx.decode(collateral_doc, "collateral metrics"),
                                ctx.decode(hypoperfusion_doc, "hypoperfusion metrics"))
         return (ctx.encode(merged),)
 
 
 STEPS: dict[str, Callable[[], _Step]] = {
-    "preprocess_perfusion": PreprocessPerfusion,
-    "postprocess_collateral": PostprocessCollateral,
-    "preprocess_diffusion": PreprocessDiffusion,
-    "postprocess_hypoperfusion": PostprocessHypoperfusion,
-    "merge_metrics": MergeMetrics,
+    names.PREPROCESS_PERFUSION: PreprocessPerfusion,
+    names.POSTPROCESS_COLLATERAL: PostprocessCollateral,
+    names.PREPROCESS_DIFFUSION: PreprocessDiffusion,
+    names.POSTPROCESS_HYPOPERFUSION: PostprocessHypoperfusion,
+    names.MERGE_METRICS: MergeMetrics,
 }

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from collat_client.evaluation import PHASE_NAMES, auc, dice, phase_metrics, volume_difference_ml
-from collat_ensemble.clinical import LESION_PROBABILITY_THRESHOLD, defuse3_target_mismatch, mismatch, volume_ml
+from collat_client.evaluation import auc, dice, phase_metrics, volume_difference_ml
+from collat_contract.names import PHASE_NAMES
+from collat_ensemble.clinical import volume_ml
+from collat_ensemble.hypoperfusion import assess_hypoperfusion
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, generate_case
-from collat_ensemble.preprocess import MNI_2MM_AFFINE, average_slabs, mask_phase_maps, prepare_diffusion
+from collat_ensemble.preprocess import MNI_2MM_AFFINE, average_slabs, hemisphere, mask_phase_maps, prepare_diffusion
 
 from ..presets import Preset
 from .data import mrod_sample
@@ -101,17 +103,15 @@ def evaluate_hypo(net: torch.nn.Module, seeds: list[int],
         case = generate_case(seed)
         prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=case.stroke.side)
         prob = predict_lesion(net, prep.slabs, prep.nihss)
-        lesion = (prob >= LESION_PROBABILITY_THRESHOLD) & prep.brain | prep.core
-        core_ml = volume_ml(prep.core, MNI_2MM_AFFINE)
-        hypo_ml = volume_ml(lesion, MNI_2MM_AFFINE)
-        decision = defuse3_target_mismatch(core_ml, mismatch(hypo_ml, core_ml)).eligible
-        x_world = (np.arange(prob.shape[0]) * 2.0 - 90.0)[:, None, None]
-        ipsi = np.broadcast_to((x_world < 0) if case.stroke.side == "left" else (x_world >= 0), prob.shape)
-        vd, avd = volume_difference_ml(lesion, case.lesion, voxel_ml)
-        row = {"seed": seed, "dice": dice(lesion, case.lesion), "auc": auc(prob, case.lesion, ipsi & prep.brain),
+        found = assess_hypoperfusion(prob, prep.core, prep.brain, MNI_2MM_AFFINE, nihss=case.nihss, age=case.age)
+        hypo_ml, decision = found.hypoperfusion_ml, found.defuse3.eligible
+        ipsi = hemisphere(prob.shape, MNI_2MM_AFFINE, case.stroke.side)
+        vd, avd = volume_difference_ml(found.lesion, case.lesion, voxel_ml)
+        row = {"seed": seed, "dice": dice(found.lesion, case.lesion),
+               "auc": auc(prob, case.lesion, ipsi & prep.brain),
                "volume_diff_ml": vd, "abs_volume_diff_ml": avd, "pred_ml": hypo_ml,
                "truth_ml": case.truth["hypoperfusion_ml"],
-               "core_ml": core_ml, "truth_core_ml": case.truth["core_ml"], "defuse3": decision,
+               "core_ml": found.core_ml, "truth_core_ml": case.truth["core_ml"], "defuse3": decision,
                "defuse3_truth": case.truth["defuse3_target_mismatch"]}
         report.rows.append(row)
         if progress:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
-SERVED_PACKAGES = ("collat_ensemble",)  # what the Python-backend steps import
+SERVED_PACKAGES = ("collat_ensemble", "collat_contract")  # what the Python-backend steps import
 # A 4D perfusion series of 256x256x40x60 FP32 is 630 MB; shared memory grows in 64 MB steps from 256 MB.
 PYTHON_SHM_DEFAULT = 256 * 1024 * 1024
 PYTHON_SHM_GROWTH = 64 * 1024 * 1024
@@ -117,7 +117,7 @@ def pytriton_root() -> Path:
         import pytriton
     except ImportError:
         raise ServerError("tritonserver not found: install the server extra "
-                          "(pip install 'collat-export[server]', which brings nvidia-pytriton)") from None
+                          "(pip install 'collat-ensemble[server]', which brings nvidia-pytriton)") from None
     root = Path(pytriton.__file__).resolve().parent / "tritonserver"
     if not (root / "bin" / "tritonserver").is_file():
         raise ServerError(f"no tritonserver binary under {root}")

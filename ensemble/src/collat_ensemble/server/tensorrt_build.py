@@ -6,7 +6,7 @@ JSON records GPU name, compute capability and TensorRT version; a loader compare
 
 Precision: TensorRT 10 takes FP16 as a builder flag over an FP32 network. TensorRT 11
 removed weak typing, so there the network is built strongly typed from an FP16 ONNX
-(:func:`collat_export.fp16.convert_to_fp16`, normalization kept in FP32).
+(:func:`.fp16.convert_to_fp16`, normalization kept in FP32).
 
 Everything that talks to TensorRT or CUDA imports them lazily: without a GPU this module
 still imports, and :func:`unavailable_reason` says in one line why no engine can be built.
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # io_spec imports torch; the deployment image builds engines without it
-    from .io_spec import TensorSpec
+if TYPE_CHECKING:
+    from collat_contract.tensors import TensorSpec
 
 FP32_ENGINE_TOLERANCE = 1e-3
 FP16_ENGINE_TOLERANCE = 2e-2
@@ -134,7 +134,7 @@ def unavailable_reason() -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return "the tensorrt package is not installed (pip install 'collat-export[tensorrt]' on a GPU machine)"
+        return "the tensorrt package is not installed (pip install 'collat-ensemble[tensorrt]' on a GPU machine)"
     try:
         cudart = _cudart()
     except ImportError:

@@ -9,8 +9,8 @@ Targets:
 * ``python-onnx``: a Python-backend model running the ONNX file in ONNX Runtime; what the
   pip-installed tritonserver (no onnxruntime backend) serves on CPU machines.
 
-The text is written by hand rather than through protobuf so that this package does not
-depend on tritonclient; the tests parse every generated file with Triton's own schema.
+A network is described by its :class:`collat_contract.tensors.NetworkIO` (names and dims);
+the ONNX files come from ``collat-export``, which builds that description from a preset.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
-from .io_spec import NetworkIO, TensorSpec
-from .presets import Preset
+from collat_contract.names import HYPOPERFUSION_UNET, MROD_NET
+from collat_contract.tensors import NetworkIO
+
+from .pbtxt import instance_group, parameters_block, tensor_block
 
 TARGETS = ("tensorrt", "onnxruntime", "python-onnx")
 
@@ -44,22 +46,9 @@ class BatchingPolicy:
 
 
 BATCHING = {
-    "mrod_net": BatchingPolicy(max_batch_size=4, preferred=(2, 4), max_queue_delay_us=5000),
-    "hypoperfusion_unet": BatchingPolicy(max_batch_size=32, preferred=(12, 24), max_queue_delay_us=2000),
+    MROD_NET: BatchingPolicy(max_batch_size=4, preferred=(2, 4), max_queue_delay_us=5000),
+    HYPOPERFUSION_UNET: BatchingPolicy(max_batch_size=32, preferred=(12, 24), max_queue_delay_us=2000),
 }
-
-
-def tensor_block(rows: list[tuple[str, str, tuple[int, ...]]]) -> str:
-    """``input``/``output`` entries of a config.pbtxt from (name, TYPE_..., dims) rows."""
-    out = []
-    for name, config_type, dims in rows:
-        shown = ", ".join(str(d) for d in dims)
-        out.append(f'  {{\n    name: "{name}"\n    data_type: {config_type}\n    dims: [ {shown} ]\n  }}')
-    return ",\n".join(out)
-
-
-def _tensor_block(specs: tuple[TensorSpec, ...]) -> str:
-    return tensor_block([(t.name, f"TYPE_{t.dtype}", t.dims) for t in specs])
 
 
 def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, cpu_threads: int = 2,
@@ -80,8 +69,8 @@ def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, 
     else:
         lines += ['backend: "python"']
     lines.append(f"max_batch_size: {policy.max_batch_size}")
-    lines.append(f"input [\n{_tensor_block(io.inputs)}\n]")
-    lines.append(f"output [\n{_tensor_block(io.outputs)}\n]")
+    lines.append(f"input [\n{tensor_block(io.inputs)}\n]")
+    lines.append(f"output [\n{tensor_block(io.outputs)}\n]")
     if dynamic_batching:
         preferred = ", ".join(str(p) for p in policy.preferred)
         lines.append(
@@ -96,8 +85,7 @@ def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, 
             "  }\n"
             "}"
         )
-    kind = "KIND_GPU" if target == "tensorrt" else "KIND_CPU"
-    lines.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]")
+    lines.append(instance_group(instances, "KIND_GPU" if target == "tensorrt" else "KIND_CPU"))
     if target == "onnxruntime":
         lines.append(parameters_block({"intra_op_thread_count": str(cpu_threads), "inter_op_thread_count": "1"}))
     elif target == "python-onnx":
@@ -105,16 +93,11 @@ def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, 
     return "\n".join(lines) + "\n"
 
 
-def parameters_block(values: dict[str, str]) -> str:
-    rows = [f'  {{\n    key: "{k}"\n    value: {{ string_value: "{v}" }}\n  }}' for k, v in values.items()]
-    return "parameters [\n" + ",\n".join(rows) + "\n]"
-
-
 def write_model_dir(root: Path, io: NetworkIO, target: str, *, onnx_dir: Path | None = None,
                     dynamic_batching: bool = True, cpu_threads: int = 2, max_queue_size: int | None = None) -> Path:
     """Write ``root/<name>/config.pbtxt`` and its version folder ``1/``.
 
-    ``onnx_dir`` is a folder written by :func:`collat_export.onnx_export.export_onnx`;
+    ``onnx_dir`` is a folder written by ``collat_export.onnx_export.export_onnx``;
     without it only the configuration is written (the committed production layout).
     """
     model_dir = root / io.triton_name
@@ -127,36 +110,11 @@ def write_model_dir(root: Path, io: NetworkIO, target: str, *, onnx_dir: Path | 
         for name in ("model.onnx", "model.json"):
             shutil.copyfile(onnx_dir / name, version / name)
     if target == "python-onnx":
-        source = resources.files("collat_export.triton").joinpath("python_onnx_model.py")
-        (version / "model.py").write_text(source.read_text())
+        (version / "model.py").write_text(network_model_source())
     return model_dir
 
 
-def write_pipeline_models(root: Path, mrod: Preset, hypo: Preset) -> list[Path]:
-    """The Python-backend steps and the three ensembles around the two networks (same on every target).
-
-    ``mrod``'s geometry is the grid preprocess_perfusion produces, so the repository must be
-    written for the presets of the network files it serves.
-    """
-    from .io_spec import network_io
-    from .pipelines import ensembles, model_py, python_steps, render_ensemble, render_python_step
-
-    g = mrod.geometry
-    parameters = {
-        "preprocess_perfusion": {"network_grid": f"{g.channels}x{g.slices}x{g.height}x{g.width}@{g.frame_seconds:g}"},
-        "postprocess_collateral": {"network_model": network_io(mrod).triton_name},
-        "postprocess_hypoperfusion": {"network_model": network_io(hypo).triton_name},
-    }
-    written = []
-    for step in python_steps(mrod, hypo):
-        folder = root / step.name
-        (folder / "1").mkdir(parents=True, exist_ok=True)
-        (folder / "config.pbtxt").write_text(render_python_step(step, parameters.get(step.name, {})))
-        (folder / "1" / "model.py").write_text(model_py(step))
-        written.append(folder)
-    for pipeline in ensembles():
-        folder = root / pipeline.name
-        (folder / "1").mkdir(parents=True, exist_ok=True)
-        (folder / "config.pbtxt").write_text(render_ensemble(pipeline, network_io(mrod), network_io(hypo)))
-        written.append(folder)
-    return written
+def network_model_source() -> str:
+    """The Python-backend ``model.py`` of a ``python-onnx`` network: this package's ``network_model`` module,
+    copied as a file because it must run in tritonserver's stub without the project installed."""
+    return resources.files("collat_ensemble.server").joinpath("network_model.py").read_text()

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .serve import TritonServer
+from .launcher import TritonServer
 
 
 def run_demo(repository: Path, out: Path, *, seed: int = 101, grade: int = 1, side: str = "left",

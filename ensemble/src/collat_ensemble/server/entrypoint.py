@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from .serve import tritonserver_flags
+from .launcher import tritonserver_flags
 from .tensorrt_build import ShapeProfile, default_profile
 
 

@@ -1,0 +1,10 @@
+"""collat_contract: the vocabulary the client and the server side share, and nothing else.
+
+Both sides import it and neither imports the other: the client never imports server code
+and the Python-backend steps never import the client. It holds the tensor specification
+(:mod:`.tensors`), the names of phases, networks, steps and pipelines (:mod:`.names`) and the
+rules a request's clinical inputs must satisfy (:mod:`.clinical`). Standard library only,
+so it installs everywhere the other packages do, the NGC serving image included.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,69 @@
+"""The rules a request's clinical inputs must satisfy: written once, applied by the SDK and by the server.
+
+The SDK checks them before anything is uploaded (a typo should not cost a 100 MB upload) and
+the server checks them again because it trusts nothing it receives; both call
+:func:`check_clinical`, so they accept and refuse exactly the same values. Numbers must be
+finite JSON numbers (booleans are not numbers here, although Python says so), the NIHSS an
+integer (14.0 is accepted as 14), and no field beyond the four below may ride along: that
+keeps identifiers out of the request.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+FIELDS: tuple[str, ...] = ("nihss", "age", "side", "onset_to_imaging_min")
+NIHSS_MIN, NIHSS_MAX = 0, 42
+AGE_MIN, AGE_MAX = 18.0, 120.0  # years: the trials enrolled adults; DAWN splits at 80
+SIDES: tuple[str, ...] = ("left", "right", "bilateral", "unknown")
+KNOWN_SIDES: tuple[str, ...] = ("left", "right", "bilateral")  # what "unknown" resolves to
+
+
+class ClinicalInputError(ValueError):
+    """The clinical inputs break a rule; the message names the field and the rule."""
+
+
+def _number(value: Any) -> bool:
+    """A finite real number; numpy's scalars count (they register with :mod:`numbers`), booleans do not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) or math.isfinite(float(value))
+
+
+def check_nihss(value: Any) -> int:
+    if not _number(value) or not NIHSS_MIN <= value <= NIHSS_MAX or value != int(value):
+        raise ClinicalInputError(f"nihss must be an integer {NIHSS_MIN}-{NIHSS_MAX}, got {value!r}")
+    return int(value)
+
+
+def check_side(value: Any) -> str:
+    """A stroke side; None means "unknown" (the server then infers it from the ADC core)."""
+    if value is None:
+        return "unknown"
+    if not isinstance(value, str) or value not in SIDES:
+        raise ClinicalInputError(f"side must be {', '.join(SIDES[:-1])} or {SIDES[-1]}, got {value!r}")
+    return value
+
+
+def check_clinical(value: Any) -> dict[str, Any]:
+    """The validated, normalized inputs ``{"nihss": int, "age": float | None, "side": str,
+    "onset_to_imaging_min": float | None}``, or :class:`ClinicalInputError`."""
+    if not isinstance(value, Mapping):
+        raise ClinicalInputError(f"clinical inputs must be a JSON object, got {type(value).__name__}")
+    unknown = set(value) - set(FIELDS)
+    if unknown:
+        raise ClinicalInputError(f"clinical inputs have unknown fields: {', '.join(sorted(map(str, unknown)))}")
+    if "nihss" not in value:
+        raise ClinicalInputError(f"clinical inputs must give nihss ({NIHSS_MIN}-{NIHSS_MAX})")
+    nihss = check_nihss(value["nihss"])
+    age = value.get("age")
+    if age is not None and (not _number(age) or not AGE_MIN <= age <= AGE_MAX):
+        raise ClinicalInputError(f"age must be {AGE_MIN:g}-{AGE_MAX:g} years, got {age!r}")
+    onset = value.get("onset_to_imaging_min")
+    if onset is not None and (not _number(onset) or onset < 0):
+        raise ClinicalInputError(f"onset_to_imaging_min must be a non-negative number of minutes, got {onset!r}")
+    return {"nihss": nihss, "age": None if age is None else float(age), "side": check_side(value.get("side")),
+            "onset_to_imaging_min": None if onset is None else float(onset)}

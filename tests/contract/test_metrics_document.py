@@ -1,0 +1,91 @@
+"""The METRICS document the serving code builds validates against the client's schema, with no server.
+
+The Python-backend adapters run exactly as tritonserver runs them (configured from the
+rendered config.pbtxt's tensors, fed numpy arrays, answering with the JSON they encode), with
+stand-ins for the two networks; what comes out must be a valid ``collat_client.schema.Metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from collat_client.schema import Metrics
+from collat_contract import names
+from collat_contract.tensors import mrod_io, unet_io
+from collat_ensemble.server.pipelines import python_steps
+from collat_ensemble.serving.perfusion import NetworkGrid
+from collat_ensemble.serving.triton_models import STEPS
+
+MROD, UNET = mrod_io(60, 5), unet_io(4, 16, 128, 128)
+PARAMETERS = {
+    names.PREPROCESS_PERFUSION: {"network_grid": str(NetworkGrid(60, 1.6, 12, 64, 64))},
+    names.POSTPROCESS_COLLATERAL: {"network_model": MROD.triton_name},
+    names.POSTPROCESS_HYPOPERFUSION: {"network_model": UNET.triton_name},
+}
+
+
+def adapter(name: str, repository):
+    """A Python-backend step initialized the way tritonserver initializes it."""
+    step = next(s for s in python_steps(MROD, UNET) if s.name == name)
+    config = {"name": name, "input": [{"name": t.name} for t in step.inputs],
+              "output": [{"name": t.name} for t in step.outputs],
+              "parameters": {k: {"string_value": v} for k, v in PARAMETERS.get(name, {}).items()}}
+    model = STEPS[name]()
+    model.initialize({"model_config": json.dumps(config), "model_repository": str(repository / name),
+                      "model_version": "1"})
+    return model
+
+
+def document(tensor: np.ndarray) -> dict:
+    return json.loads(tensor.reshape(-1)[0])
+
+
+@pytest.fixture(scope="module")
+def served_documents(case_right_good, tmp_path_factory):
+    case, repository = case_right_good, tmp_path_factory.mktemp("repository")
+    x, mask, context = adapter(names.PREPROCESS_PERFUSION, repository).run(
+        case.perfusion, case.perfusion_affine, np.array([case.frame_seconds], np.float32))
+    phases = np.stack([x[0, 10 * i: 10 * i + 10].mean(axis=0) for i in range(5)])[None] / 0.9  # a stand-in network
+    _, _, collateral = adapter(names.POSTPROCESS_COLLATERAL, repository).run(phases, mask, context)
+    clinical = np.array([json.dumps({"nihss": case.nihss, "age": 84, "side": "unknown"}).encode()], dtype=object)
+    slabs, _, core, brain, context = adapter(names.PREPROCESS_DIFFUSION, repository).run(
+        case.dwi, case.adc, case.diffusion_affine, case.diffusion_affine, clinical)
+    probabilities = np.full((len(slabs), *UNET.outputs[0].dims), 0.7, np.float32)  # everything hypoperfused
+    *_, hypoperfusion = adapter(names.POSTPROCESS_HYPOPERFUSION, repository).run(probabilities, core, brain, context)
+    (triage,) = adapter(names.MERGE_METRICS, repository).run(collateral, hypoperfusion)
+    return {names.COLLATERAL_PIPELINE: document(collateral), names.HYPOPERFUSION_PIPELINE: document(hypoperfusion),
+            names.STROKE_TRIAGE: document(triage)}
+
+
+@pytest.mark.parametrize("pipeline", names.PIPELINE_NAMES)
+def test_the_served_document_is_a_valid_metrics_document(served_documents, pipeline):
+    metrics = Metrics.model_validate(served_documents[pipeline])
+    assert metrics.pipeline == pipeline
+    assert (metrics.collateral is not None) == (pipeline != names.HYPOPERFUSION_PIPELINE)
+    assert (metrics.hypoperfusion is not None) == (pipeline != names.COLLATERAL_PIPELINE)
+
+
+def test_the_documents_carry_what_the_steps_computed(served_documents, case_right_good):
+    triage = Metrics.model_validate(served_documents[names.STROKE_TRIAGE])
+    h = triage.hypoperfusion
+    assert h.side == "right" and h.side_inferred and h.dawn is not None  # side from the core, DAWN from the age
+    assert h.hypoperfusion_ml > 300 and h.core_ml == pytest.approx(case_right_good.truth["core_ml"], rel=0.1)
+    assert h.mismatch_ml == pytest.approx(h.hypoperfusion_ml - h.core_ml, abs=0.02)
+    assert set(triage.models) == {names.MROD_NET, names.HYPOPERFUSION_UNET}
+    assert {"preprocess_perfusion", "postprocess_collateral", "preprocess_diffusion",
+            "postprocess_hypoperfusion"} <= set(triage.timings_ms)
+
+
+def test_a_drifted_document_is_refused_by_the_schema(served_documents):
+    """The check above can fail: a field the schema does not know, or one it needs, breaks validation."""
+    drifted = json.loads(json.dumps(served_documents[names.STROKE_TRIAGE]))
+    drifted["hypoperfusion"]["lesion_ml"] = 1.0
+    with pytest.raises(ValidationError, match="lesion_ml"):
+        Metrics.model_validate(drifted)
+    del drifted["hypoperfusion"]["lesion_ml"], drifted["collateral"]["cps_estimate"]
+    with pytest.raises(ValidationError, match="cps_estimate"):
+        Metrics.model_validate(drifted)
