@@ -14,15 +14,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from collat_ensemble.clinical import defuse3_target_mismatch, mismatch, volume_ml
-from collat_ensemble.preprocess import (
-    MNI_2MM_AFFINE,
-    average_slabs,
-    maps_to_grid,
-    mni_to_input_grid,
-    prepare_diffusion,
-    prepare_perfusion,
-)
+from collat_ensemble.hypoperfusion import assess_on_scan
+from collat_ensemble.preprocess import average_slabs, maps_to_grid, prepare_diffusion, prepare_perfusion
 from collat_ensemble.territory import assess_collaterals
 from collat_export.checkpoint import load_checkpoint
 from collat_export.weights import demo_checkpoint
@@ -50,12 +43,8 @@ def run_patient(case_dir: Path, nets, nihss: int = 14) -> dict:
                              nihss=nihss, side="left")
     with torch.no_grad():
         probs = hypo(torch.from_numpy(diff.slabs), torch.from_numpy(diff.nihss)).numpy()
-    prob = average_slabs(probs)
-    lesion = (prob >= 0.5) & diff.brain | diff.core
-    core_ml, hypo_ml = volume_ml(diff.core, MNI_2MM_AFFINE), volume_ml(lesion, MNI_2MM_AFFINE)
-    decision = defuse3_target_mismatch(core_ml, mismatch(hypo_ml, core_ml))
-    on_dwi = mni_to_input_grid(prob, diff)
-    return {"maps": maps.shape, "lesion": on_dwi.shape, "cps": assessment.cps, "defuse3": decision.eligible}
+    on_dwi, found = assess_on_scan(average_slabs(probs), diff.core, diff.brain, diff.grid, nihss=nihss, age=None)
+    return {"maps": maps.shape, "lesion": on_dwi.shape, "cps": assessment.cps, "defuse3": found.defuse3.eligible}
 
 
 def patients_per_minute(case_dirs: list[Path], nets, warm_up: bool = True) -> tuple[float, list[float]]:

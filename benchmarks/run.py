@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import baseline_script, hotspots, machine, perf, pyspy
+from benchmarks import baseline_script, hotspots, machine, perf, pyspy, registration
 from collat_client import Clinical, CollatClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,6 +180,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['peak_gflops_rounds']:.1f} in the same rounds = {r['efficiency']:.0%} "
             f"({r['efficiency_min']:.0%}-{r['efficiency_max']:.0%})")
 
+    results["registration"] = registration.measure()
+    log(f"registration to MNI: median {results['registration']['median_s']:.2f} s per native scan, "
+        f"error {results['registration']['mean_error_mm']:.2f} mm")
+
     with tempfile.TemporaryDirectory(prefix="collat-bench-") as tmp:
         work = Path(tmp)
         cases = [generate_case(201 + i, grade=1 + i % 4, side="left") for i in range(args.cases)]
@@ -269,7 +273,10 @@ def render(r: dict) -> str:
                     batching[("hypoperfusion_unet", 1)], 1.3),
         _ratio_line("ONNX Runtime U-Net (full) / matmul peak", unet["efficiency"], 0.60, unit="%"),
         f"| ONNX Runtime 3D-MROD-Net (full) / matmul peak | {mrod['efficiency']:.0%} | reported | |",
-        "| GPU: TensorRT FP16 vs PyTorch eager | not measured | | no GPU was available to this task |", "",
+        "| GPU: TensorRT FP16 vs PyTorch eager | not measured | | no GPU was available to this task |",
+        f"| registration of a native DWI to MNI (median s) | {r['registration']['median_s']:.2f} s | <= 3 s | "
+        f"{'met' if r['registration']['median_s'] <= 3.0 else 'NOT met'} |", "",
+        *registration.render(r["registration"]),
         "## Baseline script vs served", "",
         f"Baseline (`benchmarks/baseline_script.py`, one process, PyTorch eager, sequential): "
         f"{r['baseline']['patients_per_min']:.2f} patients/min, p50 {r['baseline']['p50_s']:.2f} s per patient "

@@ -19,6 +19,7 @@ from collat_contract.tensors import mrod_io, unet_io
 from collat_ensemble.server.pipelines import python_steps
 from collat_ensemble.serving.perfusion import NetworkGrid
 from collat_ensemble.serving.triton_models import STEPS
+from collat_ensemble.template import TEMPLATE_FILE, default_template, save_template
 
 MROD, UNET = mrod_io(60, 5), unet_io(4, 16, 128, 128)
 PARAMETERS = {
@@ -34,6 +35,9 @@ def adapter(name: str, repository):
     config = {"name": name, "input": [{"name": t.name} for t in step.inputs],
               "output": [{"name": t.name} for t in step.outputs],
               "parameters": {k: {"string_value": v} for k, v in PARAMETERS.get(name, {}).items()}}
+    if name == names.PREPROCESS_DIFFUSION:  # what the repository builder puts beside the step
+        (repository / name / "1").mkdir(parents=True, exist_ok=True)
+        save_template(default_template(), repository / name / "1" / TEMPLATE_FILE)
     model = STEPS[name]()
     model.initialize({"model_config": json.dumps(config), "model_repository": str(repository / name),
                       "model_version": "1"})
@@ -72,8 +76,16 @@ def test_the_served_document_is_a_valid_metrics_document(served_documents, pipel
 def test_the_documents_carry_what_the_steps_computed(served_documents, case_right_good):
     triage = Metrics.model_validate(served_documents[names.STROKE_TRIAGE])
     h = triage.hypoperfusion
-    assert h.side == "right" and h.side_inferred and h.dawn is not None  # side from the core, DAWN from the age
-    assert h.hypoperfusion_ml > 300 and h.core_ml == pytest.approx(case_right_good.truth["core_ml"], rel=0.1)
+    assert h.side == "right" and h.side_inferred  # from the core
+    assert h.registration.method == "verified_mni"
+    # The stand-in network calls the whole brain hypoperfused: the misread scan the hemisphere gate is there for.
+    assert {c.name: c.verdict for c in triage.quality.checks} == {
+        "registration_similarity": "pass", "template_coverage": "pass", "head_scale": "pass",
+        "brain_volume_ml": "pass", "b_value": "unknown", "lesion_within_hemisphere": "fail"}
+    assert h.defuse3 is None and h.dawn is None and triage.near_threshold == []
+    assert len(triage.quality.decisions_withheld) == 1 and "larger than a hemisphere" in \
+        triage.quality.decisions_withheld[0]
+    assert h.hypoperfusion_ml > 800 and h.core_ml == pytest.approx(case_right_good.truth["core_ml"], rel=0.1)
     assert h.mismatch_ml == pytest.approx(h.hypoperfusion_ml - h.core_ml, abs=0.02)
     assert set(triage.models) == {names.MROD_NET, names.HYPOPERFUSION_UNET}
     assert {"preprocess_perfusion", "postprocess_collateral", "preprocess_diffusion",
@@ -89,3 +101,13 @@ def test_a_drifted_document_is_refused_by_the_schema(served_documents):
     del drifted["hypoperfusion"]["lesion_ml"], drifted["collateral"]["cps_estimate"]
     with pytest.raises(ValidationError, match="cps_estimate"):
         Metrics.model_validate(drifted)
+
+
+def test_a_diffusion_step_without_its_template_does_not_load(tmp_path):
+    """The server must fail at start-up, with the reason, rather than answer requests it cannot register."""
+    step = next(s for s in python_steps(MROD, UNET) if s.name == names.PREPROCESS_DIFFUSION)
+    config = {"name": step.name, "input": [{"name": t.name} for t in step.inputs],
+              "output": [{"name": t.name} for t in step.outputs], "parameters": {}}
+    with pytest.raises(RuntimeError, match="registration template .* is missing"):
+        STEPS[step.name]().initialize({"model_config": json.dumps(config), "model_repository": str(tmp_path),
+                                       "model_version": "1"})

@@ -81,7 +81,7 @@ def test_slab_averaging_round_trips(case_left_poor):
     lesion[0, 20:30, 40:60, 30:50] = 1.0
     vol = average_slabs(to_slabs(lesion))
     assert vol.shape == (91, 109, 60)
-    back = mni_to_input_grid(vol, prep, order=0)
+    back = mni_to_input_grid(vol, prep.grid, order=0)
     assert back.shape == c.dwi.shape and back.sum() == lesion.sum()
 
 
@@ -93,10 +93,22 @@ def test_diffusion_inputs_are_validated(case_left_poor):
         prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=-1, side="left")
     with pytest.raises(InputValidationError, match="side"):
         prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=5, side="up")
+    flat = np.full_like(c.dwi, 500.0)
+    with pytest.raises(InputValidationError, match="could not be registered to the MNI brain template"):
+        prepare_diffusion(flat, c.adc, c.diffusion_affine, nihss=5, side="left")
+
+
+def test_a_scan_anywhere_in_the_scanner_is_registered_and_measured_alike(case_left_poor):
+    """The same voxels placed 80 mm away: no longer MNI space, so registered, with the same core and side."""
+    c = case_left_poor
+    here = prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=5, side=None)
     far = c.diffusion_affine.copy()
-    far[:3, 3] += 500.0
-    with pytest.raises(InputValidationError, match="MNI space"):
-        prepare_diffusion(c.dwi, c.adc, far, nihss=5, side="left")
+    far[:3, 3] += [80.0, -60.0, 40.0]
+    there = prepare_diffusion(c.dwi, c.adc, far, nihss=5, side=None)
+    assert (here.registration.method, there.registration.method) == ("verified_mni", "affine")
+    np.testing.assert_allclose(there.grid.native_to_mni[:3, 3], [-80.0, 60.0, -40.0], atol=2.0)
+    assert there.side == here.side == "left"
+    assert abs(int(there.core.sum()) - int(here.core.sum())) <= 0.01 * here.core.sum()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -19,7 +19,7 @@ from collat_client.client import CollatClient
 from collat_client.errors import InferenceTimeout, InvalidInput, ModelNotReady, ServerUnavailable
 from collat_client.images import Volume
 from collat_client.schema import Clinical, Metrics
-from collat_ensemble.phantom import write_case
+from collat_ensemble.phantom import generate_case, write_case
 from collat_ensemble.server.launcher import free_port
 
 
@@ -152,12 +152,13 @@ def test_unknown_model_is_model_not_ready(server):
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_a_refusal_by_the_server_is_invalid_input_with_its_reason(server, left_case, protocol):
-    shifted = left_case.diffusion_affine.copy()
-    shifted[:3, 3] += 400.0  # far outside MNI space: only the server knows the atlas box
-    dwi = Volume(left_case.dwi.astype(np.float32), shifted)
-    adc = Volume(left_case.adc.astype(np.float32), shifted)
+    rng = np.random.default_rng(4)
+    noise = rng.uniform(100, 1000, size=left_case.dwi.shape).astype(np.float32)  # a valid volume, not a brain
+    dwi = Volume(noise, left_case.diffusion_affine)
+    adc = Volume(left_case.adc.astype(np.float32), left_case.diffusion_affine)
     url = server.http_url if protocol == "http" else server.grpc_url
-    with CollatClient(url, protocol=protocol) as client, pytest.raises(InvalidInput, match="MNI space"):
+    with CollatClient(url, protocol=protocol) as client, \
+            pytest.raises(InvalidInput, match="could not be registered to the MNI brain template"):
         client.infer(dwi=dwi, adc=adc, clinical=Clinical(nihss=4))
 
 
@@ -212,3 +213,36 @@ def test_patient_identifiers_never_reach_the_server_or_the_metrics(server, case_
     assert result.exit_code == 0, result.output
     assert "MRN98765" not in (out / "metrics.json").read_text()
     assert "MRN98765" not in server.log_tail(100000), "the server log must not see header text"
+
+
+def test_a_native_scan_is_registered_and_a_partial_one_keeps_maps_but_loses_decisions(server, tmp_path):
+    """Native-space DWI/ADC through the real server and the CLI: results on the scan's own grid; six slices of the
+    same scan still get maps, but DEFUSE 3 and DAWN are withheld, in red, with exit code 0."""
+    case = generate_case(12, space="native")
+    folder = tmp_path / "native"
+    write_case(case, folder)
+    args = ["--nihss", str(case.nihss), "--age", str(case.age), "--url", server.http_url]
+    full = CliRunner().invoke(cli, ["infer", "--dwi", str(folder / "dwi.nii.gz"), "--adc", str(folder / "adc.nii.gz"),
+                                    "--out", str(tmp_path / "full"), *args])
+    assert full.exit_code == 0, full.output
+    metrics = Metrics.model_validate_json((tmp_path / "full" / "metrics.json").read_text())
+    h = metrics.hypoperfusion
+    assert h.registration.method == "affine" and h.defuse3 is not None and "warning:" not in full.stderr
+    assert "decision withheld" not in full.stdout
+    assert h.core_ml == pytest.approx(case.truth["core_ml"], rel=0.10)
+    lesion = nib.load(tmp_path / "full" / "lesion_mask.nii.gz")
+    assert lesion.shape == case.dwi.shape and np.allclose(lesion.affine, case.diffusion_affine, atol=1e-4)
+
+    keep = slice(12, 18)
+    affine = case.diffusion_affine.copy()
+    affine[:3, 3] += case.diffusion_affine[:3, :3] @ [0, 0, keep.start]
+    for name in ("dwi", "adc"):
+        nib.save(nib.Nifti1Image(getattr(case, name)[:, :, keep], affine), tmp_path / f"part_{name}.nii.gz")
+    part = CliRunner().invoke(cli, ["infer", "--dwi", str(tmp_path / "part_dwi.nii.gz"), "--adc",
+                                    str(tmp_path / "part_adc.nii.gz"), "--out", str(tmp_path / "part"), *args])
+    assert part.exit_code == 0, part.output
+    assert "decision withheld" in part.stdout and "covers" in part.stdout  # beside the table, in red
+    assert part.stderr.strip().splitlines()[-1].startswith("warning: ")
+    withheld = Metrics.model_validate_json((tmp_path / "part" / "metrics.json").read_text())
+    assert withheld.hypoperfusion.defuse3 is None and withheld.hypoperfusion.dawn is None
+    assert (tmp_path / "part" / "lesion_mask.nii.gz").is_file()

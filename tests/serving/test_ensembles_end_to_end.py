@@ -67,7 +67,9 @@ def test_stroke_triage_metrics_agree_with_the_phantom_truth(triage_ras, left_cas
     assert collateral["hypoperfused_fraction"]["capillary"] > 0.5
     assert collateral["cps_estimate"] <= 2
     assert set(doc["timings_ms"]) == {"preprocess_perfusion", "network_perfusion", "postprocess_collateral",
-                                      "preprocess_diffusion", "network_diffusion", "postprocess_hypoperfusion"}
+                                      "preprocess_diffusion", "registration", "network_diffusion",
+                                      "postprocess_hypoperfusion"}
+    assert hypo["registration"]["method"] == "verified_mni" and doc["quality"]["decisions_withheld"] == []
     assert set(doc["models"]) == {"mrod_net", "hypoperfusion_unet"}
     assert doc["models"]["mrod_net"]["preset"] == "tiny" and len(doc["models"]["mrod_net"]["sha256"]) == 64
 

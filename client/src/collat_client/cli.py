@@ -79,10 +79,12 @@ def _print_table(metrics, console) -> None:
         row("mismatch volume", f"{h.mismatch_ml:.1f} mL", "defuse3.mismatch_ml")
         row("mismatch ratio", f"{h.mismatch_ratio:.2f}" + (" (capped)" if h.mismatch_ratio_capped else ""),
             "defuse3.mismatch_ratio")
-        row("DEFUSE 3 target mismatch", "yes" if h.defuse3.eligible else "no")
-        dawn = "n/a (no age)" if h.dawn is None else ("yes (" + ",".join(
+        withheld = bool(metrics.quality.decisions_withheld)
+        row("DEFUSE 3 target mismatch", "WITHHELD" if h.defuse3 is None else "yes" if h.defuse3.eligible else "no")
+        dawn = "WITHHELD" if withheld else "n/a (no age)" if h.dawn is None else ("yes (" + ",".join(
             g for g, v in h.dawn.groups.items() if v) + ")" if h.dawn.eligible else "no")
         row("DAWN clinical-core mismatch", dawn, "dawn.core_ml")
+        row("DWI to MNI", h.registration.method.replace("_", " ") + f" (similarity {h.registration.similarity:.2f})")
         row("stroke side", h.side + (" (inferred)" if h.side_inferred else ""))
     if metrics.collateral is not None:
         c = metrics.collateral
@@ -92,6 +94,11 @@ def _print_table(metrics, console) -> None:
     console.print(table)
     for warning in metrics.warnings:
         console.print(f"[yellow]note:[/yellow] {warning}")
+    for check in metrics.quality.checks:
+        if check.verdict == "unknown":
+            console.print(f"[yellow]not checked:[/yellow] {check.reason}")
+    for reason in metrics.quality.decisions_withheld:
+        console.print(f"[bold red]decision withheld:[/bold red] [red]{reason}[/red]")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -122,7 +129,7 @@ def _default_out(scan: Path | None, dwi: Path | None) -> Path:
 
 @main.command()
 @click.argument("scan", required=False, type=click.Path(path_type=Path))
-@click.option("--dwi", type=click.Path(path_type=Path), help="DWI b=1000 in MNI space (NIfTI or DICOM dir)")
+@click.option("--dwi", type=click.Path(path_type=Path), help="DWI b=1000, native or MNI space (NIfTI or DICOM dir)")
 @click.option("--adc", type=click.Path(path_type=Path), help="ADC on the DWI grid")
 @click.option("--nihss", type=int, help="NIHSS 0-42 (needed with --dwi/--adc)")
 @click.option("--age", type=float, help="age in years (DAWN needs it)")
@@ -171,6 +178,9 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
         return
     _print_table(result.metrics, Console())
     click.echo(f"inference {result.seconds:.1f} s; wrote {len(written)} files to {out}")
+    if result.metrics.quality.decisions_withheld:  # maps written, decisions not: exit 0, but say so on stderr
+        click.echo(f"warning: {len(result.metrics.quality.decisions_withheld)} quality check(s) failed; DEFUSE 3 and "
+                   "DAWN decisions withheld (see metrics.json quality)", err=True)
 
 
 class _Quiet:

@@ -84,8 +84,9 @@ def _title(m: Metrics) -> str:
     parts = []
     if m.hypoperfusion is not None:
         h = m.hypoperfusion
+        decision = "WITHHELD (quality)" if h.defuse3 is None else "yes" if h.defuse3.eligible else "no"
         parts.append(f"core {h.core_ml:.1f} mL  hypoperfusion {h.hypoperfusion_ml:.1f} mL  "
-                     f"ratio {h.mismatch_ratio:.2f}  DEFUSE3 {'yes' if h.defuse3.eligible else 'no'}")
+                     f"ratio {h.mismatch_ratio:.2f}  DEFUSE3 {decision}")
     if m.collateral is not None:
         parts.append(f"CPS estimate {m.collateral.cps_estimate} ({m.collateral.cps_label}), "
                      f"{m.collateral.ischaemic_side} side")

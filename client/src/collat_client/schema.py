@@ -76,19 +76,35 @@ class ClinicalEcho(_Strict):
     onset_to_imaging_min: float | None
 
 
+class Registration(_Strict):
+    """How the DWI reached MNI space: recognised as MNI already, or registered (affine)."""
+
+    method: Literal["verified_mni", "affine"]
+    similarity: float = Field(description="Dice of the registered brain outline with the template brain (gate)")
+    contrast_similarity: float = Field(description="rank correlation with the MNI template over the covered brain")
+    template_coverage: float = Field(ge=0, le=1, description="fraction of the template brain inside the scan")
+    scale: float = Field(gt=0, description="head size relative to the template")
+    seconds: float = Field(ge=0)
+    native_to_mni: list[list[float]] = Field(min_length=4, max_length=4, description="4x4, scan RAS mm -> MNI mm")
+
+
 class HypoperfusionMetrics(_Strict):
-    core_ml: float = Field(ge=0)
-    hypoperfusion_ml: float = Field(ge=0)
+    core_ml: float = Field(ge=0, description="counted on the scan's own grid")
+    hypoperfusion_ml: float = Field(ge=0, description="counted on the scan's own grid")
     mismatch_ml: float
     mismatch_ratio: float = Field(ge=0, le=20)
     mismatch_ratio_capped: bool
-    defuse3: Defuse3
-    dawn: Dawn | None
+    defuse3: Defuse3 | None = Field(description="null when a quality check failed (quality.decisions_withheld)")
+    dawn: Dawn | None = Field(description="null without an age, or when a quality check failed")
     side: KnownSide
     side_inferred: bool
-    adc_units_assumed: Literal["mm2/s", "1e-6 mm2/s"]
+    adc_units_assumed: Literal["mm2/s", "1e-3 mm2/s", "1e-6 mm2/s"]
     input_shape: list[int] = Field(min_length=3, max_length=3)
     input_orientation: str = Field(pattern=r"^[RLAPSI]{3}$")
+    registration: Registration
+    core_artefacts_removed_ml: dict[str, float] = Field(
+        description="mL each artefact rule of the core removed from the bare ADC < 620e-6 count")
+    brain_volume_ml: float = Field(ge=0)
     clinical: ClinicalEcho
 
 
@@ -101,12 +117,28 @@ class ModelInfo(BaseModel):
     sha256: str | None = None
 
 
+class QualityCheck(_Strict):
+    name: str
+    value: float | str | None
+    limit: str
+    verdict: Literal["pass", "fail", "unknown"]
+    reason: str = Field(description="what a failure means for the reader; empty when passed")
+
+
+class Quality(_Strict):
+    """Every check the inputs went through; any failure withholds the decisions, with its reason listed here."""
+
+    checks: list[QualityCheck]
+    decisions_withheld: list[str]
+
+
 class Metrics(_Strict):
-    schema_version: Literal["1.0"]
+    schema_version: Literal["1.1"]
     pipeline: Literal[PIPELINE_NAMES]  # type: ignore[valid-type]
     collateral: CollateralMetrics | None
     hypoperfusion: HypoperfusionMetrics | None
     near_threshold: list[str]
+    quality: Quality
     models: dict[str, ModelInfo]
     timings_ms: dict[str, float]
     warnings: list[str]

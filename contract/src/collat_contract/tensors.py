@@ -42,8 +42,8 @@ PERFUSION = TensorSpec("PERFUSION", "FP32", (-1, -1, -1, -1),
 PERFUSION_AFFINE = TensorSpec("PERFUSION_AFFINE", "FP64", (4, 4),
                               "NIfTI affine of PERFUSION: voxel (i, j, k) -> RAS mm")
 FRAME_SECONDS = TensorSpec("FRAME_SECONDS", "FP32", (1,), "time between frames in seconds (NIfTI pixdim[4])")
-DWI = TensorSpec("DWI", "FP32", (-1, -1, -1), "DWI b=1000 in MNI space, indexed (x, y, z)")
-ADC = TensorSpec("ADC", "FP32", (-1, -1, -1), "ADC on the DWI grid, in mm^2/s or 1e-6 mm^2/s (detected)")
+DWI = TensorSpec("DWI", "FP32", (-1, -1, -1), "DWI b=1000, native or MNI space, indexed (x, y, z)")
+ADC = TensorSpec("ADC", "FP32", (-1, -1, -1), "ADC on the DWI grid, in mm^2/s, 1e-3 or 1e-6 mm^2/s (detected)")
 DWI_AFFINE = TensorSpec("DWI_AFFINE", "FP64", (4, 4), "NIfTI affine of DWI")
 ADC_AFFINE = TensorSpec("ADC_AFFINE", "FP64", (4, 4), "NIfTI affine of ADC (must equal DWI_AFFINE)")
 CLINICAL = TensorSpec("CLINICAL", "BYTES", (1,),

@@ -24,6 +24,7 @@ from .clinical import (
     mismatch,
     volume_ml,
 )
+from .preprocess import NativeGrid, mni_to_input_grid
 
 
 def lesion_mask(probability: np.ndarray, core: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -64,3 +65,11 @@ def assess_hypoperfusion(probability: np.ndarray, core: np.ndarray, brain: np.nd
     mm = mismatch(hypo_ml, core_ml)
     dawn = None if age is None else dawn_eligibility(age, nihss, core_ml)
     return HypoperfusionAssessment(lesion, core_ml, hypo_ml, mm, defuse3_target_mismatch(core_ml, mm), dawn)
+
+
+def assess_on_scan(probability_mni: np.ndarray, core: np.ndarray, brain: np.ndarray, grid: NativeGrid, *,
+                   nihss: float, age: float | None) -> tuple[np.ndarray, HypoperfusionAssessment]:
+    """The U-Net's probability (MNI 2 mm grid) brought onto the scan's RAS grid through the registration, and
+    everything counted there, on the scan's own voxels (``core`` and ``brain`` are on that grid)."""
+    probability = mni_to_input_grid(probability_mni, grid) * np.asarray(brain, dtype=np.float32)
+    return probability, assess_hypoperfusion(probability, core, brain, grid.ras_affine, nihss=nihss, age=age)

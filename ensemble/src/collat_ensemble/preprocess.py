@@ -10,10 +10,13 @@ scale intensities to [0, 1] by the minimum and maximum inside the mask and map t
 [-0.9, 0.9] (the data loader's range), -0.9 outside the mask. Output ``[T, D, H, W]`` with
 D = inferior->superior slices, H = posterior->anterior rows, W = left->right columns.
 
-Diffusion (U-Net, SPEC section 3): inputs must already be in MNI space (the study
-normalized them); they are resampled onto the MNI 2 mm grid 91x109x60 and padded to
+Diffusion (U-Net, SPEC section 3): the study normalized DWIs to MNI space; the product
+registers native scans itself (:mod:`.registration`; an input already in MNI space is
+recognised and kept). The core is measured on the scan's own grid (:mod:`.adc_core`); the
+scan is resampled onto the MNI 2 mm grid 91x109x60 by its registered affine and padded to
 128x128. Four channels: DWI and ADC divided by their parenchymal means, the ADC core mask
-(ADC < 620e-6 mm^2/s) and the side mask; 16-slice slabs every 4 slices.
+and the side mask; 16-slice slabs every 4 slices. Results return to the scan's grid through
+the same affine (:func:`mni_to_input_grid`), where every volume is counted.
 """
 
 from __future__ import annotations
@@ -24,10 +27,21 @@ import numpy as np
 
 from collat_contract.clinical import ClinicalInputError, check_nihss, check_side
 
-from .clinical import CORE_ADC_THRESHOLD
+from .adc_core import measure_core
 from .errors import InputValidationError
-from .geometry import Orientation, check_affine, fit_grid, reorient_from_ras, reorient_to_ras, resample, resample_time
+from .geometry import (
+    Orientation,
+    check_affine,
+    fit_grid,
+    reorient_from_ras,
+    reorient_to_ras,
+    resample,
+    resample_time,
+    voxel_sizes,
+)
 from .phases import MIN_FRAMES, brain_mask
+from .registration import Registration, normalize_to_mni
+from .template import Template, default_template
 
 INPUT_LOW, INPUT_HIGH = -0.9, 0.9
 
@@ -131,17 +145,41 @@ NIHSS_SCALE = 21.0
 
 
 @dataclass(frozen=True)
+class NativeGrid:
+    """The scan's own grid, reoriented to RAS, and where its voxels lie in MNI space: all that is needed to bring
+    a result on the MNI grid back onto the scan's voxels."""
+
+    input_shape: tuple[int, int, int]
+    orientation: Orientation
+    ras_affine: np.ndarray  # RAS voxel -> the scan's mm
+    native_to_mni: np.ndarray  # the scan's mm -> MNI mm (identity for an input already in MNI space)
+
+    @property
+    def ras_shape(self) -> tuple[int, int, int]:
+        return tuple(int(self.input_shape[a]) for a in self.orientation.axes)  # type: ignore[return-value]
+
+    @property
+    def mni_affine(self) -> np.ndarray:
+        """RAS voxel -> MNI mm."""
+        return self.native_to_mni @ self.ras_affine
+
+    @property
+    def voxel_ml(self) -> float:
+        return abs(float(np.linalg.det(self.ras_affine[:3, :3]))) / 1000.0
+
+
+@dataclass(frozen=True)
 class PreparedDiffusion:
     volume: np.ndarray  # [4, 60, 128, 128] float32: the four channels, (z, y, x), padded in-plane
     nihss_scaled: float  # NIHSS / 21
-    brain: np.ndarray  # (x, y, z) bool on the MNI grid
-    core: np.ndarray  # (x, y, z) bool on the MNI grid
-    adc_units: str  # "mm2/s" or "1e-6 mm2/s": what the input was taken to be
+    brain: np.ndarray  # RAS grid of the scan, bool: the registered atlas brain where the DWI has signal
+    core: np.ndarray  # RAS grid of the scan, bool: the ADC core (adc_core.measure_core)
+    core_removed_ml: dict[str, float]  # what each artefact rule took away from the bare threshold
+    adc_units: str  # "mm2/s", "1e-3 mm2/s" or "1e-6 mm2/s": what the input was taken to be
     side: str
     side_inferred: bool
-    orientation: Orientation
-    input_affine: np.ndarray
-    input_shape: tuple[int, int, int]
+    grid: NativeGrid
+    registration: Registration
 
     @property
     def slabs(self) -> np.ndarray:
@@ -164,13 +202,18 @@ def to_slabs(volume: np.ndarray) -> np.ndarray:
 
 
 def detect_adc_scale(adc: np.ndarray, brain: np.ndarray) -> tuple[float, str]:
-    """Scanners write ADC in mm^2/s (tissue ~0.8e-3) or in 1e-6 mm^2/s (tissue ~800): tell them apart."""
+    """Scanners and pipelines write ADC in mm^2/s (tissue ~0.8e-3), in 1e-3 mm^2/s = um^2/ms (tissue ~0.8; BIDS
+    and ISLES) or in 1e-6 mm^2/s (tissue ~800, most DICOM): the brain's median tells them apart, with a decade
+    between each range."""
     median = float(np.median(adc[brain])) if brain.any() else 0.0
     if 1e-4 <= median <= 5e-3:
         return 1.0, "mm2/s"
+    if 0.1 <= median <= 5.0:
+        return 1e-3, "1e-3 mm2/s"
     if 100.0 <= median <= 5000.0:
         return 1e-6, "1e-6 mm2/s"
-    raise InputValidationError(f"ADC values (median {median:.3g} in the brain) are neither mm^2/s nor 1e-6 mm^2/s")
+    raise InputValidationError(f"ADC values (median {median:.3g} in the brain) are not in mm^2/s, 1e-3 mm^2/s or "
+                               "1e-6 mm^2/s")
 
 
 def hemisphere(shape: tuple[int, ...], affine: np.ndarray, side: str) -> np.ndarray:
@@ -215,9 +258,28 @@ def slab_starts(slices: int = MNI_2MM_SHAPE[2]) -> list[int]:
     return starts
 
 
+def _signal_mask(dwi: np.ndarray) -> np.ndarray:
+    """Voxels where the DWI has signal: above a tenth of its 99th percentile of positive values."""
+    positive = dwi[dwi > 0]
+    if positive.size == 0:
+        raise InputValidationError("the DWI is empty (no positive signal)")
+    return dwi > 0.1 * float(np.percentile(positive, 99))
+
+
+def atlas_brain(grid: NativeGrid, template: Template) -> np.ndarray:
+    """The template's brain on the scan's RAS grid, dilated by 4 mm: an affine registration leaves a patient's
+    cortex within a few millimetres of the template's, and a core at the cortical surface must not be cut."""
+    from scipy import ndimage
+
+    brain = ndimage.binary_dilation(template.brain, iterations=2)
+    return resample(brain.astype(np.float32), template.affine, grid.mni_affine, grid.ras_shape) >= 0.5
+
+
 def prepare_diffusion(dwi: np.ndarray, adc: np.ndarray, affine: np.ndarray, *, nihss: float,
-                      side: str | None, adc_affine: np.ndarray | None = None) -> PreparedDiffusion:
-    """U-Net input slabs for one patient. ``side`` None or "unknown" -> inferred from the ADC core."""
+                      side: str | None, adc_affine: np.ndarray | None = None,
+                      template: Template | None = None) -> PreparedDiffusion:
+    """U-Net input slabs for one patient, in any pose: registered to MNI (or recognised as MNI already), the core
+    measured on the scan's own grid. ``side`` None or "unknown" -> inferred from the ADC core."""
     dwi, adc = np.asarray(dwi), np.asarray(adc)
     if dwi.ndim != 3 or adc.ndim != 3:
         raise InputValidationError(f"DWI and ADC must be 3D volumes, got {dwi.shape} and {adc.shape}")
@@ -233,52 +295,45 @@ def prepare_diffusion(dwi: np.ndarray, adc: np.ndarray, affine: np.ndarray, *, n
         side = check_side(side)
     except ClinicalInputError as exc:
         raise InputValidationError(str(exc)) from None
+    template = template or default_template()
     ras_dwi, ras_affine, orientation = reorient_to_ras(dwi.astype(np.float32), affine)
     ras_adc, _, _ = reorient_to_ras(adc.astype(np.float32), affine)
-    _check_mni_coverage(ras_affine, ras_dwi.shape)
-    dwi_m = resample(ras_dwi, ras_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE, order=1)
-    adc_m = resample(ras_adc, ras_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE, order=1)
+    ras_dwi, ras_adc = np.ascontiguousarray(ras_dwi), np.ascontiguousarray(ras_adc)
+    signal = _signal_mask(ras_dwi) & (ras_adc > 0)
+    if signal.sum() < 1000:
+        raise InputValidationError("too little brain found in the DWI/ADC (fewer than 1000 voxels with signal)")
+    scale, units = detect_adc_scale(ras_adc, signal)
+    ras_adc = ras_adc * np.float32(scale)
+    registration = normalize_to_mni(ras_dwi, ras_affine, template)
+    grid = NativeGrid(tuple(dwi.shape), orientation, ras_affine, registration.native_to_mni)
+    brain = atlas_brain(grid, template) & signal
+    measured = measure_core(ras_dwi, ras_adc, brain, voxel_sizes(grid.ras_affine))
+    # The U-Net's channels, on the MNI grid as it was trained: the scan placed by its registered affine.
+    dwi_m = resample(ras_dwi, grid.mni_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE, order=1)
+    adc_m = resample(ras_adc, grid.mni_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE, order=1)
     if float(dwi_m.max()) <= 0.0:
-        raise InputValidationError("the DWI is empty (no positive signal)")
-    brain = (dwi_m > 0.1 * float(np.percentile(dwi_m[dwi_m > 0], 99))) & (adc_m > 0)
-    if brain.sum() < 1000:
-        raise InputValidationError("too little brain found in the DWI/ADC (fewer than 1000 voxels)")
-    scale, units = detect_adc_scale(adc_m, brain)
-    adc_m = adc_m * scale
-    parenchyma = brain & (adc_m < 1.5e-3)
-    core = brain & (adc_m < CORE_ADC_THRESHOLD)
+        raise InputValidationError("the DWI does not reach the MNI brain after registration")
+    brain_m = (dwi_m > 0.1 * float(np.percentile(dwi_m[dwi_m > 0], 99))) & (adc_m > 0)
+    if brain_m.sum() < 1000:
+        raise InputValidationError("too little brain on the MNI grid after registration (fewer than 1000 voxels)")
+    core_m = resample(measured.core.astype(np.float32), grid.mni_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE) >= 0.5
+    parenchyma = brain_m & (adc_m < 1.5e-3)
     inferred = side == "unknown"
-    resolved = infer_side(core, MNI_2MM_AFFINE) if inferred else side
-    side_mask = (brain if resolved == "bilateral" else hemisphere(MNI_2MM_SHAPE, MNI_2MM_AFFINE, resolved)
+    resolved = infer_side(core_m, MNI_2MM_AFFINE) if inferred else side
+    side_mask = (brain_m if resolved == "bilateral" else hemisphere(MNI_2MM_SHAPE, MNI_2MM_AFFINE, resolved)
                  ).astype(np.float32)
     channels = [
-        np.where(brain, dwi_m / max(float(dwi_m[parenchyma].mean()), 1e-6), 0.0),
-        np.where(brain, adc_m / max(float(adc_m[parenchyma].mean()), 1e-12), 0.0),
-        core.astype(np.float32),
+        np.where(brain_m, dwi_m / max(float(dwi_m[parenchyma].mean()), 1e-6), 0.0),
+        np.where(brain_m, adc_m / max(float(adc_m[parenchyma].mean()), 1e-12), 0.0),
+        core_m.astype(np.float32),
         side_mask,
     ]
     # [4, z, y, x] in C order: np.stack of transposed views is not, and to_slabs would then copy 50 MB by strides.
     volume = np.empty((len(channels),) + MNI_2MM_SHAPE[2:] + PADDED_INPLANE[::-1], dtype=np.float32)
     for i, c in enumerate(channels):
         volume[i] = np.transpose(pad_inplane(c.astype(np.float32)), (2, 1, 0))
-    return PreparedDiffusion(volume, nihss / NIHSS_SCALE, brain, core, units, resolved, inferred, orientation, affine,
-                             tuple(dwi.shape))
-
-
-def _check_mni_coverage(ras_affine: np.ndarray, shape: tuple[int, ...]) -> None:
-    """Refuse inputs whose field of view cannot be MNI space (they would be resampled into emptiness)."""
-    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
-                        for k in (0, shape[2] - 1)])
-    world = corners @ ras_affine.T
-    lo, hi = world[:, :3].min(axis=0), world[:, :3].max(axis=0)
-    target_lo = MNI_2MM_AFFINE[:3, 3]
-    target_hi = target_lo + 2.0 * (np.array(MNI_2MM_SHAPE) - 1)
-    overlap = np.clip(np.minimum(hi, target_hi) - np.maximum(lo, target_lo), 0.0, None)
-    fraction = float(np.prod(overlap) / np.prod(target_hi - target_lo))
-    if fraction < 0.5:
-        raise InputValidationError(
-            f"the DWI/ADC field of view covers {fraction:.0%} of the MNI brain box: inputs must already be "
-            "normalized to MNI space")
+    return PreparedDiffusion(volume, nihss / NIHSS_SCALE, brain, measured.core, measured.as_dict(), units, resolved,
+                             inferred, grid, registration)
 
 
 def average_slabs(probabilities: np.ndarray) -> np.ndarray:
@@ -293,9 +348,7 @@ def average_slabs(probabilities: np.ndarray) -> np.ndarray:
     return _unpad_inplane(np.transpose(zyx, (2, 1, 0)))
 
 
-def mni_to_input_grid(volume: np.ndarray, prepared: PreparedDiffusion, order: int = 1) -> np.ndarray:
-    """A map on the MNI 2 mm grid -> the DWI's own grid and orientation."""
-    _, ras_affine, _ = reorient_to_ras(np.zeros(prepared.input_shape, np.float32), prepared.input_affine)
-    ras_shape = tuple(np.array(prepared.input_shape)[list(prepared.orientation.axes)])
-    ras = resample(volume.astype(np.float32), MNI_2MM_AFFINE, ras_affine, ras_shape, order=order)
-    return reorient_from_ras(ras, prepared.orientation)
+def mni_to_input_grid(volume: np.ndarray, grid: NativeGrid, order: int = 1) -> np.ndarray:
+    """A map on the MNI 2 mm grid -> the scan's RAS grid (through the registration), zero outside the MNI grid."""
+    return resample(np.asarray(volume, dtype=np.float32), MNI_2MM_AFFINE, grid.mni_affine, grid.ras_shape,
+                    order=order)

@@ -254,6 +254,7 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
     """
     from collat_ensemble.server.pipelines import write_pipeline_models
     from collat_ensemble.server.repository import write_model_dir
+    from collat_ensemble.template import build_template
 
     from .io_spec import network_io, perfusion_grid
     from .onnx_export import export_onnx
@@ -276,8 +277,9 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
                                    dynamic_batching=dynamic_batching, cpu_threads=cpu_threads,
                                    max_queue_size=max_queue_size)
         click.echo(f"wrote {path}")
+    template = None if config_only else build_template()
     for folder in write_pipeline_models(out, network_io(presets["mrod"]), network_io(presets["hypo"]),
-                                        perfusion_grid(presets["mrod"])):
+                                        perfusion_grid(presets["mrod"]), template):
         click.echo(f"wrote {folder}")
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,6 +32,7 @@ from .physiology import (
 PHANTOM_VERSION = "1"
 EVALUATION_SEED_LIMIT = 1_000_000
 Modality = Literal["dce", "dsc"]
+Space = Literal["mni", "native"]
 
 # Signal models. DCE: S = S0 (1 + K_DCE C) (T1 shortening, linear at these doses).
 # DSC: S = S0 exp(-K_DSC C TE) with TE = 30 ms.
@@ -57,6 +58,46 @@ class Acquisition:
     frame_seconds: float = 1.6
 
 
+# Native-space diffusion (--space native): a clinical axial EPI DWI in the patient's own pose.
+NATIVE_VOXEL_MM = (0.9, 0.9, 5.0)
+NATIVE_MATRIX = 256  # 230 mm field of view at 0.9 mm
+NATIVE_SLICES = 32  # 160 mm: the brain from the foramen magnum to the vertex
+MAX_ROTATION_DEG = 15.0
+MAX_TRANSLATION_MM = 20.0
+MAX_SCALE_CHANGE = 0.08
+BRAIN_CENTRE_MNI = (0.0, -18.0, 8.0)
+
+
+def native_pose(rng: np.random.Generator) -> np.ndarray:
+    """A random MNI -> native mapping (RAS mm): per-axis scale within 8 %, rotations about each axis up to
+    15 degrees, translation up to 20 mm on each axis; a head of another size in another position."""
+    ax, ay, az = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, size=3))
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    pose = np.eye(4)
+    pose[:3, :3] = rz @ ry @ rx @ np.diag(1.0 + rng.uniform(-MAX_SCALE_CHANGE, MAX_SCALE_CHANGE, size=3))
+    pose[:3, 3] = rng.uniform(-MAX_TRANSLATION_MM, MAX_TRANSLATION_MM, size=3)
+    return pose
+
+
+def native_grid(mni_to_native: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The axial scanner grid (native RAS) centred on where the pose put the brain's centre."""
+    centre = (mni_to_native @ np.array([*BRAIN_CENTRE_MNI, 1.0]))[:3]
+    return axial_grid(NATIVE_MATRIX, NATIVE_MATRIX * NATIVE_VOXEL_MM[0], NATIVE_SLICES, NATIVE_VOXEL_MM[2],
+                      centre_mm=tuple(centre))
+
+
+def bias_field(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """A smooth multiplicative receive-coil field (linear and quadratic terms), deviating 10-25 % at most."""
+    axes = [np.linspace(-1.0, 1.0, n) for n in shape]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    terms = [x, y, z, x * x, y * y, z * z, x * y]
+    field = sum(c * t for c, t in zip(rng.uniform(-1.0, 1.0, size=len(terms)), terms, strict=True))
+    field = field / max(float(np.abs(field).max()), 1e-6)
+    return (1.0 + rng.uniform(0.10, 0.25) * field).astype(np.float32)
+
+
 @dataclass
 class PhantomCase:
     seed: int
@@ -76,6 +117,7 @@ class PhantomCase:
     nihss: int
     age: int
     truth: dict = field(default_factory=dict)
+    mni_to_native: np.ndarray | None = None  # the true pose of a native-space case (RAS mm), None in MNI space
 
 
 def _vessel_fractions(anat: Anatomy, stroke: Stroke) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +177,10 @@ def sample_clinical(lesion_ml: float, rng: np.random.Generator) -> tuple[int, in
 
 
 def generate_case(seed: int, *, modality: Modality = "dce", grade: int | None = None, side: str | None = None,
-                  snr: float = 30.0, motion: bool = False, acquisition: Acquisition | None = None) -> PhantomCase:
+                  snr: float = 30.0, motion: bool = False, acquisition: Acquisition | None = None,
+                  space: Space = "mni") -> PhantomCase:
+    """One case. ``space="native"`` writes the DWI/ADC (and their truth) on a scanner grid in a random head pose
+    (see :func:`native_pose`) with a bias field; everything else, the random stream included, is unchanged."""
     if modality not in ("dce", "dsc"):
         raise InputValidationError(f"unknown modality {modality!r} (dce or dsc)")
     if grade is not None and not 0 <= grade <= 5:
@@ -144,6 +189,8 @@ def generate_case(seed: int, *, modality: Modality = "dce", grade: int | None = 
         raise InputValidationError(f"side must be left or right, got {side!r}")
     if snr <= 0:
         raise InputValidationError(f"SNR must be positive, got {snr}")
+    if space not in ("mni", "native"):
+        raise InputValidationError(f"space must be mni or native, got {space!r}")
     acq = acquisition or Acquisition()
     rng = np.random.default_rng(seed)
     drawn_grade = int(rng.integers(0, 6))
@@ -174,9 +221,17 @@ def generate_case(seed: int, *, modality: Modality = "dce", grade: int | None = 
     # Stored as int16, as scanners store magnitude images (and 3x faster to compress).
     perfusion = np.round(_rician(noisy, sigma, rng)).clip(0, np.iinfo(np.int16).max).astype(np.int16)
 
-    # Diffusion grid (MNI 2 mm)
-    d_affine, d_shape = mni_2mm_grid()
-    danat = anatomy_on_grid(d_affine, d_shape)
+    # Diffusion grid: MNI 2 mm, or a scanner grid whose voxels sit where the pose puts them in MNI space.
+    pose_rng = np.random.default_rng(seed + 104_729)  # its own stream: MNI-space cases keep their bytes
+    if space == "native":
+        mni_to_native = native_pose(pose_rng)
+        d_affine, d_shape = native_grid(mni_to_native)
+        grid_in_mni = np.linalg.inv(mni_to_native) @ d_affine
+    else:
+        mni_to_native = None
+        d_affine, d_shape = mni_2mm_grid()
+        grid_in_mni = d_affine
+    danat = anatomy_on_grid(grid_in_mni, d_shape)
     dhaemo: Haemodynamics = haemodynamics(danat, stroke, np.random.default_rng(seed + 7_919))
     brain = danat.tissue > 0.3
     adc = danat.gm * ADC["gm"] + danat.wm * ADC["wm"] + danat.csf * ADC["csf"]
@@ -190,6 +245,8 @@ def generate_case(seed: int, *, modality: Modality = "dce", grade: int | None = 
     adc = (adc * (1.0 + rng.normal(0.0, 0.03, size=d_shape))).astype(np.float32)
     adc = np.where(danat.envelope, np.clip(adc, 0.0, None), 0.0).astype(np.float32)
     dwi = np.where(danat.envelope, b0 * np.exp(-B_VALUE * adc), 0.0)
+    if space == "native":  # the coil's field scales both b-values alike: the ADC does not see it
+        dwi = dwi * bias_field(d_shape, pose_rng)
     dwi = _rician(dwi.astype(np.float32), float(dwi[brain].mean()) / 25.0, rng).astype(np.float32)
 
     voxel_ml = float(abs(np.linalg.det(d_affine[:3, :3]))) / 1000.0
@@ -219,9 +276,12 @@ def generate_case(seed: int, *, modality: Modality = "dce", grade: int | None = 
         "reference_windows": reference.windows.as_dict(),
         "phases": list(PHASE_NAMES),
         "synthetic": "digital phantom: not patient data",
+        "space": space,
     }
+    if mni_to_native is not None:
+        truth["mni_to_native"] = [[round(float(v), 9) for v in row] for row in mni_to_native]
     return PhantomCase(seed, modality, stroke, perfusion, p_affine, acq.frame_seconds, dwi, adc, d_affine,
-                       dhaemo.delay, core, lesion, reference.maps, reference.mask, nihss, age, truth)
+                       dhaemo.delay, core, lesion, reference.maps, reference.mask, nihss, age, truth, mni_to_native)
 
 
 CASE_FILES = {

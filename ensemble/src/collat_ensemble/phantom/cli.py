@@ -19,7 +19,10 @@ from ..errors import InputValidationError
 @click.option("--side", type=click.Choice(["left", "right"]), default=None, help="Stroke side (default: drawn).")
 @click.option("--snr", type=float, default=30.0, show_default=True, help="Baseline signal / noise SD.")
 @click.option("--motion", is_flag=True, help="Add per-frame rigid motion to the perfusion series.")
-def main(out: Path, seed: int, modality: str, grade: int | None, side: str | None, snr: float, motion: bool) -> None:
+@click.option("--space", type=click.Choice(["mni", "native"]), default="mni", show_default=True,
+              help="native: DWI/ADC on a 0.9x0.9x5 mm scanner grid in a random head pose (truth.json holds it).")
+def main(out: Path, seed: int, modality: str, grade: int | None, side: str | None, snr: float, motion: bool,
+         space: str) -> None:
     """Generate a phantom case: perfusion.nii.gz, dwi.nii.gz, adc.nii.gz, truth_*.nii.gz, truth.json.
 
     Synthetic data for pipeline validation, not patient data.
@@ -27,12 +30,14 @@ def main(out: Path, seed: int, modality: str, grade: int | None, side: str | Non
     \b
     Example:
       collat-phantom --out cases/0007 --seed 7 --modality dce --grade 2 --side left
+      collat-phantom --out cases/0008 --seed 8 --space native
     """
     from .case import generate_case, write_case
 
     start = time.perf_counter()
     try:
-        case = generate_case(seed, modality=modality, grade=grade, side=side, snr=snr, motion=motion)
+        case = generate_case(seed, modality=modality, grade=grade, side=side, snr=snr, motion=motion,
+                             space=space)
         files = write_case(case, out)
     except (InputValidationError, OSError) as exc:
         click.echo(f"error: {out}: {exc}", err=True)

@@ -39,8 +39,8 @@ from collat_contract.tensors import (
     TensorSpec,
 )
 
-from ..preprocess import MNI_2MM_SHAPE
 from ..serving.perfusion import NetworkGrid
+from ..template import TEMPLATE_FILE, Template, save_template
 from .pbtxt import instance_group, parameters_block, tensor_block
 
 
@@ -60,8 +60,8 @@ def python_steps(mrod: NetworkIO, unet: NetworkIO) -> tuple[PythonStep, ...]:
     mask = TensorSpec("NETWORK_MASK", "UINT8", (-1, -1, -1), "brain mask on the network grid [D, H, W]")
     perf_ctx = TensorSpec("PERFUSION_CONTEXT", "BYTES", (1,), "geometry and timings, JSON")
     diff_ctx = TensorSpec("DIFFUSION_CONTEXT", "BYTES", (1,), "geometry, clinical inputs and timings, JSON")
-    core = TensorSpec("CORE_MNI", "UINT8", MNI_2MM_SHAPE, "ADC core on the MNI 2 mm grid")
-    brain = TensorSpec("BRAIN_MNI", "UINT8", MNI_2MM_SHAPE, "brain on the MNI 2 mm grid")
+    core = TensorSpec("CORE_NATIVE", "UINT8", (-1, -1, -1), "ADC core on the scan's grid (RAS order)")
+    brain = TensorSpec("BRAIN_NATIVE", "UINT8", (-1, -1, -1), "brain on the scan's grid (RAS order)")
     return (
         PythonStep(names.PREPROCESS_PERFUSION, "PreprocessPerfusion", (PERFUSION, PERFUSION_AFFINE, FRAME_SECONDS),
                    (TensorSpec("MROD_INPUT", "FP32", (1, frames, -1, -1, -1), "network input"), mask, perf_ctx),
@@ -121,12 +121,12 @@ def _routes(pipeline: str, mrod: NetworkIO, unet: NetworkIO) -> list[Route]:
     ]
     diffusion = [
         Route(names.PREPROCESS_DIFFUSION, {t.name: t.name for t in (DWI, ADC, DWI_AFFINE, ADC_AFFINE, CLINICAL)},
-              {"SLABS": "slabs", "SLAB_NIHSS": "slab_nihss", "CORE_MNI": "core_mni", "BRAIN_MNI": "brain_mni",
-               "DIFFUSION_CONTEXT": "diffusion_context"}),
+              {"SLABS": "slabs", "SLAB_NIHSS": "slab_nihss", "CORE_NATIVE": "core_native",
+               "BRAIN_NATIVE": "brain_native", "DIFFUSION_CONTEXT": "diffusion_context"}),
         Route(unet.triton_name, {unet.inputs[0].name: "slabs", unet.inputs[1].name: "slab_nihss"},
               {unet.outputs[0].name: "lesion_prob"}),
         Route(names.POSTPROCESS_HYPOPERFUSION,
-              {"LESION_PROB": "lesion_prob", "CORE_MNI": "core_mni", "BRAIN_MNI": "brain_mni",
+              {"LESION_PROB": "lesion_prob", "CORE_NATIVE": "core_native", "BRAIN_NATIVE": "brain_native",
                "DIFFUSION_CONTEXT": "diffusion_context"},
               {HYPOPERFUSION_PROB.name: HYPOPERFUSION_PROB.name, LESION_MASK.name: LESION_MASK.name,
                CORE_MASK.name: CORE_MASK.name, METRICS.name: "hypoperfusion_metrics" if merged else METRICS.name}),
@@ -158,14 +158,18 @@ def ensembles() -> tuple[Pipeline, ...]:
     return tuple(PIPELINES.values())
 
 
-def write_pipeline_models(root: Path, mrod: NetworkIO, unet: NetworkIO, grid: NetworkGrid) -> list[Path]:
+def write_pipeline_models(root: Path, mrod: NetworkIO, unet: NetworkIO, grid: NetworkGrid,
+                          template: Template | None = None) -> list[Path]:
     """The Python-backend steps and the three ensembles around the two networks (same on every target).
 
     ``grid`` is what preprocess_perfusion produces for 3D-MROD-Net, so the repository must be
-    written for the preset of the network files it serves.
+    written for the preset of the network files it serves. ``template`` (the MNI registration
+    target, built from the nilearn wheel) goes into preprocess_diffusion's folder; without it only
+    the configuration is written (the committed layout), and that step will not load until it is.
     """
     parameters = {
         names.PREPROCESS_PERFUSION: {"network_grid": str(grid)},
+        names.PREPROCESS_DIFFUSION: {"template": TEMPLATE_FILE},
         names.POSTPROCESS_COLLATERAL: {"network_model": mrod.triton_name},
         names.POSTPROCESS_HYPOPERFUSION: {"network_model": unet.triton_name},
     }
@@ -175,6 +179,8 @@ def write_pipeline_models(root: Path, mrod: NetworkIO, unet: NetworkIO, grid: Ne
         (folder / "1").mkdir(parents=True, exist_ok=True)
         (folder / "config.pbtxt").write_text(render_python_step(step, parameters.get(step.name, {})))
         (folder / "1" / "model.py").write_text(model_py(step))
+        if step.name == names.PREPROCESS_DIFFUSION and template is not None:
+            save_template(template, folder / "1" / TEMPLATE_FILE)
         written.append(folder)
     for pipeline in ensembles():
         folder = root / pipeline.name

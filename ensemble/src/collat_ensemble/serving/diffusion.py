@@ -1,8 +1,10 @@
 """The hypoperfusion pipeline's two Python steps: DWI + ADC + clinical -> slabs, slab probabilities -> maps + metrics.
 
-Inputs must already be in MNI space (the studies normalized them): the volumes are
-resampled onto the MNI 2 mm grid 91x109x60 by their affines, and a field of view that cannot
-be MNI space is refused. Outputs return on the DWI's own grid.
+Inputs come in any pose: native scans are registered to MNI space, inputs already in MNI
+space are recognised (``collat_ensemble.registration``). The core is measured on the scan's
+own grid; the U-Net's probability comes back onto that grid through the registration, and
+every volume is counted there. Quality gates (``collat_ensemble.quality``) withhold the
+decisions of an input that can be analysed but not trusted.
 """
 
 from __future__ import annotations
@@ -14,17 +16,12 @@ import numpy as np
 
 from collat_contract.clinical import ClinicalInputError, check_clinical
 
+from .. import quality
 from ..errors import InputValidationError
-from ..hypoperfusion import assess_hypoperfusion
-from ..preprocess import (
-    MNI_2MM_AFFINE,
-    MNI_2MM_SHAPE,
-    PreparedDiffusion,
-    average_slabs,
-    mni_to_input_grid,
-    prepare_diffusion,
-    slab_starts,
-)
+from ..geometry import reorient_from_ras
+from ..hypoperfusion import assess_on_scan
+from ..preprocess import NativeGrid, average_slabs, prepare_diffusion, slab_starts
+from ..template import Template
 from .context import StepTimer, orientation_code, orientation_from_dict, orientation_to_dict, read_affine
 
 MAX_VOLUME_VOXELS = 64 * 1024 * 1024  # per DWI/ADC volume: a 0.25 mm isotropic whole head is ~30 M
@@ -59,57 +56,63 @@ def _volume(value: np.ndarray, what: str) -> np.ndarray:
 
 
 def preprocess(dwi: np.ndarray, adc: np.ndarray, dwi_affine: np.ndarray, adc_affine: np.ndarray,
-               clinical: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """-> slabs ``[S, 4, 16, 128, 128]``, NIHSS ``[S, 1]``, core and brain ``(91, 109, 60)`` UINT8, context."""
+               clinical: dict[str, Any], template: Template | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """-> slabs ``[S, 4, 16, 128, 128]``, NIHSS ``[S, 1]``, core and brain on the scan's RAS grid (UINT8), context."""
     timer = StepTimer()
     inputs = ClinicalInputs.from_json(clinical)
     dwi, adc = _volume(dwi, "DWI"), _volume(adc, "ADC")
     affine = read_affine(dwi_affine, "DWI_AFFINE")
     prepared = prepare_diffusion(dwi, adc, affine, nihss=inputs.nihss, side=inputs.side,
-                                 adc_affine=read_affine(adc_affine, "ADC_AFFINE"))
+                                 adc_affine=read_affine(adc_affine, "ADC_AFFINE"), template=template)
+    grid, registration = prepared.grid, prepared.registration
+    brain_ml = float(prepared.brain.sum()) * grid.voxel_ml
+    checks = quality.registration_checks(registration.similarity, registration.template_coverage,
+                                         registration.scale, brain_ml)
+    checks.append(quality.b_value_check(None))
     context = {
-        "diffusion": {"input_affine": affine.tolist(), "input_shape": list(prepared.input_shape),
-                      "orientation": orientation_to_dict(prepared.orientation),
-                      "orientation_code": orientation_code(prepared.orientation), "adc_units": prepared.adc_units,
-                      "side": prepared.side, "side_inferred": prepared.side_inferred},
+        "diffusion": {"input_shape": list(grid.input_shape), "orientation": orientation_to_dict(grid.orientation),
+                      "ras_affine": grid.ras_affine.tolist(), "native_to_mni": grid.native_to_mni.tolist(),
+                      "orientation_code": orientation_code(grid.orientation), "adc_units": prepared.adc_units,
+                      "side": prepared.side, "side_inferred": prepared.side_inferred, "brain_ml": brain_ml,
+                      "registration": registration.as_dict(), "core_artefacts_removed_ml": prepared.core_removed_ml},
+        "quality_checks": [c.as_dict() for c in checks],
         "clinical": asdict(inputs),
-        "timings_ms": {"preprocess_diffusion": timer.elapsed_ms()},
+        "timings_ms": {"preprocess_diffusion": timer.elapsed_ms(),
+                       "registration": round(registration.seconds * 1e3, 2)},
         "preprocess_diffusion_end": StepTimer.now(),
     }
     return (prepared.slabs, prepared.nihss, prepared.core.astype(np.uint8), prepared.brain.astype(np.uint8),
             context)
 
 
-def _prepared_geometry(context: dict[str, Any], core: np.ndarray, brain: np.ndarray) -> PreparedDiffusion:
+def _grid(context: dict[str, Any]) -> NativeGrid:
     d = context["diffusion"]
-    return PreparedDiffusion(np.empty((0,), np.float32), 0.0, brain, core, d["adc_units"], d["side"],
-                             d["side_inferred"], orientation_from_dict(d["orientation"]),
-                             np.array(d["input_affine"], dtype=np.float64), tuple(d["input_shape"]))
+    return NativeGrid(tuple(d["input_shape"]), orientation_from_dict(d["orientation"]),
+                      np.array(d["ras_affine"], dtype=np.float64), np.array(d["native_to_mni"], dtype=np.float64))
 
 
-def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray,
-                context: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
+def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, context: dict[str, Any],
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
     """-> hypoperfusion probability (FP32), lesion and core masks (UINT8) on the DWI's grid, the hypoperfusion
-    part of the metrics, and this step's timings."""
+    part of the metrics (its ``quality`` section included), and this step's timings."""
     timer = StepTimer()
     waited = round((timer.start - float(context["preprocess_diffusion_end"])) * 1000.0, 2)
     probabilities = np.asarray(probabilities, dtype=np.float32)
     expected = (len(slab_starts()), 1, 16, 128, 128)
     if probabilities.shape != expected:
         raise InputValidationError(f"slab probabilities {probabilities.shape} are not {expected}")
+    grid = _grid(context)
     core, brain = np.asarray(core).astype(bool), np.asarray(brain).astype(bool)
-    if core.shape != MNI_2MM_SHAPE or brain.shape != MNI_2MM_SHAPE:
-        raise InputValidationError(f"core {core.shape} / brain {brain.shape} are not on the MNI grid {MNI_2MM_SHAPE}")
-    prob = np.where(brain, average_slabs(probabilities), 0.0).astype(np.float32)
-    clinical = context["clinical"]
-    assessment = assess_hypoperfusion(prob, core, brain, MNI_2MM_AFFINE, nihss=clinical["nihss"],
+    if core.shape != grid.ras_shape or brain.shape != grid.ras_shape:
+        raise InputValidationError(f"core {core.shape} / brain {brain.shape} are not on the scan's grid "
+                                   f"{grid.ras_shape}")
+    clinical, d = context["clinical"], context["diffusion"]
+    prob, assessment = assess_on_scan(average_slabs(probabilities), core, brain, grid, nihss=clinical["nihss"],
                                       age=clinical["age"])
-    geometry = _prepared_geometry(context, core, brain)
-    # The probability is raised to at least 1 inside the core so the returned map agrees with the lesion volume.
-    prob_input = mni_to_input_grid(np.maximum(prob, core.astype(np.float32)), geometry, order=1)
-    lesion_input = mni_to_input_grid(assessment.lesion.astype(np.float32), geometry, order=1) >= 0.5
-    core_input = mni_to_input_grid(core.astype(np.float32), geometry, order=1) >= 0.5
-    d = context["diffusion"]
+    checks = context["quality_checks"] + [c.as_dict() for c in quality.lesion_checks(
+        assessment.hypoperfusion_ml, assessment.core_ml, float(d["brain_ml"]))]
+    gates = quality.summary(checks)
     part = {
         **assessment.as_metrics(),
         "side": d["side"],
@@ -117,7 +120,16 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray,
         "adc_units_assumed": d["adc_units"],
         "input_shape": d["input_shape"],
         "input_orientation": d["orientation_code"],
+        "registration": d["registration"],
+        "core_artefacts_removed_ml": d["core_artefacts_removed_ml"],
+        "brain_volume_ml": round(float(d["brain_ml"]), 1),
         "clinical": clinical,
+        "quality": gates,
     }
+    if gates["decisions_withheld"]:  # never a decision from an input that failed a gate
+        part["defuse3"], part["dawn"] = None, None
+    # The probability is raised to at least 1 inside the core so the returned map agrees with the lesion volume.
+    outputs = [reorient_from_ras(np.ascontiguousarray(x), grid.orientation) for x in
+               (np.maximum(prob, core).astype(np.float32), assessment.lesion.astype(np.uint8), core.astype(np.uint8))]
     timings = {**context["timings_ms"], "network_diffusion": waited, "postprocess_hypoperfusion": timer.elapsed_ms()}
-    return prob_input.astype(np.float32), lesion_input.astype(np.uint8), core_input.astype(np.uint8), part, timings
+    return outputs[0], outputs[1], outputs[2], part, timings

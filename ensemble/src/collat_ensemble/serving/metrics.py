@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+from .. import quality
+
+SCHEMA_VERSION = "1.1"
 DISCLAIMER = ("Research software. The served weights may be phantom-trained demo weights: "
               "not for clinical decisions.")
 
@@ -21,7 +23,8 @@ def near_threshold_flags(collateral: dict | None, hypoperfusion: dict | None) ->
     """Dotted names of the decision inputs lying within 10 % of a decision threshold."""
     flags: list[str] = []
     if hypoperfusion is not None:
-        flags += [f"defuse3.{n}" for n in hypoperfusion["defuse3"]["near_threshold"]]
+        if hypoperfusion["defuse3"] is not None:
+            flags += [f"defuse3.{n}" for n in hypoperfusion["defuse3"]["near_threshold"]]
         if hypoperfusion["dawn"] is not None:
             flags += [f"dawn.{n}" for n in hypoperfusion["dawn"]["near_threshold"]]
     return flags
@@ -29,7 +32,12 @@ def near_threshold_flags(collateral: dict | None, hypoperfusion: dict | None) ->
 
 def document(pipeline: str, *, collateral: dict | None = None, hypoperfusion: dict | None = None,
              timings_ms: dict[str, float], models: dict[str, dict], warnings: list[str] | None = None) -> dict:
+    """The document; a part's ``quality`` checks move to the top-level ``quality`` section."""
     warnings = list(warnings or [])
+    checks = [c for part in (collateral, hypoperfusion) if part is not None
+              for c in part.get("quality", {}).get("checks", [])]
+    collateral, hypoperfusion = (None if part is None else {k: v for k, v in part.items() if k != "quality"}
+                                 for part in (collateral, hypoperfusion))
     if hypoperfusion is not None:
         if hypoperfusion["side_inferred"]:
             warnings.append(f"stroke side not given: inferred as {hypoperfusion['side']} from the ADC core")
@@ -42,6 +50,7 @@ def document(pipeline: str, *, collateral: dict | None = None, hypoperfusion: di
         "collateral": collateral,
         "hypoperfusion": hypoperfusion,
         "near_threshold": near_threshold_flags(collateral, hypoperfusion),
+        "quality": quality.summary(checks),
         "models": models,
         "timings_ms": timings_ms,
         "warnings": warnings,
@@ -57,7 +66,8 @@ def merge(pipeline: str, collateral_doc: dict, hypoperfusion_doc: dict) -> dict:
     if collateral["ischaemic_side"] != hypo["side"] and hypo["side"] in ("left", "right"):
         warnings.append(f"the collateral maps point to the {collateral['ischaemic_side']} hemisphere but the "
                         f"diffusion side is {hypo['side']}: check the images")
-    merged = document(pipeline, collateral=collateral, hypoperfusion=hypo,
+    merged = document(pipeline, collateral={**collateral, "quality": collateral_doc["quality"]},
+                      hypoperfusion={**hypo, "quality": hypoperfusion_doc["quality"]},
                       timings_ms={**collateral_doc["timings_ms"], **hypoperfusion_doc["timings_ms"]},
                       models={**collateral_doc["models"], **hypoperfusion_doc["models"]})
     merged["warnings"] = list(dict.fromkeys(warnings))

@@ -22,6 +22,7 @@ import numpy as np
 from collat_contract import names
 
 from ..errors import InputValidationError
+from ..template import TEMPLATE_FILE, load_template
 from . import context as ctx
 from . import diffusion, metrics, perfusion
 
@@ -46,6 +47,7 @@ class _Step:
                                f"{len(self.output_names)} outputs, the step needs {self.arity}")
         self.params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.repository = Path(args["model_repository"]).parent
+        self.version_dir = Path(args["model_repository"]) / str(args.get("model_version", "1"))
         self.setup()
 
     def setup(self) -> None:
@@ -113,9 +115,18 @@ class PreprocessDiffusion(_Step):
 
     arity = (5, 5)
 
+    def setup(self) -> None:
+        """The MNI template lies in this model's folder (written by the repository builder); without it the model
+        does not load, so a server missing it fails at start-up with this reason, never per request."""
+        path = self.version_dir / self.params.get("template", TEMPLATE_FILE)
+        if not path.is_file():
+            raise RuntimeError(f"{self.name}: registration template {path} is missing; rebuild the repository "
+                               "with collat-export repository")
+        self.template = load_template(path)
+
     def run(self, dwi, adc, dwi_affine, adc_affine, clinical):
         slabs, nihss, core, brain, context = diffusion.preprocess(dwi, adc, dwi_affine, adc_affine,
-                                                                  ctx.decode(clinical, "CLINICAL"))
+                                                                  ctx.decode(clinical, "CLINICAL"), self.template)
         return slabs, nihss, core, brain, ctx.encode(context)
 
 

@@ -39,7 +39,7 @@ def main() -> None:
 
 
 def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, batch: int, lr: float, workers: int,
-           eval_seeds: str, init: Path | None, **extra) -> None:
+           eval_seeds: str, init: Path | None, space: str = "mni", **extra) -> None:
     from ..checkpoint import save_checkpoint
     from ..presets import get_preset
     from .cards import write_model_card
@@ -54,7 +54,7 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     held = parse_seed_range(eval_seeds)
     _echo(f"generating {cases} phantom cases (seeds {seeds[0]}-{seeds[-1]}) with {workers} workers")
     samples = []
-    for i, s in enumerate(build_samples(model, preset, seeds, workers)):
+    for i, s in enumerate(build_samples(model, preset, seeds, workers, space)):
         samples.append(s)
         if (i + 1) % 10 == 0 or i + 1 == cases:
             _echo(f"  {i + 1}/{cases} cases")
@@ -77,7 +77,7 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     save_checkpoint(out / "checkpoint.pt", result.network, preset, training)
     _echo(f"evaluating on held-out seeds {held[0]}-{held[-1]}")
     report = evaluate_mrod(result.network, preset, held, _echo) if model == "mrod" else \
-        evaluate_hypo(result.network, held, _echo)
+        evaluate_hypo(result.network, held, _echo, space="native" if space != "mni" else "mni")
     command = "collat-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_model_card(out, model=model, preset=preset_name, command=command, training=training,
                      evaluation=report.as_dict())
@@ -121,11 +121,13 @@ def mrod(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
 @click.option("--lr", type=float, default=5e-4, show_default=True)
 @click.option("--slabs-per-case", type=int, default=4, show_default=True)
 @click.option("--crop", type=int, default=64, show_default=True, help="In-plane training crop (0 = whole slab).")
+@click.option("--space", type=click.Choice(["mni", "native", "mixed"]), default="mni", show_default=True,
+              help="Phantom DWIs in MNI space, in a native pose (registered as served), or every other one native.")
 def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, batch, lr, slabs_per_case,
-         crop) -> None:
+         crop, space) -> None:
     """Train the hypoperfusion U-Net (BCE + Dice + volume error)."""
-    _train("hypo", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, threads=threads, seed=seed,
-           slabs_per_case=slabs_per_case, crop=crop)
+    _train("hypo", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, space=space, threads=threads,
+           seed=seed, slabs_per_case=slabs_per_case, crop=crop)
 
 
 def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation: dict) -> None:
@@ -145,9 +147,11 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
 @click.option("--seeds", default="0-19", show_default=True, help="FIRST-LAST held-out phantom seeds (< 1,000,000).")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--space", type=click.Choice(["mni", "native"]), default="mni", show_default=True,
+              help="hypo: phantoms with the DWI/ADC in MNI space, or native scans in a random pose (registered).")
 @click.option("--update-card", is_flag=True,
               help="Rewrite model_card.md/.json next to the checkpoint with this evaluation (training record kept).")
-def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, update_card: bool) -> None:
+def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str, update_card: bool) -> None:
     """Generate held-out phantom cases, run the checkpoint, print the studies' metrics.
 
     \b
@@ -162,7 +166,7 @@ def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, update_car
         seed_list = parse_seed_range(seeds)
         loaded = load_checkpoint(checkpoint, model=model)
         report = evaluate_mrod(loaded.network, loaded.preset, seed_list, None if as_json else _echo) \
-            if model == "mrod" else evaluate_hypo(loaded.network, seed_list, None if as_json else _echo)
+            if model == "mrod" else evaluate_hypo(loaded.network, seed_list, None if as_json else _echo, space=space)
     except (CheckpointError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -13,8 +13,16 @@ from multiprocessing import get_context
 
 import numpy as np
 
+from collat_ensemble.geometry import reorient_to_ras, resample
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, PhantomCase, generate_case
-from collat_ensemble.preprocess import pad_inplane, prepare_diffusion, prepare_perfusion, volume_to_network_grid
+from collat_ensemble.preprocess import (
+    MNI_2MM_AFFINE,
+    MNI_2MM_SHAPE,
+    pad_inplane,
+    prepare_diffusion,
+    prepare_perfusion,
+    volume_to_network_grid,
+)
 
 from ..presets import Preset
 
@@ -46,20 +54,29 @@ def mrod_sample(case: PhantomCase, preset: Preset) -> MRODSample:
 
 
 def hypo_sample(case: PhantomCase) -> HypoSample:
+    """The served preparation; the label is the true lesion placed on the MNI grid by the same registration the
+    image went through (identity for an MNI-space case), so the network learns what it will be shown."""
     prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=case.stroke.side)
-    lesion = np.transpose(pad_inplane(case.lesion.astype(np.float32)), (2, 1, 0)) > 0.5
+    truth = np.asarray(reorient_to_ras(case.lesion.astype(np.float32), case.diffusion_affine)[0])
+    on_mni = resample(truth, prep.grid.mni_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE)
+    lesion = np.transpose(pad_inplane(on_mni), (2, 1, 0)) >= 0.5
     return HypoSample(prep.volume.astype(np.float16), lesion, prep.nihss_scaled)
 
 
-def _build(args: tuple[int, str, Preset | None]) -> MRODSample | HypoSample:
-    seed, model, preset = args
-    case = generate_case(seed)
+def case_space(seed: int, space: str) -> str:
+    """``mixed``: every other training case in a native pose."""
+    return ("native" if seed % 2 else "mni") if space == "mixed" else space
+
+
+def _build(args: tuple[int, str, Preset | None, str]) -> MRODSample | HypoSample:
+    seed, model, preset, space = args
+    case = generate_case(seed, space=case_space(seed, space) if model == "hypo" else "mni")
     return mrod_sample(case, preset) if model == "mrod" else hypo_sample(case)  # type: ignore[arg-type]
 
 
-def build_samples(model: str, preset: Preset, seeds: list[int], workers: int = 1) -> Iterator:
-    """Samples in seed order, generated in ``workers`` processes."""
-    jobs = [(s, model, preset) for s in seeds]
+def build_samples(model: str, preset: Preset, seeds: list[int], workers: int = 1, space: str = "mni") -> Iterator:
+    """Samples in seed order, generated in ``workers`` processes (``space``: mni, native or mixed; hypo only)."""
+    jobs = [(s, model, preset, space) for s in seeds]
     if workers <= 1:
         yield from map(_build, jobs)
         return

@@ -20,10 +20,11 @@ import torch
 
 from collat_client.evaluation import auc, dice, phase_metrics, volume_difference_ml
 from collat_contract.names import PHASE_NAMES
-from collat_ensemble.clinical import volume_ml
-from collat_ensemble.hypoperfusion import assess_hypoperfusion
+from collat_ensemble.geometry import reorient_to_ras
+from collat_ensemble.hypoperfusion import assess_on_scan
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, generate_case
-from collat_ensemble.preprocess import MNI_2MM_AFFINE, average_slabs, hemisphere, mask_phase_maps, prepare_diffusion
+from collat_ensemble.preprocess import average_slabs, hemisphere, mask_phase_maps, prepare_diffusion
+from collat_ensemble.registration import registration_error_mm
 
 from ..presets import Preset
 from .data import mrod_sample
@@ -93,30 +94,37 @@ def evaluate_mrod(net: torch.nn.Module, preset: Preset, seeds: list[int],
     return report
 
 
-def evaluate_hypo(net: torch.nn.Module, seeds: list[int],
-                  progress: Callable[[str], None] | None = None) -> EvaluationReport:
+def evaluate_hypo(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], None] | None = None, *,
+                  space: str = "mni") -> EvaluationReport:
+    """The served path on phantom cases: registration (for native-space cases), the core on the scan's grid, the
+    U-Net on the MNI grid, everything counted back on the scan's grid against the truth there."""
     _check_seeds(seeds)
     net.eval()
     report = EvaluationReport("hypo", seeds)
-    voxel_ml = volume_ml(np.ones((1, 1, 1), bool), MNI_2MM_AFFINE)
     for seed in seeds:
-        case = generate_case(seed)
+        case = generate_case(seed, space=space)
         prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=case.stroke.side)
-        prob = predict_lesion(net, prep.slabs, prep.nihss)
-        found = assess_hypoperfusion(prob, prep.core, prep.brain, MNI_2MM_AFFINE, nihss=case.nihss, age=case.age)
+        prob, found = assess_on_scan(predict_lesion(net, prep.slabs, prep.nihss), prep.core, prep.brain, prep.grid,
+                                     nihss=case.nihss, age=case.age)
+        truth_lesion = np.asarray(reorient_to_ras(case.lesion, case.diffusion_affine)[0])
         hypo_ml, decision = found.hypoperfusion_ml, found.defuse3.eligible
-        ipsi = hemisphere(prob.shape, MNI_2MM_AFFINE, case.stroke.side)
-        vd, avd = volume_difference_ml(found.lesion, case.lesion, voxel_ml)
-        row = {"seed": seed, "dice": dice(found.lesion, case.lesion),
-               "auc": auc(prob, case.lesion, ipsi & prep.brain),
+        ipsi = hemisphere(prob.shape, prep.grid.mni_affine, case.stroke.side)
+        vd, avd = volume_difference_ml(found.lesion, truth_lesion, prep.grid.voxel_ml)
+        row = {"seed": seed, "dice": dice(found.lesion, truth_lesion),
+               "auc": auc(prob, truth_lesion, ipsi & prep.brain),
                "volume_diff_ml": vd, "abs_volume_diff_ml": avd, "pred_ml": hypo_ml,
                "truth_ml": case.truth["hypoperfusion_ml"],
                "core_ml": found.core_ml, "truth_core_ml": case.truth["core_ml"], "defuse3": decision,
-               "defuse3_truth": case.truth["defuse3_target_mismatch"]}
+               "defuse3_truth": case.truth["defuse3_target_mismatch"],
+               "registration": prep.registration.method, "similarity": prep.registration.similarity}
+        if case.mni_to_native is not None:
+            row["registration_error_mm"] = registration_error_mm(prep.grid.native_to_mni, case.mni_to_native)
         report.rows.append(row)
         if progress:
             progress(f"seed {seed}: Dice {row['dice']:.3f} volume {hypo_ml:.1f}/{row['truth_ml']:.1f} mL "
-                     f"DEFUSE3 {decision}/{row['defuse3_truth']}")
+                     f"core {found.core_ml:.1f}/{row['truth_core_ml']:.1f} mL DEFUSE3 {decision}/{row['defuse3_truth']}"
+                     + (f" registration {row['registration_error_mm']:.2f} mm" if "registration_error_mm" in row
+                        else ""))
     dices = [r["dice"] for r in report.rows]
     report.summary = {
         "median_dice": float(statistics.median(dices)),
@@ -124,5 +132,11 @@ def evaluate_hypo(net: torch.nn.Module, seeds: list[int],
         "mean_auc": float(np.nanmean([r["auc"] for r in report.rows])),
         "mean_abs_volume_diff_ml": float(np.mean([r["abs_volume_diff_ml"] for r in report.rows])),
         "defuse3_accuracy": float(np.mean([r["defuse3"] == r["defuse3_truth"] for r in report.rows])),
+        "mean_core_relative_error": float(np.mean([abs(r["core_ml"] - r["truth_core_ml"]) / max(r["truth_core_ml"], 1.0)
+                                                   for r in report.rows])),
     }
+    errors = [r["registration_error_mm"] for r in report.rows if "registration_error_mm" in r]
+    if errors:
+        report.summary["mean_registration_error_mm"] = float(np.mean(errors))
+        report.summary["max_registration_error_mm"] = float(np.max(errors))
     return report
