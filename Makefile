@@ -35,9 +35,11 @@ METRICS_PORT ?= 8002
 
 # The CPU model repository: both tiny networks with the phantom-trained demo weights (ONNX Runtime in
 # Triton's Python backend), the Python pre/post-processing steps and the three ensembles.
-# The networks' model.py is copied in (it must not import the project), so a change to it rebuilds the repository.
+# The networks' model.py is copied in (it must not import the project), and the registration template is built in,
+# so a change to either, or to the steps' layout, rebuilds the repository.
 $(CPU_REPOSITORY)/stroke_triage/config.pbtxt: $(STAMP) $(WEIGHTS)/mrod_tiny/checkpoint.pt $(WEIGHTS)/hypo_tiny/checkpoint.pt \
-		ensemble/src/collat_ensemble/server/network_model.py
+		ensemble/src/collat_ensemble/server/network_model.py ensemble/src/collat_ensemble/server/pipelines.py \
+		ensemble/src/collat_ensemble/template.py contract/src/collat_contract/tensors.py
 	rm -rf $(CPU_REPOSITORY)
 	$(BIN)/collat-export repository --target python-onnx --out $(CPU_REPOSITORY) \
 		--mrod-checkpoint $(WEIGHTS)/mrod_tiny/checkpoint.pt --hypo-checkpoint $(WEIGHTS)/hypo_tiny/checkpoint.pt

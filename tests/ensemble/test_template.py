@@ -13,8 +13,10 @@ def test_the_template_has_a_dwi_contrast_on_the_whole_mni_box():
     template = default_template()
     assert template.dwi.shape == template.brain.shape == TEMPLATE_SHAPE
     assert 1300 < template.brain_ml < 2000  # grey + white matter of an adult brain, partial volume included
-    ventricle = template.dwi[45, 63, 47]  # the lateral ventricles in MNI space (0, 0, 22): CSF is dark at b=1000
-    assert ventricle < 0.5 * float(np.median(template.dwi[template.brain]))
+    median = float(np.median(template.dwi[template.brain]))
+    for x_mm in (-10, 10):  # the lateral ventricles at MNI (+-10, 0, 20): CSF is dark at b=1000
+        assert template.dwi[(x_mm + 90) // 2, 63, 46] < 0.5 * median
+    assert template.dwi[(-20 + 90) // 2, 63, 46] > 0.8 * median  # the white matter beside them is not
 
 
 def test_a_saved_template_reads_back_exactly(tmp_path):

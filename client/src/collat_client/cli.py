@@ -84,7 +84,7 @@ def _print_table(metrics, console) -> None:
         dawn = "WITHHELD" if withheld else "n/a (no age)" if h.dawn is None else ("yes (" + ",".join(
             g for g, v in h.dawn.groups.items() if v) + ")" if h.dawn.eligible else "no")
         row("DAWN clinical-core mismatch", dawn, "dawn.core_ml")
-        row("DWI to MNI", h.registration.method.replace("_", " ") + f" (similarity {h.registration.similarity:.2f})")
+        row("DWI to MNI", h.registration.method.replace("_", " ") + f" (brain overlap {h.registration.similarity:.2f})")
         row("stroke side", h.side + (" (inferred)" if h.side_inferred else ""))
     if metrics.collateral is not None:
         c = metrics.collateral

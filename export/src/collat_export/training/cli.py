@@ -79,8 +79,10 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     report = evaluate_mrod(result.network, preset, held, _echo) if model == "mrod" else \
         evaluate_hypo(result.network, held, _echo, space="native" if space != "mni" else "mni")
     command = "collat-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    evaluated = report.as_dict()
     write_model_card(out, model=model, preset=preset_name, command=command, training=training,
-                     evaluation=report.as_dict())
+                     evaluation={} if report.space == "native" else evaluated,
+                     evaluation_native=evaluated if report.space == "native" else None)
     click.echo(json.dumps({"checkpoint": str(out / "checkpoint.pt"), **report.summary}, indent=2))
 
 
@@ -136,9 +138,11 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
 
     previous = checkpoint.parent / "model_card.json"
     card = json.loads(previous.read_text()) if previous.is_file() else {}
+    native = evaluation.get("space") == "native"
     write_model_card(checkpoint.parent, model=evaluation["model"], preset=preset_name,
                      command=card.get("command", "unknown"), training=card.get("training", training),
-                     evaluation=evaluation)
+                     evaluation=card.get("evaluation", {}) if native else evaluation,
+                     evaluation_native=evaluation if native else card.get("evaluation_native"))
     _echo(f"model card rewritten in {checkpoint.parent}")
 
 

@@ -39,12 +39,14 @@ class EvaluationReport:
     seeds: list[int]
     rows: list[dict] = field(default_factory=list)
     summary: dict[str, float] = field(default_factory=dict)
+    space: str = "mni"
 
     def passed(self) -> dict[str, bool]:
         return {k: (self.summary[k] >= v) for k, v in TARGETS[self.model].items()}
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "seeds": [self.seeds[0], self.seeds[-1]], "cases": len(self.seeds),
+        return {"model": self.model, "space": self.space, "seeds": [self.seeds[0], self.seeds[-1]],
+                "cases": len(self.seeds),
                 "summary": self.summary, "targets": TARGETS[self.model], "passed": self.passed(),
                 "cases_detail": self.rows}
 
@@ -100,7 +102,7 @@ def evaluate_hypo(net: torch.nn.Module, seeds: list[int], progress: Callable[[st
     U-Net on the MNI grid, everything counted back on the scan's grid against the truth there."""
     _check_seeds(seeds)
     net.eval()
-    report = EvaluationReport("hypo", seeds)
+    report = EvaluationReport("hypo", seeds, space=space)
     for seed in seeds:
         case = generate_case(seed, space=space)
         prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=case.stroke.side)
