@@ -271,7 +271,7 @@ def atlas_brain(grid: NativeGrid, template: Template) -> np.ndarray:
     cortex within a few millimetres of the template's, and a core at the cortical surface must not be cut."""
     from scipy import ndimage
 
-    brain = ndimage.binary_dilation(template.brain, iterations=2)
+    brain = template.derived("dilated_brain", lambda: ndimage.binary_dilation(template.brain, iterations=2))
     return resample(brain.astype(np.float32), template.affine, grid.mni_affine, grid.ras_shape) >= 0.5
 
 

@@ -92,11 +92,12 @@ def similarity(image: np.ndarray, image_to_mni: np.ndarray, template: Template) 
 
 
 def _template_blocks(template: Template) -> tuple[np.ndarray, np.ndarray]:
-    return block_average(template.dwi, template.affine, REGISTRATION_VOXEL_MM)
+    return template.derived("blocks", lambda: block_average(template.dwi, template.affine, REGISTRATION_VOXEL_MM))
 
 
 def _template_brain_blocks(template: Template) -> np.ndarray:
-    return block_average(template.brain.astype(np.float32), template.affine, REGISTRATION_VOXEL_MM)[0] >= 0.5
+    return template.derived("brain_blocks", lambda: block_average(
+        template.brain.astype(np.float32), template.affine, REGISTRATION_VOXEL_MM)[0] >= 0.5)
 
 
 def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -169,9 +170,11 @@ def register_affine(image: np.ndarray, affine: np.ndarray, template: Template) -
     import SimpleITK as sitk
 
     moving_data, moving_affine = _isotropic(image, affine, REGISTRATION_VOXEL_MM)
-    fixed_data, fixed_affine = _isotropic(template.dwi, template.affine, REGISTRATION_VOXEL_MM)
+    fixed_data, fixed_affine = template.derived(
+        "isotropic", lambda: _isotropic(template.dwi, template.affine, REGISTRATION_VOXEL_MM))
     fixed, moving = _sitk_image(fixed_data, fixed_affine), _sitk_image(moving_data, moving_affine)
-    brain, _ = _isotropic(template.brain.astype(np.float32), template.affine, REGISTRATION_VOXEL_MM)
+    brain = template.derived("isotropic_brain", lambda: _isotropic(
+        template.brain.astype(np.float32), template.affine, REGISTRATION_VOXEL_MM)[0])
     # The metric looks at the template brain and 4 mm around it: the rest of the box holds nothing to match.
     mask = sitk.BinaryDilate(sitk.Cast(_sitk_image(brain, fixed_affine) > 0.5, sitk.sitkUInt8), [1, 1, 1])
 
@@ -242,13 +245,14 @@ def normalize_to_mni(image: np.ndarray, affine: np.ndarray, template: Template) 
         raise InputValidationError("the DWI is empty (no positive signal)")
     small, small_affine = block_average(image, affine, REGISTRATION_VOXEL_MM)
     outline = brain_outline(small, small_affine)
-    if similarity(image, affine, template) >= MNI_VERIFIED_SIMILARITY:
+    contrast = similarity(image, affine, template)
+    if contrast >= MNI_VERIFIED_SIMILARITY:
         native_to_mni, method = np.eye(4), "verified_mni"
     else:
         # The matrix acts on millimetres: found on the outlined 4 mm copy, it holds for the full-resolution scan.
         native_to_mni, method = register_affine(small * outline, small_affine, template), "affine"
+        contrast = similarity(image, native_to_mni @ affine, template)
     image_to_mni = native_to_mni @ affine
-    contrast = similarity(image, image_to_mni, template)
     overlap = outline_overlap(outline, native_to_mni @ small_affine, template)
     coverage = template_coverage(image.shape, image_to_mni, template)
     # A scan of a few slices cannot be judged this way: the coverage gate withholds its decisions instead.

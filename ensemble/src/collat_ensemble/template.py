@@ -14,9 +14,11 @@ server reads it from there, so the serving image needs neither nilearn nor a dow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +36,14 @@ class Template:
     dwi: np.ndarray  # (x, y, z) float32, b=1000 contrast
     brain: np.ndarray  # (x, y, z) bool: grey + white matter > 0.3
     affine: np.ndarray = field(default_factory=lambda: TEMPLATE_AFFINE.copy())
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def derived(self, key: str, make: Callable[[], Any]) -> Any:
+        """What registration and masking compute from the template alone (4 mm copies, a dilated brain): made
+        once per template, since every request of a server process uses the same one."""
+        if key not in self._derived:
+            self._derived[key] = make()
+        return self._derived[key]
 
     @property
     def brain_ml(self) -> float:
