@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError
 
 from collat_client.client import _RetryPolicy, prepare_request
-from collat_client.dicom import read_series
 from collat_client.errors import CollatError, InputFileError, InvalidInput, ServerUnavailable
 from collat_client.images import read_diffusion, read_perfusion, row_major_float32
 from collat_client.schema import Clinical
@@ -104,8 +103,10 @@ def test_dwi_and_adc_must_share_a_grid(tmp_path):
         prepare_request(None, dwi, flipped, Clinical(nihss=5))
     with pytest.raises(InvalidInput, match="needs clinical data"):
         prepare_request(None, dwi, dwi, None)
-    with pytest.raises(InvalidInput, match="both DWI and ADC"):
+    with pytest.raises(InvalidInput, match=r"dwi.nii.gz: no ADC: give one \(--adc\)"):
         prepare_request(None, dwi, None, None)
+    with pytest.raises(InvalidInput, match="both DWI and ADC"):
+        prepare_request(None, None, dwi, None)
 
 
 def test_the_pipeline_follows_from_the_inputs(tmp_path):
@@ -116,7 +117,7 @@ def test_the_pipeline_follows_from_the_inputs(tmp_path):
     pipeline, tensors, _ = prepare_request(perf, vol, vol, {"nihss": 3, "side": "left"})
     assert pipeline == "stroke_triage"
     assert json.loads(tensors["CLINICAL"][0]) == {"nihss": 3, "age": None, "side": "left",
-                                                  "onset_to_imaging_min": None}
+                                                  "onset_to_imaging_min": None, "dwi_b_value": None}
     assert tensors["FRAME_SECONDS"].tolist() == [pytest.approx(1.6)]
 
 
@@ -124,24 +125,25 @@ def test_the_pipeline_follows_from_the_inputs(tmp_path):
 
 
 def test_dicom_series_gives_voxels_affine_and_frame_interval(tmp_path, corpus_module):
-    write_dicom_series = corpus_module.write_dicom_series
-    volume = np.arange(6 * 5 * 4 * 3, dtype=np.uint16).reshape(6, 5, 4, 3)
-    data, affine, dt = read_series(write_dicom_series(tmp_path / "s", volume, frames=3))
-    np.testing.assert_array_equal(data, volume.astype(np.float32))
-    # LPS (x -> left, y -> posterior) becomes RAS with both in-plane axes negated.
-    np.testing.assert_allclose(affine, np.array([[-2, 0, 0, 0], [0, -2, 0, 0], [0, 0, 5, 0], [0, 0, 0, 1.0]]))
-    assert dt == pytest.approx(1.5)
+    volume = (np.arange(6 * 5 * 4 * 24, dtype=np.uint16).reshape(6, 5, 4, 24) % 977) + 10
+    perfusion = read_perfusion(corpus_module.write_dicom_series(tmp_path / "s", volume, frames=24))
+    # Through the affine, every voxel lands where the DICOM positions put it (LPS -> RAS: x and y negated).
+    ijk = np.indices(volume.shape[:3]).reshape(3, -1)
+    written = np.array([[-2, 0, 0, 0], [0, -2, 0, 0], [0, 0, 5, 0], [0, 0, 0, 1.0]])
+    index = np.rint(np.linalg.inv(perfusion.affine) @ written @ np.vstack([ijk, np.ones(ijk.shape[1])])).astype(int)
+    np.testing.assert_array_equal(perfusion.data[tuple(index[:3])], volume[tuple(ijk)].astype(np.float32))
+    assert perfusion.frame_seconds == pytest.approx(1.5)
 
 
 @pytest.mark.parametrize("setup, message", [
-    (lambda d, w: d.mkdir() or d, "no DICOM images"),
-    (lambda d, w: w(d, np.ones((4, 4, 5), np.uint16), skip=2), "missing or duplicate slice"),
+    (lambda d, w: d.mkdir() or d, "no DICOM files in this folder or below it"),
+    (lambda d, w: w(d, np.arange(80, dtype=np.uint16).reshape(4, 4, 5), skip=2), "a missing slice"),
     (lambda d, w: w(w(d, np.ones((4, 4, 3), np.uint16), uid="1.1"), np.ones((4, 4, 3), np.uint16) * 2, uid="1.2"),
-     "mixed series"),
+     "2 DWI candidates, choose one with --dwi-series"),
 ])
 def test_bad_dicom_directories_are_named(tmp_path, setup, message, corpus_module):
     folder = setup(tmp_path / "series", corpus_module.write_dicom_series)
-    with pytest.raises(InputFileError, match=message) as info:
+    with pytest.raises(CollatError, match=message) as info:
         read_diffusion(folder)
     assert str(folder) in str(info.value)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 from hypothesis import given, settings
@@ -21,15 +22,16 @@ JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=Tr
 JSON_VALUES = st.recursive(JSON_LEAVES, lambda inner: st.lists(inner, max_size=2)
                            | st.dictionaries(st.text(max_size=3), inner, max_size=2), max_leaves=3)
 EDGES = st.sampled_from([0, 42, 43, -1, 14.0, 14.5, -0.0, 17.999, 18, 18.0, 120, 120.0001, 80, 1e308, 10 ** 30,
+                         1000, 1000.0, 2500, 10000, 10000.5, 0.0,
                          "14", "left", "LEFT", "", *SIDES])
 VALUES = JSON_VALUES | EDGES | st.integers(-5, 50) | st.floats(-10.0, 130.0)
 PAYLOADS = st.dictionaries(st.sampled_from((*FIELDS, "patient_name", "nihss ")), VALUES, max_size=5)
 
 
 def oracle(payload: dict) -> bool:
-    """The documented rules: only the four fields; nihss an integer 0-42 (a float equal to one counts); age
+    """The documented rules: only the five fields; nihss an integer 0-42 (a float equal to one counts); age
     missing/null or a finite number 18-120; side missing/null or one of four words; onset missing/null or a
-    finite number >= 0. Booleans are not numbers."""
+    finite number >= 0; dwi_b_value missing/null or a finite number in (0, 10000]. Booleans are not numbers."""
     def number(v) -> bool:
         return type(v) is int or (type(v) is float and math.isfinite(v))
 
@@ -43,7 +45,10 @@ def oracle(payload: dict) -> bool:
         return False
     if side is not None and side not in ("left", "right", "bilateral", "unknown"):
         return False
-    return onset is None or (number(onset) and onset >= 0)
+    if onset is not None and not (number(onset) and onset >= 0):
+        return False
+    b = payload.get("dwi_b_value")
+    return b is None or (number(b) and 0 < b <= 10000)
 
 
 def server(payload: dict) -> ClinicalInputs | None:
@@ -67,8 +72,7 @@ def test_client_and_server_agree_with_each_other_and_with_the_rules(payload):
     assert (on_server is not None) == expected, f"server {'accepted' if on_server else 'refused'} {payload!r}"
     assert (on_client is not None) == expected, f"client {'accepted' if on_client else 'refused'} {payload!r}"
     if expected:
-        assert (on_client.nihss, on_client.age, on_client.side, on_client.onset_to_imaging_min) == \
-            (on_server.nihss, on_server.age, on_server.side, on_server.onset_to_imaging_min)
+        assert on_client.model_dump() == asdict(on_server)
 
 
 @settings(max_examples=300, deadline=None)

@@ -43,15 +43,28 @@ def affines(draw) -> np.ndarray:
 
 PERFUSION_DEFECTS = {None: None, "few_frames": "too few frames", "slow_frames": "frame interval",
                      "fast_frames": "frame interval", "constant": "constant", "nan": "NaN",
-                     "singular": "singular", "not_4d": "must be 4D"}
+                     "singular": "singular", "not_4d": "must be 4D", "few_slices": "too few slices",
+                     "no_bolus": "no contrast bolus"}
 
 
-def head_series(shape: tuple[int, int, int, int], rng: np.random.Generator) -> np.ndarray:
-    """A bright in-plane disk through every slice over a dim background, noise in every frame: always a brain."""
+def head_series(shape: tuple[int, int, int, int], rng: np.random.Generator, bolus: bool = True) -> np.ndarray:
+    """A bright in-plane disk through every slice over a dim background, noise in every frame: always a brain;
+    with ``bolus``, the disk enhances by 40 % over a few frames (a DCE first pass)."""
     x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     disk = (x - (shape[0] - 1) / 2) ** 2 + (y - (shape[1] - 1) / 2) ** 2 <= (min(shape[:2]) / 2.5) ** 2
-    base = 100.0 + 80.0 * disk[:, :, None, None]
+    t = np.arange(shape[3])
+    enhancement = 0.4 * np.exp(-0.5 * ((t - shape[3] / 2) / 2.0) ** 2) if bolus else np.zeros(shape[3])
+    base = 100.0 + 180.0 * disk[:, :, None, None] * (1.0 + enhancement) - 100.0 * disk[:, :, None, None]
     return base + rng.integers(0, 20, size=shape)
+
+
+def covering(affine: np.ndarray, shape: tuple[int, ...], mm: float = 31.0) -> np.ndarray:
+    """``affine`` with its voxels stretched where needed so that every axis of ``shape`` spans ``mm``."""
+    out = affine.copy()
+    for axis in range(3):
+        size = float(np.linalg.norm(out[:3, axis]))
+        out[:3, axis] *= max(1.0, mm / (shape[axis] * size))
+    return out
 
 
 @SETTINGS
@@ -62,7 +75,10 @@ def test_prepare_perfusion_refuses_each_defect_by_name_and_accepts_the_rest(shap
     rng = np.random.default_rng(seed)
     if defect == "few_frames":
         shape = (*shape[:3], int(rng.integers(1, 20)))
-    data = head_series(shape, rng)
+    if defect == "few_slices":
+        shape = (*shape[:2], int(rng.integers(1, 4)), shape[3])
+    affine = covering(affine, shape)
+    data = head_series(shape, rng, bolus=defect != "no_bolus")
     if defect == "constant":
         data = np.full(shape, 7.0)
     if defect == "nan":

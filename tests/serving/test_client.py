@@ -178,7 +178,7 @@ def test_bad_files_fail_fast_with_exit_2_and_no_output(tmp_path, case_dir):
     empty.mkdir()
     result = CliRunner().invoke(cli, ["infer", "--dwi", str(empty), "--adc", str(empty),
                                                       "--nihss", "3", "--url", "127.0.0.1:9"])
-    assert result.exit_code == 2 and "no DICOM images" in result.stderr
+    assert result.exit_code == 2 and "no DICOM files in this folder or below it" in result.stderr
 
 
 def test_the_installed_command_exits_cleanly_without_a_traceback(tmp_path):

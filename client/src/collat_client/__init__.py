@@ -7,6 +7,7 @@ that a PACS integration can import it without a deep-learning stack.
 __version__ = "0.1.0"
 
 from .client import AsyncCollatClient, CollatClient
+from .dicom import Study, read_study
 from .errors import (
     CollatError,
     InferenceTimeout,
@@ -23,5 +24,5 @@ from .schema import Clinical, Metrics
 __all__ = [
     "AsyncCollatClient", "Clinical", "CollatClient", "CollatError", "InferenceResult", "InferenceTimeout",
     "InputFileError", "InvalidInput", "MapImage", "Metrics", "ModelNotReady", "ServerError", "ServerUnavailable",
-    "Volume",
+    "Study", "Volume", "read_study",
 ]

@@ -88,6 +88,7 @@ def _print_table(metrics, console) -> None:
         row("stroke side", h.side + (" (inferred)" if h.side_inferred else ""))
     if metrics.collateral is not None:
         c = metrics.collateral
+        row("contrast bolus", f"{c.contrast.kind} (brain signal {c.contrast.signal_change:+.0%})")
         row("CPS estimate", f"{c.cps_estimate} ({c.cps_label})")
         for phase in ("capillary", "early_venous", "late_venous"):
             row(f"hypoperfused {phase.replace('_', ' ')}", f"{c.hypoperfused_fraction[phase]:.0%}")
@@ -127,26 +128,54 @@ def _default_out(scan: Path | None, dwi: Path | None) -> Path:
     return base.parent / f"{name}_collat"
 
 
+def _print_study(study, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"DICOM study {study.folder}", show_header=True)
+    for column in ("series", "shape", "role", "outcome", "reason"):
+        table.add_column(column)
+    for row in study.table():
+        outcome = str(row["outcome"])
+        style = "green" if outcome.startswith("chosen") else "dim"
+        table.add_row(str(row["series"]), str(row["shape"]), str(row["role"]), f"[{style}]{outcome}[/{style}]",
+                      str(row["reason"]))
+    console.print(table)
+
+
 @main.command()
 @click.argument("scan", required=False, type=click.Path(path_type=Path))
 @click.option("--dwi", type=click.Path(path_type=Path), help="DWI b=1000, native or MNI space (NIfTI or DICOM dir)")
-@click.option("--adc", type=click.Path(path_type=Path), help="ADC on the DWI grid")
-@click.option("--nihss", type=int, help="NIHSS 0-42 (needed with --dwi/--adc)")
+@click.option("--adc", type=click.Path(path_type=Path), help="ADC on the DWI grid (NIfTI or DICOM dir)")
+@click.option("--nihss", type=int, help="NIHSS 0-42 (needed with --dwi/--adc, or a study holding a DWI)")
 @click.option("--age", type=float, help="age in years (DAWN needs it)")
 @click.option("--side", default="unknown", show_default=True, help="left, right, bilateral or unknown")
+@click.option("--b-value", "b_value", type=float, help="the DWI's b-value in s/mm^2 when its file does not say "
+              "(NIfTI); read from the header for DICOM")
+@click.option("--perfusion-series", help="in a DICOM study: the perfusion series (number or SeriesInstanceUID)")
+@click.option("--dwi-series", help="in a DICOM study: the DWI series (number or SeriesInstanceUID)")
+@click.option("--adc-series", help="in a DICOM study: the ADC series (number or SeriesInstanceUID)")
+@click.option("--allow-b-value", is_flag=True, help="run a DWI whose b-value is not about 1000 s/mm^2 "
+              "(its decisions are withheld)")
 @click.option("--out", type=click.Path(path_type=Path), help="output folder (default: <scan>_collat beside the scan)")
 @click.option("--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics document only")
 @_common
 @clean_errors
 def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | None, age: float | None, side: str,
-          out: Path | None, force: bool, as_json: bool, url: str | None, protocol: str, timeout: float,
-          retries: int) -> None:
-    """Run a perfusion series (SCAN) and/or DWI + ADC through the server; write maps, metrics and a PNG.
+          b_value: float | None, perfusion_series: str | None, dwi_series: str | None, adc_series: str | None,
+          allow_b_value: bool, out: Path | None, force: bool, as_json: bool, url: str | None, protocol: str,
+          timeout: float, retries: int) -> None:
+    """Run a perfusion series or a DICOM study folder (SCAN) and/or DWI + ADC through the server; write maps,
+    metrics and a PNG.
+
+    \b
+    SCAN may be a NIfTI file, or a folder of DICOM at any depth (a PACS export, a whole study):
+    its series are classified (perfusion, DWI, ADC, other) and the choice is printed.
 
     \b
     Example:
       collat-client infer scan.nii.gz --out results/
+      collat-client infer STUDY_DIR --nihss 14 --age 70 --side left
       collat-client infer --dwi dwi.nii.gz --adc adc.nii.gz --nihss 14 --age 70 --side left --json
     """
     from rich.console import Console
@@ -155,21 +184,34 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
 
     console = Console(stderr=True)
     if scan is None and dwi is None:
-        raise InvalidInput("give a perfusion SCAN, or --dwi and --adc, or all three")
+        raise InvalidInput("give a perfusion SCAN or a study folder, or --dwi and --adc, or all three")
+    study = None
+    if scan is not None and scan.is_dir():
+        from .dicom import read_study
+
+        study = read_study(scan, perfusion_series=perfusion_series, dwi_series=dwi_series, adc_series=adc_series,
+                           allow_b_value=allow_b_value)
+        if not as_json:
+            _print_study(study, console)
+    elif any((perfusion_series, dwi_series, adc_series)):
+        raise InvalidInput("--perfusion-series, --dwi-series and --adc-series choose series in a DICOM study folder")
     clinical = None
-    if dwi is not None or adc is not None:
+    if nihss is not None or dwi is not None or adc is not None:
         if nihss is None:
             raise InvalidInput("--nihss is required with --dwi/--adc")
-        clinical = Clinical(nihss=nihss, age=age, side=side)
+        clinical = Clinical(nihss=nihss, age=age, side=side, dwi_b_value=b_value)
     out = out or _default_out(scan, dwi)
     from .result import InferenceResult, output_files
 
-    clashes = [n for n in output_files(scan is not None, dwi is not None) if (out / n).exists()]
+    has_perfusion = study.perfusion is not None if study is not None else scan is not None
+    has_diffusion = dwi is not None or (study is not None and study.dwi is not None)
+    clashes = [n for n in output_files(has_perfusion, has_diffusion) if (out / n).exists()]
     if clashes and not force:
         raise FileExistsError(f"{out}: would overwrite {', '.join(clashes[:3])} (use --force)")
     spinner = console.status("starting", spinner="dots") if console.is_terminal and not as_json else _Quiet()
     with _client(url or _default_url(protocol), protocol, timeout, retries) as client, spinner as s:
-        result: InferenceResult = client.infer(perfusion=scan, dwi=dwi, adc=adc, clinical=clinical,
+        result: InferenceResult = client.infer(perfusion=None if study is not None else scan, dwi=dwi, adc=adc,
+                                               clinical=clinical, study=study, allow_b_value=allow_b_value,
                                                progress=lambda m: s.update(m))
         s.update("writing")
         written = result.save(out, overwrite=force)

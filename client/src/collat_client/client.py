@@ -26,8 +26,18 @@ from collat_contract.tensors import (
     PIPELINES,
 )
 
+from .dicom import Study, read_study
 from .errors import InvalidInput, ServerUnavailable
-from .images import Volume, check_pair, diffusion_volume, perfusion_volume, read_diffusion, read_perfusion
+from .images import (
+    Volume,
+    check_pair,
+    dicom_volumes,
+    diffusion_volume,
+    perfusion_volume,
+    read_diffusion,
+    read_perfusion,
+    study_volumes,
+)
 from .result import InferenceResult
 from .schema import Clinical
 from .transport.base import Retryable
@@ -45,20 +55,48 @@ def _perfusion(value: ImageInput | None) -> Volume | None:
     return read_perfusion(value)
 
 
-def _diffusion(value: ImageInput | None) -> Volume | None:
+def _diffusion(value: ImageInput | None, role: str = "dwi", allow_b_value: bool = False) -> Volume | None:
     if value is None:
         return None
     if isinstance(value, Volume):
-        return diffusion_volume(value.data, value.affine, value.source, value.header)
-    return read_diffusion(value)
+        return diffusion_volume(value.data, value.affine, value.source, value.header, value.b_value)
+    return read_diffusion(value, role, allow_b_value)
+
+
+def _diffusion_pair(dwi: ImageInput | None, adc: ImageInput | None,
+                    allow_b_value: bool) -> tuple[Volume | None, Volume | None]:
+    """DWI and ADC; a DWI DICOM folder given alone brings its own ADC (the scanner's, or computed from b=0)."""
+    if dwi is not None and adc is None and isinstance(dwi, (str, Path)) and Path(dwi).is_dir():
+        found = dicom_volumes(Path(dwi), "dwi", allow_b_value=allow_b_value)
+        return found["dwi"], found.get("adc")
+    return _diffusion(dwi, "dwi", allow_b_value), _diffusion(adc, "adc", allow_b_value)
 
 
 def prepare_request(perfusion: ImageInput | None, dwi: ImageInput | None, adc: ImageInput | None,
-                    clinical: Clinical | dict | None) -> tuple[str, dict[str, np.ndarray], dict[str, Volume]]:
-    """Read and check everything locally, pick the pipeline, and build its tensors (no I/O with the server)."""
-    if (dwi is None) != (adc is None):
+                    clinical: Clinical | dict | None, *, study: Study | str | Path | None = None,
+                    allow_b_value: bool = False) -> tuple[str, dict[str, np.ndarray], dict[str, Volume]]:
+    """Read and check everything locally, pick the pipeline, and build its tensors (no I/O with the server).
+
+    ``study`` (a DICOM folder, or a :class:`~collat_client.dicom.Study` already read) supplies whatever the explicit
+    arguments leave out. A DWI outside the trained b-value range is refused unless ``allow_b_value``."""
+    if study is not None:
+        if not isinstance(study, Study):
+            study = read_study(study, allow_b_value=allow_b_value)
+        found = study_volumes(study)
+        perfusion = perfusion if perfusion is not None else found.get("perfusion")
+        if dwi is None and adc is None:
+            dwi, adc = found.get("dwi"), found.get("adc")
+            if dwi is None and adc is not None and perfusion is None:
+                raise InvalidInput(f"{study.folder}: nothing to analyse: {study.adc.label} is an ADC with no DWI")
+            if dwi is not None and clinical is None:
+                raise InvalidInput(f"{study.folder}: the study holds a DWI ({study.dwi.label}); the hypoperfusion "
+                                   "pipeline needs clinical data (give the NIHSS)")
+    d, a = _diffusion_pair(dwi, adc, allow_b_value)
+    if d is not None and a is None:
+        raise InvalidInput(f"{d.source}: no ADC: give one (--adc), or a DWI series with a b=0 volume to compute it")
+    if (d is None) != (a is None):
         raise InvalidInput("give both DWI and ADC, or neither")
-    if perfusion is None and dwi is None:
+    if perfusion is None and d is None:
         raise InvalidInput("nothing to analyse: give a perfusion series, or DWI + ADC, or all three")
     volumes: dict[str, Volume] = {}
     tensors: dict[str, np.ndarray] = {}
@@ -67,17 +105,18 @@ def prepare_request(perfusion: ImageInput | None, dwi: ImageInput | None, adc: I
         volumes["perfusion"] = perf
         tensors.update({PERFUSION.name: perf.data, PERFUSION_AFFINE.name: perf.affine,
                         FRAME_SECONDS.name: np.array([perf.frame_seconds], np.float32)})
-    if dwi is not None:
+    if d is not None and a is not None:
         if clinical is None:
             raise InvalidInput("the hypoperfusion pipeline needs clinical data (at least the NIHSS)")
         clinical = clinical if isinstance(clinical, Clinical) else Clinical.model_validate(clinical)
-        d, a = _diffusion(dwi), _diffusion(adc)
+        if clinical.dwi_b_value is None and d.b_value is not None:  # the header's b-value goes to the b-value gate
+            clinical = Clinical.model_validate({**clinical.model_dump(), "dwi_b_value": d.b_value})
         check_pair(d, a)
         volumes.update(dwi=d, adc=a)
         # Only the validated clinical fields travel: no identifiers can ride along.
         tensors.update({DWI.name: d.data, ADC.name: a.data, DWI_AFFINE.name: d.affine, ADC_AFFINE.name: a.affine,
                         CLINICAL.name: np.array([clinical.model_dump_json().encode()], dtype=np.object_)})
-    pipeline = STROKE_TRIAGE if perf is not None and dwi is not None else \
+    pipeline = STROKE_TRIAGE if perf is not None and d is not None else \
         COLLATERAL_PIPELINE if perf is not None else HYPOPERFUSION_PIPELINE
     return pipeline, tensors, volumes
 
@@ -161,11 +200,14 @@ class CollatClient:
 
     def infer(self, *, perfusion: ImageInput | None = None, dwi: ImageInput | None = None,
               adc: ImageInput | None = None, clinical: Clinical | dict | None = None,
+              study: Study | str | Path | None = None, allow_b_value: bool = False,
               progress: Callable[[str], None] | None = None) -> InferenceResult:
-        """Run the pipeline the inputs call for; inputs are checked locally before anything is uploaded."""
+        """Run the pipeline the inputs call for; inputs are checked locally before anything is uploaded.
+        ``study``: a DICOM study folder (or a :class:`~collat_client.dicom.Study`) that supplies what is not given."""
         note = progress or (lambda _m: None)
         note("reading")
-        pipeline, tensors, volumes = prepare_request(perfusion, dwi, adc, clinical)
+        pipeline, tensors, volumes = prepare_request(perfusion, dwi, adc, clinical, study=study,
+                                                     allow_b_value=allow_b_value)
         outputs = [t.name for t in PIPELINES[pipeline].outputs]
         note(f"uploading to {pipeline} and running inference")
         start = time.perf_counter()
@@ -217,8 +259,10 @@ class AsyncCollatClient:
         return await self._call("model_config", model)
 
     async def infer(self, *, perfusion: ImageInput | None = None, dwi: ImageInput | None = None,
-                    adc: ImageInput | None = None, clinical: Clinical | dict | None = None) -> InferenceResult:
-        pipeline, tensors, volumes = await asyncio.to_thread(prepare_request, perfusion, dwi, adc, clinical)
+                    adc: ImageInput | None = None, clinical: Clinical | dict | None = None,
+                    study: Study | str | Path | None = None, allow_b_value: bool = False) -> InferenceResult:
+        pipeline, tensors, volumes = await asyncio.to_thread(
+            lambda: prepare_request(perfusion, dwi, adc, clinical, study=study, allow_b_value=allow_b_value))
         outputs = [t.name for t in PIPELINES[pipeline].outputs]
         start = time.perf_counter()
         answer = await self._call("infer", pipeline, tensors, outputs, self.timeout)

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from collat_contract.tensors import MIN_PERFUSION_FRAMES
+
 from .errors import InputFileError, InvalidInput
 
-MIN_FRAMES = 20
+MIN_FRAMES = MIN_PERFUSION_FRAMES
 MAX_PERFUSION_ELEMENTS = 256 * 1024 * 1024  # the server's limit, checked before upload
 MAX_VOLUME_VOXELS = 64 * 1024 * 1024
 
@@ -31,6 +33,7 @@ class Volume:
     frame_seconds: float | None = None
     source: str = "<array>"
     header: object | None = field(default=None, compare=False, repr=False)  # the NIfTI header, kept for outputs
+    b_value: float | None = None  # a DWI's b-value (s/mm^2) when its DICOM header said it
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -114,7 +117,7 @@ def perfusion_volume(data: np.ndarray, affine: np.ndarray, frame_seconds: float 
 
 
 def diffusion_volume(data: np.ndarray, affine: np.ndarray, source: str = "<array>",
-                     header: object | None = None) -> Volume:
+                     header: object | None = None, b_value: float | None = None) -> Volume:
     """A checked 3D DWI or ADC volume (a trailing axis of length 1 is dropped)."""
     data = np.asarray(data)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -125,7 +128,7 @@ def diffusion_volume(data: np.ndarray, affine: np.ndarray, source: str = "<array
         raise InvalidInput(f"{source}: {data.size} voxels exceed the server's limit of {MAX_VOLUME_VOXELS}")
     data = row_major_float32(data)
     _check_voxels(data, source)
-    return Volume(data, _check_affine(affine, source), None, source, header)
+    return Volume(data, _check_affine(affine, source), None, source, header, b_value)
 
 
 def check_pair(dwi: Volume, adc: Volume) -> None:
@@ -178,17 +181,44 @@ def load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, object]:
 
 
 def read_perfusion(path: Path | str, frame_seconds: float | None = None) -> Volume:
-    """A 4D perfusion series from a NIfTI file or a DICOM series directory."""
+    """A 4D perfusion series from a NIfTI file, or from a DICOM folder (the perfusion series found in it)."""
     path = Path(path)
     if path.is_dir():
-        from .dicom import read_series
-
-        data, affine, dt = read_series(path)
-        return perfusion_volume(data, affine, frame_seconds or dt, str(path))
+        return dicom_volumes(path, "perfusion", frame_seconds)["perfusion"]
     data, affine, header = load_nifti(path)
     if frame_seconds is None and data.ndim == 4:
         frame_seconds = _nifti_frame_seconds(header)
     return perfusion_volume(data, affine, frame_seconds, str(path), header)
+
+
+def dicom_volumes(folder: Path, role: str, frame_seconds: float | None = None,
+                  **choices: object) -> dict[str, Volume]:
+    """The checked volumes a DICOM folder gives when the caller says it holds ``role`` (perfusion, dwi or adc); a
+    DWI folder may give its ADC too. Refused, with every candidate's reason, when it holds no usable ``role``."""
+    from .dicom import read_study
+
+    study = read_study(folder, given_as=role if role != "perfusion" else None, **choices)
+    volumes = study_volumes(study, frame_seconds)
+    if role not in volumes:
+        left = [f"{e.label}: {e.reason}" for e in study.entries if e.role in (role, "unreadable")]
+        raise InvalidInput(f"{folder}: no usable {role} series" + (f" ({'; '.join(left)})" if left else ""))
+    return volumes
+
+
+def study_volumes(study, frame_seconds: float | None = None) -> dict[str, Volume]:
+    """The checked volumes (keys perfusion, dwi, adc) of the series a study chose (``collat_client.dicom.Study``),
+    each named by its folder and series, so that a refusal says which series it was."""
+    out: dict[str, Volume] = {}
+    if study.perfusion is not None:
+        p = study.perfusion
+        out["perfusion"] = perfusion_volume(p.data, p.affine, frame_seconds or p.frame_seconds,
+                                            f"{study.folder}: {p.label}")
+    for role in ("dwi", "adc"):
+        chosen = getattr(study, role)
+        if chosen is not None:
+            out[role] = diffusion_volume(chosen.data, chosen.affine, f"{study.folder}: {chosen.label}",
+                                         b_value=chosen.b_value)
+    return out
 
 
 def _nifti_frame_seconds(header) -> float | None:
@@ -199,13 +229,11 @@ def _nifti_frame_seconds(header) -> float | None:
     return float(zooms[3]) * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
 
 
-def read_diffusion(path: Path | str) -> Volume:
-    """A 3D DWI or ADC volume from a NIfTI file or a DICOM series directory."""
+def read_diffusion(path: Path | str, role: str = "dwi", allow_b_value: bool = False) -> Volume:
+    """A 3D DWI or ADC volume from a NIfTI file, or from a DICOM folder (``role`` says which series to take: a
+    multi-b-value series gives its trace as the DWI and, with a b=0 volume, its computed ADC)."""
     path = Path(path)
     if path.is_dir():
-        from .dicom import read_series
-
-        data, affine, _ = read_series(path)
-        return diffusion_volume(data, affine, str(path))
+        return dicom_volumes(path, role, allow_b_value=allow_b_value)[role]
     data, affine, header = load_nifti(path)
     return diffusion_volume(data, affine, str(path), header)

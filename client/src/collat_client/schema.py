@@ -29,6 +29,7 @@ class Clinical(BaseModel):
     age: float | None = Field(default=None, description="years, 18-120; DAWN needs it")
     side: Side = "unknown"
     onset_to_imaging_min: float | None = Field(default=None, description="minutes, >= 0")
+    dwi_b_value: float | None = Field(default=None, description="the DWI's b-value in s/mm^2 (from DICOM, or given)")
 
     @model_validator(mode="before")
     @classmethod
@@ -55,6 +56,13 @@ class Dawn(_Strict):
     near_threshold: list[str]
 
 
+class Contrast(_Strict):
+    """The bolus the server found in the series (a series without one is refused): DCE rises, DSC dips."""
+
+    kind: Literal["DCE", "DSC"]
+    signal_change: float = Field(description="largest relative change of the brain's mean signal from baseline")
+
+
 class CollateralMetrics(_Strict):
     ischaemic_side: Literal["left", "right"]
     side_source: Literal["clinical", "maps"]
@@ -67,6 +75,7 @@ class CollateralMetrics(_Strict):
     input_orientation: str = Field(pattern=r"^[RLAPSI]{3}$")
     frame_seconds: float = Field(gt=0)
     network_grid: str
+    contrast: Contrast
 
 
 class ClinicalEcho(_Strict):
@@ -74,6 +83,7 @@ class ClinicalEcho(_Strict):
     age: float | None
     side: Side
     onset_to_imaging_min: float | None
+    dwi_b_value: float | None
 
 
 class Registration(_Strict):
@@ -133,7 +143,7 @@ class Quality(_Strict):
 
 
 class Metrics(_Strict):
-    schema_version: Literal["1.1"]
+    schema_version: Literal["1.2"]
     pipeline: Literal[PIPELINE_NAMES]  # type: ignore[valid-type]
     collateral: CollateralMetrics | None
     hypoperfusion: HypoperfusionMetrics | None

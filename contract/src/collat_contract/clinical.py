@@ -4,8 +4,14 @@ The SDK checks them before anything is uploaded (a typo should not cost a 100 MB
 the server checks them again because it trusts nothing it receives; both call
 :func:`check_clinical`, so they accept and refuse exactly the same values. Numbers must be
 finite JSON numbers (booleans are not numbers here, although Python says so), the NIHSS an
-integer (14.0 is accepted as 14), and no field beyond the four below may ride along: that
+integer (14.0 is accepted as 14), and no field beyond the five below may ride along: that
 keeps identifiers out of the request.
+
+``dwi_b_value`` is an acquisition fact, not a clinical one, but it travels with the clinical
+inputs because it is a property of the same request (one small JSON document), it comes from
+the DICOM header the SDK read (or from the user, for a NIfTI), and the server's b-value quality
+gate needs it. :data:`DWI_B_VALUE_RANGE` is the range the U-Net was trained in: the SDK refuses
+a DWI outside it unless the user overrides, and the server withholds the decisions of one.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-FIELDS: tuple[str, ...] = ("nihss", "age", "side", "onset_to_imaging_min")
+FIELDS: tuple[str, ...] = ("nihss", "age", "side", "onset_to_imaging_min", "dwi_b_value")
 NIHSS_MIN, NIHSS_MAX = 0, 42
 AGE_MIN, AGE_MAX = 18.0, 120.0  # years: the trials enrolled adults; DAWN splits at 80
 SIDES: tuple[str, ...] = ("left", "right", "bilateral", "unknown")
 KNOWN_SIDES: tuple[str, ...] = ("left", "right", "bilateral")  # what "unknown" resolves to
+DWI_B_VALUE_RANGE = (800.0, 1200.0)  # s/mm^2: the U-Net was trained on b=1000 DWIs
+B_VALUE_MAX = 10000.0  # s/mm^2: beyond any clinical or research diffusion scan
 
 
 class ClinicalInputError(ValueError):
@@ -48,9 +56,23 @@ def check_side(value: Any) -> str:
     return value
 
 
+def check_b_value(value: Any) -> float | None:
+    """A DWI's b-value in s/mm^2, or None (not known)."""
+    if value is None:
+        return None
+    if not _number(value) or not 0 < value <= B_VALUE_MAX:
+        raise ClinicalInputError(f"dwi_b_value must be a number of s/mm^2 in (0, {B_VALUE_MAX:g}], got {value!r}")
+    return float(value)
+
+
+def b_value_in_range(b_value: float) -> bool:
+    lo, hi = DWI_B_VALUE_RANGE
+    return lo <= b_value <= hi
+
+
 def check_clinical(value: Any) -> dict[str, Any]:
     """The validated, normalized inputs ``{"nihss": int, "age": float | None, "side": str,
-    "onset_to_imaging_min": float | None}``, or :class:`ClinicalInputError`."""
+    "onset_to_imaging_min": float | None, "dwi_b_value": float | None}``, or :class:`ClinicalInputError`."""
     if not isinstance(value, Mapping):
         raise ClinicalInputError(f"clinical inputs must be a JSON object, got {type(value).__name__}")
     unknown = set(value) - set(FIELDS)
@@ -66,4 +88,5 @@ def check_clinical(value: Any) -> dict[str, Any]:
     if onset is not None and (not _number(onset) or onset < 0):
         raise ClinicalInputError(f"onset_to_imaging_min must be a non-negative number of minutes, got {onset!r}")
     return {"nihss": nihss, "age": None if age is None else float(age), "side": check_side(value.get("side")),
-            "onset_to_imaging_min": None if onset is None else float(onset)}
+            "onset_to_imaging_min": None if onset is None else float(onset),
+            "dwi_b_value": check_b_value(value.get("dwi_b_value"))}

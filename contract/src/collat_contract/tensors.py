@@ -37,6 +37,10 @@ class TensorSpec:
 
 # ---------------------------------------------------------------- the pipelines' public tensors
 
+# A perfusion series needs a baseline, a first pass and a washout; fewer frames cannot hold them. The SDK refuses
+# such a series before upload, the server again (it trusts nothing), and a study's series are sorted by it.
+MIN_PERFUSION_FRAMES = 20
+
 PERFUSION = TensorSpec("PERFUSION", "FP32", (-1, -1, -1, -1),
                        "4D perfusion series indexed (x, y, z, t) as nibabel returns it (any orientation)")
 PERFUSION_AFFINE = TensorSpec("PERFUSION_AFFINE", "FP64", (4, 4),

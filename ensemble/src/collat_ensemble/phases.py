@@ -41,11 +41,12 @@ import numpy as np
 from scipy import ndimage
 
 from collat_contract.names import PHASE_NAMES
+from collat_contract.tensors import MIN_PERFUSION_FRAMES
 
 from .errors import InputValidationError
 
 Modality = Literal["dce", "dsc"]
-MIN_FRAMES = 20
+MIN_FRAMES = MIN_PERFUSION_FRAMES
 _CURVE_VOXELS = 20
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from collat_contract.clinical import ClinicalInputError, check_nihss, check_side
 
 from .adc_core import measure_core
+from .contrast import Bolus, detect_bolus
 from .errors import InputValidationError
 from .geometry import (
     Orientation,
@@ -44,6 +45,10 @@ from .registration import Registration, normalize_to_mni
 from .template import Template, default_template
 
 INPUT_LOW, INPUT_HIGH = -0.9, 0.9
+# Coverage a perfusion series needs: the MCA territory spans about 60 mm from the basal ganglia to the vertex, and
+# a grade compares it with its mirror; one or two slices (a bolus-tracking or test-bolus series) cannot say it.
+MIN_PERFUSION_SLICES = 4
+MIN_PERFUSION_EXTENT_MM = 30.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class PreparedPerfusion:
     network_input: np.ndarray  # [T, D, H, W] float32
     mask: np.ndarray  # [D, H, W] bool
     grid: PerfusionGrid
+    bolus: Bolus
 
 
 def validate_series(series: np.ndarray, affine: np.ndarray, frame_seconds: float) -> None:
@@ -79,6 +85,12 @@ def validate_series(series: np.ndarray, affine: np.ndarray, frame_seconds: float
     if float(series.max()) == float(series.min()):
         raise InputValidationError("the series is constant (all voxels equal): nothing to analyse")
     check_affine(affine, "perfusion affine")
+    extents = [n * float(d) for n, d in zip(series.shape[:3], voxel_sizes(affine), strict=True)]
+    for axis in range(3):
+        if series.shape[axis] < MIN_PERFUSION_SLICES or extents[axis] < MIN_PERFUSION_EXTENT_MM:
+            raise InputValidationError(
+                f"too few slices to cover the territory: {series.shape[axis]} slices, {extents[axis]:.0f} mm along "
+                f"axis {axis} (at least {MIN_PERFUSION_SLICES} slices and {MIN_PERFUSION_EXTENT_MM:g} mm are needed)")
 
 
 def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: float, *, frames: int,
@@ -92,11 +104,14 @@ def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: flo
     # Space first, then time: both are linear interpolations along separate axes, so the order does not
     # change the result, and the time step then runs on the (smaller) network grid.
     # Anti-aliasing is unnecessary: the grids are of similar size and linear interpolation averages.
-    on_grid = resample_time(resample(ras, ras_affine, grid_affine, grid_shape, order=1), frame_seconds, frames,
-                            frame_interval)
+    in_space = resample(ras, ras_affine, grid_affine, grid_shape, order=1)
+    on_grid = resample_time(in_space, frame_seconds, frames, frame_interval)
     if float(on_grid.max() - on_grid.min()) <= 1e-6 * max(abs(float(on_grid.max())), 1.0):
         raise InputValidationError("the series is constant on the network grid: nothing to analyse")
     mask = brain_mask(on_grid)
+    bolus = detect_bolus(in_space, mask)  # every acquired frame, not only the network's time window
+    if bolus.kind is None:
+        raise InputValidationError(f"not a perfusion series: {bolus.reason}")
     lo, hi = float(on_grid[mask].min()), float(on_grid[mask].max())
     scaled = np.full(on_grid.shape, INPUT_LOW, dtype=np.float32)
     if hi > lo:
@@ -104,7 +119,7 @@ def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: flo
     network_input = np.ascontiguousarray(np.transpose(scaled, (3, 2, 1, 0)))
     grid = PerfusionGrid(tuple(series.shape[:3]), orientation, ras_affine, tuple(ras.shape[:3]), grid_affine,
                          grid_shape)
-    return PreparedPerfusion(network_input, np.ascontiguousarray(np.transpose(mask, (2, 1, 0))), grid)
+    return PreparedPerfusion(network_input, np.ascontiguousarray(np.transpose(mask, (2, 1, 0))), grid, bolus)
 
 
 # Phase maps live in [-1, 1]; outside the brain they are set to the bottom of that range, the value the

@@ -19,7 +19,8 @@ Why each limit:
   the template (adult heads lie within about 10 %): outside it, the registration went wrong.
 * ``brain_volume_ml`` 700-2200 mL on the scan's grid: an adult brain; anything else means the
   brain mask, and so the core, was found in the wrong place.
-* ``b_value`` 800-1200 s/mm^2 when the request gives it: the network was trained on b=1000 DWIs;
+* ``b_value`` 800-1200 s/mm^2 when the request gives it (``dwi_b_value``, read by the SDK from the DICOM
+  header or given by the user): the network was trained on b=1000 DWIs;
   other b-values change the DWI contrast it reads (unknown -> reported, not failed).
 * ``lesion_within_hemisphere``: a unilateral stroke's hypoperfusion cannot exceed the brain's
   half; a larger one is a misread scan, as the 1770 mL of the case that started this.
@@ -30,13 +31,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from collat_contract.clinical import DWI_B_VALUE_RANGE, b_value_in_range
+
 Verdict = Literal["pass", "fail", "unknown"]
 
 MIN_REGISTRATION_SIMILARITY = 0.8
 MIN_TEMPLATE_COVERAGE = 0.8
 HEAD_SCALE_RANGE = (0.8, 1.25)
 BRAIN_ML_RANGE = (700.0, 2200.0)
-B_VALUE_RANGE = (800.0, 1200.0)
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,8 @@ def registration_checks(similarity: float, coverage: float, scale: float, brain_
 
 
 def b_value_check(b_value: float | None) -> Check:
-    lo, hi = B_VALUE_RANGE
-    return _check("b_value", b_value, f"{lo:g}-{hi:g} s/mm^2", None if b_value is None else lo <= b_value <= hi,
+    lo, hi = DWI_B_VALUE_RANGE
+    return _check("b_value", b_value, f"{lo:g}-{hi:g} s/mm^2", None if b_value is None else b_value_in_range(b_value),
                   "b-value not given: the network expects b=1000 DWIs" if b_value is None else
                   f"the DWI's b-value is {b_value:g} s/mm^2; the network was trained on b=1000")
 

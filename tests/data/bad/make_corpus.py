@@ -86,14 +86,14 @@ def make_corpus(out: Path) -> list[BadCase]:
     empty = out / "dicom_empty"
     empty.mkdir(exist_ok=True)
     cases.append(BadCase("empty DICOM directory", ["--dwi", str(empty), "--adc", str(empty), *common],
-                         "no DICOM images"))
+                         "no DICOM files in this folder or below it"))
     cases.append(BadCase("DICOM series with a missing slice",
                          ["--dwi", str(_dicom(out / "dicom_gap", skip=2)), "--adc", str(dwi), *common],
-                         "missing or duplicate slice"))
+                         "a missing slice"))
     mixed = _dicom(out / "dicom_mixed", uid="1.2.1")
     _dicom(mixed, uid="1.2.2")
     cases.append(BadCase("DICOM series with mixed series UIDs",
-                         ["--dwi", str(mixed), "--adc", str(dwi), *common], "mixed series"))
+                         ["--dwi", str(mixed), "--adc", str(dwi), *common], "choose one with --dwi-series"))
     return cases
 
 
@@ -130,6 +130,8 @@ def write_dicom_series(folder, volume, *, spacing=(2.0, 2.0, 5.0), frames=1, ski
             ds.BitsAllocated = ds.BitsStored = 16
             ds.HighBit, ds.PixelRepresentation = 15, 0
             ds.TemporalPositionIdentifier = t + 1
+            ds.RepetitionTime = 1500.0  # ms: the frame interval of a dynamic series
+            ds.InstanceNumber = t * nz + k + 1
             ds.AcquisitionTime = f"1200{t * 1.5:05.2f}".replace(" ", "0")
             frame = volume[..., k, t] if volume.ndim == 4 else volume[..., k]
             ds.PixelData = np.ascontiguousarray(frame.T.astype(np.uint16)).tobytes()
@@ -138,7 +140,7 @@ def write_dicom_series(folder, volume, *, spacing=(2.0, 2.0, 5.0), frames=1, ski
 
 
 def _dicom(folder: Path, *, skip: int | None = None, uid: str = "1.2.3") -> Path:
-    volume = np.stack([np.full((8, 8), 100 + k, np.uint16) for k in range(5)], axis=-1)
+    volume = np.stack([np.full((8, 8), 100 + k, np.uint16) + np.arange(8, dtype=np.uint16) for k in range(5)], axis=-1)
     return write_dicom_series(folder, volume, skip=skip, uid=uid)
 
 

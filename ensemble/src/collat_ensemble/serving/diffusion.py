@@ -36,6 +36,7 @@ class ClinicalInputs:
     age: float | None = None
     side: str = "unknown"
     onset_to_imaging_min: float | None = None
+    dwi_b_value: float | None = None
 
     @classmethod
     def from_json(cls, value: Any) -> ClinicalInputs:
@@ -43,7 +44,7 @@ class ClinicalInputs:
             checked = check_clinical(value)
         except ClinicalInputError as exc:
             raise InputValidationError(f"CLINICAL: {exc}") from None
-        return cls(checked["nihss"], checked["age"], checked["side"], checked["onset_to_imaging_min"])
+        return cls(**checked)
 
 
 def _volume(value: np.ndarray, what: str) -> np.ndarray:
@@ -69,7 +70,7 @@ def preprocess(dwi: np.ndarray, adc: np.ndarray, dwi_affine: np.ndarray, adc_aff
     brain_ml = float(prepared.brain.sum()) * grid.voxel_ml
     checks = quality.registration_checks(registration.similarity, registration.template_coverage,
                                          registration.scale, brain_ml)
-    checks.append(quality.b_value_check(None))
+    checks.append(quality.b_value_check(inputs.dwi_b_value))
     context = {
         "diffusion": {"input_shape": list(grid.input_shape), "orientation": orientation_to_dict(grid.orientation),
                       "ras_affine": grid.ras_affine.tolist(), "native_to_mni": grid.native_to_mni.tolist(),

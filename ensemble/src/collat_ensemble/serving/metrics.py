@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import quality
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 DISCLAIMER = ("Research software. The served weights may be phantom-trained demo weights: "
               "not for clinical decisions.")
 

@@ -71,7 +71,8 @@ def preprocess(series: np.ndarray, affine: np.ndarray, frame_seconds: np.ndarray
     context = {
         "perfusion": {"grid": grid_to_dict(prepared.grid), "input_affine": affine.tolist(),
                       "frames": int(series.shape[3]), "frame_seconds": dt,
-                      "orientation": orientation_code(prepared.grid.orientation), "network_grid": str(grid)},
+                      "orientation": orientation_code(prepared.grid.orientation), "network_grid": str(grid),
+                      "contrast": prepared.bolus.as_dict()},
         "timings_ms": {"preprocess_perfusion": timer.elapsed_ms()},
         "preprocess_perfusion_end": StepTimer.now(),
     }
@@ -105,6 +106,7 @@ def postprocess(phases: np.ndarray, mask: np.ndarray,
         "input_orientation": context["perfusion"]["orientation"],
         "frame_seconds": context["perfusion"]["frame_seconds"],
         "network_grid": context["perfusion"]["network_grid"],
+        "contrast": context["perfusion"]["contrast"],
     }
     timings = {**context["timings_ms"], "network_perfusion": waited, "postprocess_collateral": timer.elapsed_ms()}
     return maps_input, brain_input.astype(np.uint8), part, timings

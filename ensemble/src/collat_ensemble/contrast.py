@@ -1,0 +1,78 @@
+"""Is there a contrast bolus in this time series, and which way does it go?
+
+A 4D series shaped like perfusion (an EPI time series of the head) is not always perfusion:
+fMRI BOLD, ASL, a quality-assurance phantom and a diffusion series read as time all look the
+same to the network, which would turn them into confident-looking collateral maps. The one
+thing every perfusion series has is a bolus, so the series is refused without one, before the
+network runs. The rule reads the mean signal of the brain (the mask of SPEC section 2) over
+time, relative to its baseline:
+
+* baseline: the median of the first ``max(3, frames // 10)`` frames. A median, because the
+  first frame of an EPI series without dummy scans is bright (the magnetisation is not yet in
+  its steady state) and must not set the baseline.
+* change: the relative difference of a 3-frame moving average from the baseline (the average
+  keeps a single noisy or moving frame from making a bolus).
+* DCE (T1 shortening, the signal rises) when the largest rise is at least
+  :data:`MIN_BOLUS_CHANGE` and larger than the largest dip; DSC (T2* susceptibility, the signal
+  falls) when the largest dip is at least that and larger than the rise, and the signal
+  recovers afterwards by at least :data:`MIN_DSC_RECOVERY` of the dip (a first pass goes by; a
+  signal that only falls is saturation or drift, not a bolus).
+* Why 5 %: the brain's mean signal moves by 1 % in real fMRI BOLD (measured on the Siemens XA30
+  task series of the corpus) and by 11-16 % in the phantoms' DSC and DCE series; real DSC drops
+  the whole-brain mean by 15-35 % at the peak, and DCE-MRA raises it through the vessels and the
+  enhancing tissue. 5 % sits well above the BOLD swing and under every bolus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+MIN_BOLUS_CHANGE = 0.05
+MIN_DSC_RECOVERY = 0.3
+
+Contrast = Literal["DCE", "DSC"]
+
+
+@dataclass(frozen=True)
+class Bolus:
+    kind: Contrast | None  # None: no bolus found
+    signal_change: float  # the largest relative change of the brain's mean signal (negative for a dip)
+    reason: str  # why there is no bolus; empty when there is one
+
+    def as_dict(self) -> dict[str, float | str]:
+        return {"kind": self.kind or "none", "signal_change": round(self.signal_change, 4)}
+
+
+def _moving_average(curve: np.ndarray, width: int = 3) -> np.ndarray:
+    if curve.size < width:
+        return curve
+    return np.convolve(curve, np.ones(width) / width, mode="valid")
+
+
+def detect_bolus(series: np.ndarray, mask: np.ndarray) -> Bolus:
+    """The bolus in ``series`` (x, y, z, t) inside ``mask`` (x, y, z), by the rules of the module's docstring."""
+    curve = np.asarray(series, dtype=np.float64)[np.asarray(mask, dtype=bool)].mean(axis=0)
+    frames = curve.size
+    base = float(np.median(curve[:max(3, frames // 10)]))
+    if not np.isfinite(base) or base <= 0:
+        return Bolus(None, 0.0, "the brain has no signal in the first frames")
+    change = _moving_average(curve) / base - 1.0
+    rise, dip = float(change.max()), float(change.min())
+    if rise >= MIN_BOLUS_CHANGE and rise >= -dip:
+        return Bolus("DCE", rise, "")
+    if -dip >= MIN_BOLUS_CHANGE:
+        lowest = int(np.argmin(change))
+        after = change[lowest:]
+        recovered = float(after.max() - dip) / -dip
+        if recovered >= MIN_DSC_RECOVERY:
+            return Bolus("DSC", dip, "")
+        return Bolus(None, dip, f"the brain's signal falls by {-dip:.0%} and does not recover (it recovers "
+                                f"{recovered:.0%} of the dip, a first pass recovers >= {MIN_DSC_RECOVERY:.0%}): "
+                                "saturation or drift, not a contrast bolus")
+    largest = rise if rise >= -dip else dip
+    return Bolus(None, largest, f"no contrast bolus: the brain's mean signal changes by at most {abs(largest):.1%} "
+                                f"(a bolus changes it by >= {MIN_BOLUS_CHANGE:.0%}); fMRI BOLD, ASL or a phantom "
+                                "series is not perfusion")

@@ -1,0 +1,82 @@
+"""A phantom written as scanner DICOM (a whole study: classic, enhanced, compressed; with a T1 and a report beside
+it) goes through the real server to the same metrics as its NIfTI files, with no series named by the user."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from dicom_writer import write_classic, write_enhanced, write_mosaic, write_report
+
+from collat_client.cli import main as cli
+from collat_client.client import CollatClient
+from collat_client.images import Volume
+from collat_client.schema import Clinical
+from collat_ensemble.phantom import generate_case
+
+TRACE = ("DERIVED", "PRIMARY", "DIFFUSION", "TRACEW")
+ADC_TYPE = ("DERIVED", "PRIMARY", "DIFFUSION", "ADC")
+
+
+@pytest.fixture(scope="module")
+def native_case():
+    return generate_case(3, space="native", side="left")
+
+
+@pytest.fixture(scope="module")
+def nifti_metrics(server, native_case):
+    c = native_case
+    with CollatClient(server.http_url) as client:
+        return client.infer(perfusion=Volume(c.perfusion, c.perfusion_affine, c.frame_seconds),
+                            dwi=Volume(c.dwi, c.diffusion_affine), adc=Volume(c.adc, c.diffusion_affine),
+                            clinical=Clinical(nihss=c.nihss, age=c.age, side="left", dwi_b_value=1000)).metrics
+
+
+def write_phantom_study(root, case, *, diffusion_writer, syntax):
+    """The scanner's way: ADC as integers in 1e-6 mm^2/s, DWI and perfusion as scaled integers. ``mosaic``: the
+    perfusion and the DWI as Siemens mosaics (b-value in Siemens' private tag), the ADC classic."""
+    perfusion_writer = write_mosaic if diffusion_writer == "mosaic" else write_classic
+    perfusion_writer(root / "perf", case.perfusion.astype(float), case.perfusion_affine, number=4,
+                     description="ep2d_perf", frame_seconds=case.frame_seconds,
+                     slope=float(case.perfusion.max()) / 60000.0)
+    options = {} if syntax is None else {"syntax": syntax}
+    if diffusion_writer == "mosaic":
+        write_mosaic(root / "dwi" / "trace", case.dwi[..., None].astype(float), case.diffusion_affine, number=7,
+                     description="ep2d_diff_TRACEW", b_values=[1000.0], slope=float(case.dwi.max()) / 60000.0)
+        diffusion_writer = write_classic
+    else:
+        diffusion_writer(root / "dwi" / "trace", case.dwi[..., None].astype(float), case.diffusion_affine, number=7,
+                         description="ep2d_diff_TRACEW", image_type=TRACE, b_values=[1000.0],
+                         slope=float(case.dwi.max()) / 60000.0, **options)
+    diffusion_writer(root / "dwi" / "adc", case.adc * 1e6, case.diffusion_affine, number=8,
+                     description="ep2d_diff_ADC", image_type=ADC_TYPE, **options)
+    write_enhanced(root / "t1", np.full((16, 16, 12), 400.0), np.diag([1.0, 1.0, 1.0, 1.0]), number=2,
+                   description="t1_mprage")
+    write_report(root / "sr")
+    return root
+
+
+@pytest.mark.parametrize("diffusion_writer, syntax", [(write_enhanced, None), (write_classic, "rle"),
+                                                     (write_enhanced, "rle"), ("mosaic", None)],
+                         ids=["enhanced", "classic-rle", "enhanced-rle", "mosaic"])
+def test_a_dicom_study_gives_the_metrics_of_its_nifti(server, native_case, nifti_metrics, tmp_path,
+                                                     diffusion_writer, syntax):
+    study = write_phantom_study(tmp_path / "study", native_case, diffusion_writer=diffusion_writer, syntax=syntax)
+    result = CliRunner().invoke(cli, ["infer", str(study), "--nihss", str(native_case.nihss), "--age",
+                                      str(native_case.age), "--side", "left", "--json", "--out",
+                                      str(tmp_path / "out"), "--url", server.http_url])
+    assert result.exit_code == 0, result.output
+    got, want = json.loads(result.stdout), nifti_metrics
+    h, w = got["hypoperfusion"], want.hypoperfusion
+    assert h["clinical"]["dwi_b_value"] == 1000.0  # read from the header, checked by the gate
+    assert h["adc_units_assumed"] == "1e-6 mm2/s" and w.adc_units_assumed == "mm2/s"
+    for key in ("core_ml", "hypoperfusion_ml"):
+        assert h[key] == pytest.approx(getattr(w, key), rel=0.01, abs=0.1), key
+    assert (h["defuse3"] or {}).get("eligible") == (w.defuse3.eligible if w.defuse3 else None)
+    c, wc = got["collateral"], want.collateral
+    assert c["contrast"]["kind"] == wc.contrast.kind and c["cps_estimate"] == wc.cps_estimate
+    for phase, value in wc.hypoperfused_fraction.items():
+        assert c["hypoperfused_fraction"][phase] == pytest.approx(value, abs=0.01)
+    assert (tmp_path / "out" / "collateral_maps.nii.gz").exists()
