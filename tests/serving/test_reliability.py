@@ -14,7 +14,8 @@ from serving_helpers import build_cpu_repository
 from tritonclient.utils import InferenceServerException
 
 from collat_client import CollatClient, ServerUnavailable, Volume
-from collat_ensemble.server.launcher import TritonServer, free_port
+from collat_ensemble.server.launcher import ServerError, TritonServer, free_port
+from collat_ensemble.serving.context import STUB_NUMPY_VARIABLE
 
 
 def server_rss_mb(server: TritonServer) -> float:
@@ -131,3 +132,24 @@ def test_an_overloaded_network_refuses_quickly_with_a_clear_error(left_case, tmp
         assert "queue" in message.lower(), message
     slowest_ok = max(s for m, s in results if m == "ok")
     assert min(s for _, s in refused) < slowest_ok, "a refusal must come before the queue would have served it"
+
+
+def test_a_server_whose_steps_cannot_read_their_tensors_never_becomes_ready(restartable_repository, tmp_path,
+                                                                            monkeypatch):
+    """numpy 2 beside the pip server's stub: refused by the launcher in one line, and by the steps themselves (the
+    models fail to load, the server exits with the reason) when the stub's numpy is said to be older than ours."""
+    monkeypatch.setattr(np, "__version__", "2.1.3")
+    with pytest.raises(ServerError, match=r"numpy 2.1.3 is installed, .* built for numpy 1.x .*'numpy<2'"):
+        TritonServer(restartable_repository, log_file=tmp_path / "refused.log").start()
+    assert not (tmp_path / "refused.log").exists()  # refused before anything started
+    monkeypatch.undo()
+
+    class OlderStub(TritonServer):
+        def environment(self) -> dict[str, str]:
+            return {**super().environment(), STUB_NUMPY_VARIABLE: "0"}
+
+    started = time.monotonic()
+    with pytest.raises(ServerError, match=r"(?s)exited with code.*numpy 1\.\d+\.\d+ is installed, but .* built for "
+                                          r"numpy 0\.x"):
+        OlderStub(restartable_repository, log_file=tmp_path / "stub.log").start(timeout=240)
+    assert time.monotonic() - started < 240

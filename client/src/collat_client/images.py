@@ -197,6 +197,8 @@ def dicom_volumes(folder: Path, role: str, frame_seconds: float | None = None,
     DWI folder may give its ADC too. Refused, with every candidate's reason, when it holds no usable ``role``."""
     from .dicom import read_study
 
+    if role == "perfusion":  # a DWI beside the perfusion is not used here: its b-value is not this call's business
+        choices.setdefault("allow_b_value", True)
     study = read_study(folder, given_as=role if role != "perfusion" else None, **choices)
     volumes = study_volumes(study, frame_seconds)
     if role not in volumes:

@@ -31,6 +31,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from ..serving.context import STUB_NUMPY_VARIABLE, numpy_mismatch
+
+STUB_NUMPY_MAJOR = 1  # the numpy major version nvidia-pytriton 0.7.0's Python-backend stub was built against
+
 RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
 SERVED_PACKAGES = ("collat_ensemble", "collat_contract")  # what the Python-backend steps import
 # A 4D perfusion series of 256x256x40x60 FP32 is 630 MB; shared memory grows in 64 MB steps from 256 MB.
@@ -193,12 +199,16 @@ class TritonServer:
         # interpreter's folder goes first: the server then runs the Python steps with the same packages.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env["PYTHONNOUSERSITE"] = "1"
+        env[STUB_NUMPY_VARIABLE] = str(STUB_NUMPY_MAJOR)
         # Each Python step is its own process: one BLAS thread each keeps 2-core machines from thrashing.
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, "1")
         return env
 
     def start(self, timeout: float = 180.0) -> TritonServer:
+        problem = numpy_mismatch(np.__version__, STUB_NUMPY_MAJOR)  # the stub runs in this environment
+        if problem:
+            raise ServerError(problem)
         if not (self.repository / "stroke_triage").is_dir() and not any(self.repository.glob("*/config.pbtxt")):
             raise ServerError(f"{self.repository} is not a model repository (no */config.pbtxt)")
         root = pytriton_root()

@@ -19,6 +19,22 @@ from ..geometry import Orientation
 from ..preprocess import PerfusionGrid
 
 
+# The pip-installed tritonserver's Python-backend stub (nvidia-pytriton 0.7.0) was compiled against numpy 1.x: with
+# numpy 2 in the environment it starts, reports ready, and misreads every request's tensors (seen here: "the series
+# is constant" for every valid scan). The launcher passes the stub's numpy major version on in this variable.
+STUB_NUMPY_VARIABLE = "COLLAT_STUB_NUMPY_MAJOR"
+
+
+def numpy_mismatch(installed: str, stub_major: int | None) -> str | None:
+    """Why the installed numpy cannot serve with a stub built for ``stub_major`` (None: not known, no check)."""
+    major = int(installed.split(".")[0])
+    if stub_major is None or major <= stub_major:
+        return None
+    return (f"numpy {installed} is installed, but the pip-installed tritonserver's Python-backend stub "
+            f"(nvidia-pytriton 0.7.0) was built for numpy {stub_major}.x and would misread every request's "
+            f"tensors: install numpy<{stub_major + 1} in this environment (pip install 'numpy<{stub_major + 1}')")
+
+
 def encode(context: dict[str, Any]) -> np.ndarray:
     """A ``[1]`` object array holding the UTF-8 JSON, as Triton's BYTES tensors want it."""
     return np.array([json.dumps(context, separators=(",", ":")).encode("utf-8")], dtype=np.object_)

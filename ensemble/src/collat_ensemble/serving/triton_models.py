@@ -13,6 +13,7 @@ message, and the model keeps serving. Voxel data and clinical inputs are never l
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,10 @@ class _Step:
     arity: tuple[int, int]  # (inputs, outputs) the step's run() takes and returns
 
     def initialize(self, args: dict[str, str]) -> None:
+        stub = os.environ.get(ctx.STUB_NUMPY_VARIABLE)
+        problem = ctx.numpy_mismatch(np.__version__, int(stub) if stub else None)
+        if problem:  # fail the load (the server does not become ready) rather than every request
+            raise RuntimeError(problem)
         config = json.loads(args["model_config"])
         self.name = config["name"]
         self.input_names = [t["name"] for t in config["input"]]
