@@ -18,7 +18,6 @@ from ..errors import InputValidationError
 from ..geometry import Orientation
 from ..preprocess import PerfusionGrid
 
-
 # The pip-installed tritonserver's Python-backend stub (nvidia-pytriton 0.7.0) was compiled against numpy 1.x: with
 # numpy 2 in the environment it starts, reports ready, and misreads every request's tensors (seen here: "the series
 # is constant" for every valid scan). The launcher passes the stub's numpy major version on in this variable.
