@@ -164,3 +164,26 @@ def test_folders_without_dicom_and_series_that_are_not_perfusion_are_refused_by_
     with pytest.raises(InvalidInput, match=r"short: no usable perfusion series \(series 1 'bolus test': time series "
                                            r"of 5 frames; 5 frames: too few for perfusion \(at least 20\)\)"):
         read_perfusion(short)
+
+
+def test_a_nifti_with_its_bval_gives_its_b_value_trace_and_adc(tmp_path):
+    """BIDS and dcm2niix write a .bval beside the NIfTI: the SDK reads it as it reads the DICOM header."""
+    import nibabel as nib
+
+    from collat_client.client import prepare_request
+
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])
+    volumes = np.stack([np.full((6, 6, 4), 1000.0), np.full((6, 6, 4), 450.0), np.full((6, 6, 4), 400.0)], -1)
+    nib.save(nib.Nifti1Image(volumes.astype(np.float32), affine), str(tmp_path / "dwi.nii.gz"))
+    (tmp_path / "dwi.bval").write_text("0 1000 1000\n")
+    pipeline, tensors, found = prepare_request(None, tmp_path / "dwi.nii.gz", None, {"nihss": 4})
+    assert pipeline == "hypoperfusion_pipeline" and found["dwi"].b_value == 1000
+    np.testing.assert_allclose(found["dwi"].data, np.sqrt(450.0 * 400.0), rtol=1e-5)
+    np.testing.assert_allclose(found["adc"].data, -np.log(np.sqrt(450.0 * 400.0) / 1000.0) / 1000, rtol=1e-5)
+    assert b'"dwi_b_value": 1000.0' in tensors["CLINICAL"][0] or b'"dwi_b_value":1000.0' in tensors["CLINICAL"][0]
+    (tmp_path / "dwi.bval").write_text("0 2000 2000\n")
+    with pytest.raises(InvalidInput, match=r"dwi.nii.gz: the DWI's highest b-value is 2000 s/mm\^2"):
+        read_diffusion(tmp_path / "dwi.nii.gz")
+    (tmp_path / "dwi.bval").write_text("0 1000\n")
+    with pytest.raises(InputFileError, match=r"dwi.nii.gz: its .bval lists 2 b-values for 3 volume\(s\)"):
+        read_diffusion(tmp_path / "dwi.nii.gz")

@@ -33,6 +33,7 @@ from .images import (
     check_pair,
     dicom_volumes,
     diffusion_volume,
+    nifti_diffusion,
     perfusion_volume,
     read_diffusion,
     read_perfusion,
@@ -65,9 +66,11 @@ def _diffusion(value: ImageInput | None, role: str = "dwi", allow_b_value: bool 
 
 def _diffusion_pair(dwi: ImageInput | None, adc: ImageInput | None,
                     allow_b_value: bool) -> tuple[Volume | None, Volume | None]:
-    """DWI and ADC; a DWI DICOM folder given alone brings its own ADC (the scanner's, or computed from b=0)."""
-    if dwi is not None and adc is None and isinstance(dwi, (str, Path)) and Path(dwi).is_dir():
-        found = dicom_volumes(Path(dwi), "dwi", allow_b_value=allow_b_value)
+    """DWI and ADC; a DWI given alone brings its own ADC when it can: a DICOM folder the scanner's or one computed
+    from b=0, a multi-b NIfTI with its .bval one computed from b=0."""
+    if dwi is not None and adc is None and isinstance(dwi, (str, Path)):
+        found = dicom_volumes(Path(dwi), "dwi", allow_b_value=allow_b_value) if Path(dwi).is_dir() else \
+            nifti_diffusion(Path(dwi), allow_b_value)
         return found["dwi"], found.get("adc")
     return _diffusion(dwi, "dwi", allow_b_value), _diffusion(adc, "adc", allow_b_value)
 

@@ -237,5 +237,49 @@ def read_diffusion(path: Path | str, role: str = "dwi", allow_b_value: bool = Fa
     path = Path(path)
     if path.is_dir():
         return dicom_volumes(path, role, allow_b_value=allow_b_value)[role]
+    if role == "dwi":
+        return nifti_diffusion(path, allow_b_value)["dwi"]
     data, affine, header = load_nifti(path)
     return diffusion_volume(data, affine, str(path), header)
+
+
+def _sidecar_b_values(path: Path) -> tuple[float, ...] | None:
+    """The b-values of the .bval file beside a NIfTI (BIDS and dcm2niix write one), or None."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    bval = path.with_name(name + ".bval")
+    if not bval.is_file():
+        return None
+    try:
+        return tuple(float(v) for v in bval.read_text().split())
+    except ValueError:
+        raise InputFileError(f"{bval}: not a list of b-values") from None
+
+
+def nifti_diffusion(path: Path, allow_b_value: bool = False) -> dict[str, Volume]:
+    """A DWI NIfTI, with its b-values when a .bval lies beside it: a 4D series of several b-values gives its trace
+    (and, with a b=0 volume, its ADC, key ``adc``), a 3D image its one b-value; the b-value is checked."""
+    from .dicom.diffusion import check_b_value, combine
+
+    data, affine, header = load_nifti(path)
+    b_values = _sidecar_b_values(path)
+    if b_values is None:
+        return {"dwi": diffusion_volume(data, affine, str(path), header)}
+    volumes = 1 if data.ndim == 3 else data.shape[3]
+    if len(b_values) != volumes:
+        raise InputFileError(f"{path}: its .bval lists {len(b_values)} b-values for {volumes} volume(s)")
+    if data.ndim == 4 and volumes > 1:
+        try:
+            images = combine(np.asarray(data, dtype=np.float32), b_values)
+        except ValueError as exc:
+            raise InvalidInput(f"{path}: {exc}") from None
+        check_b_value(images.b_value, str(path), allow_b_value)
+        out = {"dwi": diffusion_volume(images.trace, affine, f"{path} (trace, b={images.b_value:g})", header,
+                                       images.b_value)}
+        if images.adc is not None:
+            out["adc"] = diffusion_volume(images.adc, affine, f"{path} (ADC from b=0)", header)
+        return out
+    check_b_value(b_values[0], str(path), allow_b_value)
+    return {"dwi": diffusion_volume(data, affine, str(path), header, b_values[0])}

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from collat_contract.clinical import DWI_B_VALUE_RANGE, b_value_in_range
+
+from ..errors import InvalidInput
+
 B0_MAX = 50.0  # s/mm^2: what counts as a b=0 volume
 SAME_B = 0.05  # volumes within 5 % of the highest b-value belong to the trace
 ADC_MAX = 5e-3  # mm^2/s: above free water at body temperature (3e-3), noise; clipped
@@ -45,3 +49,13 @@ def combine(data: np.ndarray, b_values: tuple[float, ...] | list[float]) -> Diff
         adc[valid] = -np.log(trace[valid] / s0[valid]) / top
         adc = np.clip(adc, 0.0, ADC_MAX).astype(np.float32)
     return DiffusionImages(trace.astype(np.float32), top, adc, int(weighted.sum()))
+
+
+def check_b_value(b_value: float | None, where: str, allow: bool) -> None:
+    """Refuse a DWI outside the b-value range the U-Net was trained in, unless the caller allows it (the server then
+    withholds its decisions)."""
+    if b_value is None or allow or b_value_in_range(b_value):
+        return
+    lo, hi = DWI_B_VALUE_RANGE
+    raise InvalidInput(f"{where}: the DWI's highest b-value is {b_value:g} s/mm^2, not {lo:g}-{hi:g} (the network was "
+                       "trained on b=1000); use --allow-b-value to run it anyway, and its decisions will be withheld")

@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from collat_contract.clinical import DWI_B_VALUE_RANGE, b_value_in_range
 from collat_contract.tensors import MIN_PERFUSION_FRAMES
 
 from ..errors import InputFileError, InvalidInput
 from .convert import ConvertedImage, convert_files, convert_folder
-from .diffusion import B0_MAX, combine
+from .diffusion import B0_MAX, check_b_value, combine
 from .headers import SeriesHeader, scan_headers
 from .verify import check_conversion
 
@@ -205,11 +204,7 @@ def _choose_diffusion(study: Study, dwis: list[_Candidate], adcs: list[_Candidat
         for c in acquisition:
             c.why = "a diffusion series with neither a trace nor a b-value per volume"
         raise InvalidInput(f"{study.folder}: {acquisition[0].label}: cannot build a DWI trace from it")
-    if b_value is not None and not b_value_in_range(b_value) and not allow_b_value:
-        lo, hi = DWI_B_VALUE_RANGE
-        raise InvalidInput(f"{study.folder}: {chosen.label}: the DWI's highest b-value is {b_value:g} s/mm^2, not "
-                           f"{lo:g}-{hi:g} (the network was trained on b=1000); use --allow-b-value to run it anyway, "
-                           "and its decisions will be withheld")
+    check_b_value(b_value, f"{study.folder}: {chosen.label}", allow_b_value)
     chosen.outcome, chosen.why = "chosen as DWI", how + ("" if b_value is None else f", b={b_value:g} s/mm^2")
     for c in acquisition:
         if c is not chosen:
