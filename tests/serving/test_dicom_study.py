@@ -80,3 +80,24 @@ def test_a_dicom_study_gives_the_metrics_of_its_nifti(server, native_case, nifti
     for phase, value in wc.hypoperfused_fraction.items():
         assert c["hypoperfused_fraction"][phase] == pytest.approx(value, abs=0.01)
     assert (tmp_path / "out" / "collateral_maps.nii.gz").exists()
+
+
+def test_a_b2500_dwi_is_refused_and_when_allowed_its_decisions_are_withheld(server, native_case, tmp_path):
+    case = native_case
+    write_classic(tmp_path / "study" / "dwi", case.dwi[..., None].astype(float), case.diffusion_affine, number=7,
+                  description="ep2d_diff_b2500_TRACEW", image_type=TRACE, b_values=[2500.0],
+                  slope=float(case.dwi.max()) / 60000.0)
+    write_classic(tmp_path / "study" / "adc", case.adc * 1e6, case.diffusion_affine, number=8,
+                  description="ep2d_diff_ADC", image_type=ADC_TYPE)
+    args = ["infer", str(tmp_path / "study"), "--nihss", "10", "--age", "70", "--side", "left", "--json",
+            "--out", str(tmp_path / "out"), "--url", server.http_url]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "b-value is 2500 s/mm^2" in refused.stderr
+    assert not (tmp_path / "out").exists()
+    allowed = CliRunner().invoke(cli, [*args, "--allow-b-value"])
+    assert allowed.exit_code == 0, allowed.output
+    metrics = json.loads(allowed.stdout)
+    gate = next(c for c in metrics["quality"]["checks"] if c["name"] == "b_value")
+    assert gate["value"] == 2500.0 and gate["verdict"] == "fail"
+    assert metrics["hypoperfusion"]["defuse3"] is None and metrics["hypoperfusion"]["dawn"] is None
+    assert any("b-value is 2500" in reason for reason in metrics["quality"]["decisions_withheld"])
