@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from collat_client import CollatClient, ServerUnavailable, Volume
 from collat_ensemble.server.launcher import ServerError, TritonServer, free_port
+from collat_ensemble.server.warmup import implausible, warmup_path
 from collat_ensemble.serving.context import STUB_NUMPY_VARIABLE
 
 
@@ -153,3 +155,25 @@ def test_a_server_whose_steps_cannot_read_their_tensors_never_becomes_ready(rest
                                           r"numpy 0\.x"):
         OlderStub(restartable_repository, log_file=tmp_path / "stub.log").start(timeout=240)
     assert time.monotonic() - started < 240
+
+
+def test_a_server_that_loads_but_cannot_serve_fails_its_warm_up_with_the_reason(restartable_repository, tmp_path):
+    """The start-up self-test: a warm-up case the steps refuse stands for any fault that only shows in a request."""
+    repository = tmp_path / "model_repository"
+    shutil.copytree(restartable_repository, repository)
+    case = warmup_path(repository)
+    with np.load(case) as stored:
+        arrays = dict(stored)
+    arrays["PERFUSION"] = np.full_like(arrays["PERFUSION"], 7)
+    np.savez_compressed(case, **arrays)
+    with pytest.raises(ServerError, match=r"tritonserver is up but cannot serve: the warm-up request through "
+                                          r"collateral_pipeline failed: .*constant"):
+        TritonServer(repository, log_file=tmp_path / "warmup.log").start()
+
+
+def test_a_warm_up_answer_is_judged_on_its_volumes():
+    assert implausible({"collateral": {"brain_volume_ml": 1200.0}, "hypoperfusion": None}) is None
+    assert implausible({"collateral": {"brain_volume_ml": 0.0}}) == "collateral brain volume 0.0 mL"
+    good = {"core_ml": 3.0, "hypoperfusion_ml": 20.0, "brain_volume_ml": 1300.0}
+    assert implausible({"collateral": None, "hypoperfusion": good}) is None
+    assert implausible({"hypoperfusion": {**good, "core_ml": float("nan")}}) == "hypoperfusion core_ml nan"

@@ -281,6 +281,10 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
     for folder in write_pipeline_models(out, network_io(presets["mrod"]), network_io(presets["hypo"]),
                                         perfusion_grid(presets["mrod"]), template):
         click.echo(f"wrote {folder}")
+    if not config_only:
+        from collat_ensemble.server.warmup import write_warmup_case
+
+        click.echo(f"wrote {write_warmup_case(out)} (the start-up self-test's case)")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

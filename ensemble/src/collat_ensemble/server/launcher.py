@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..serving.context import STUB_NUMPY_VARIABLE, numpy_mismatch
+from .warmup import WarmupError, warm_up
 
 STUB_NUMPY_MAJOR = 1  # the numpy major version nvidia-pytriton 0.7.0's Python-backend stub was built against
 
@@ -157,6 +158,8 @@ class TritonServer:
     log_file: Path | None = None
     log_verbose: int = 0
     extra_args: list[str] = field(default_factory=list)
+    warmup: bool = True  # a phantom request through every pipeline before start() returns (see .warmup)
+    warmed: list[str] = field(default_factory=list, init=False)
     process: subprocess.Popen | None = field(default=None, init=False)
     _workdir: Path | None = field(default=None, init=False)
     _regions: set[str] = field(default_factory=set, init=False)
@@ -222,6 +225,11 @@ class TritonServer:
                                             start_new_session=True, preexec_fn=_die_with_parent)
         try:
             self.wait_ready(timeout)
+            if self.warmup:
+                self.warmed = warm_up(self.http_url, self.repository)
+        except WarmupError as exc:
+            self.stop()
+            raise ServerError(f"tritonserver is up but cannot serve: {exc}") from None
         except BaseException:
             self.stop()
             raise
@@ -296,6 +304,8 @@ def serve_forever(server: TritonServer, echo=print) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     server.start()
+    if server.warmed:
+        echo(f"warm-up through every pipeline passed ({', '.join(server.warmed)})")
     echo(f"tritonserver ready: HTTP http://{server.http_url}  gRPC {server.grpc_url}  "
          f"metrics http://{server.host}:{server.metrics_port}/metrics  (log: {server.log_file})")
     try:
