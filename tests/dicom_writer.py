@@ -41,6 +41,10 @@ def _base(sop_class: str, series_uid: str, number: int, description: str, image_
     ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = series_uid, number, description
     ds.Modality, ds.Manufacturer = "MR", "SIEMENS"
     ds.PatientName, ds.PatientID = "Phantom^Test", "PHANTOM-0001"
+    ds.PatientBirthDate, ds.PatientSex = "19500101", "O"
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20261123", "120000", "1", "ACC-0001"
+    ds.ReferringPhysicianName = ""
+    ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.2"
     ds.ImageType = image_type
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated = ds.BitsStored = 16

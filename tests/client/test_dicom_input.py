@@ -187,3 +187,16 @@ def test_a_nifti_with_its_bval_gives_its_b_value_trace_and_adc(tmp_path):
     (tmp_path / "dwi.bval").write_text("0 1000\n")
     with pytest.raises(InputFileError, match=r"dwi.nii.gz: its .bval lists 2 b-values for 3 volume\(s\)"):
         read_diffusion(tmp_path / "dwi.nii.gz")
+
+
+def test_a_seg_needs_dicom_frames_to_reference(tmp_path):
+    from collat_client.dicom.seg import write_segmentation
+
+    mask = np.zeros((6, 6, 4), bool)
+    with pytest.raises(InvalidInput, match="needs a DWI read from DICOM"):
+        write_segmentation(mask, mask, np.eye(4), (), tmp_path / "seg.dcm", algorithm="a", version="1", checksum=None)
+    mosaic = write_mosaic(tmp_path / "mosaic", np.ones((6, 6, 4)), np.diag([2.0, 2.0, 5.0, 1.0]))
+    with pytest.raises(InvalidInput, match="no SEG for a Siemens mosaic DWI"):
+        write_segmentation(mask, mask, np.eye(4), tuple(mosaic.iterdir()), tmp_path / "seg.dcm", algorithm="a",
+                           version="1", checksum=None)
+    assert not (tmp_path / "seg.dcm").exists()

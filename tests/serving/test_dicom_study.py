@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import highdicom as hd
+import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -12,6 +14,7 @@ from dicom_writer import write_classic, write_enhanced, write_mosaic, write_repo
 
 from collat_client.cli import main as cli
 from collat_client.client import CollatClient
+from collat_client.dicom.seg import _frames, masks_on_frames
 from collat_client.images import Volume
 from collat_client.schema import Clinical
 from collat_ensemble.phantom import generate_case
@@ -64,9 +67,11 @@ def write_phantom_study(root, case, *, diffusion_writer, syntax):
 def test_a_dicom_study_gives_the_metrics_of_its_nifti(server, native_case, nifti_metrics, tmp_path,
                                                      diffusion_writer, syntax):
     study = write_phantom_study(tmp_path / "study", native_case, diffusion_writer=diffusion_writer, syntax=syntax)
+    mosaic = diffusion_writer == "mosaic"  # no SEG on mosaic frames (see collat_client.dicom.seg)
+    pacs = [] if mosaic else ["--dicom-out", str(tmp_path / "pacs")]
     result = CliRunner().invoke(cli, ["infer", str(study), "--nihss", str(native_case.nihss), "--age",
                                       str(native_case.age), "--side", "left", "--json", "--out",
-                                      str(tmp_path / "out"), "--url", server.http_url])
+                                      str(tmp_path / "out"), *pacs, "--url", server.http_url])
     assert result.exit_code == 0, result.output
     got, want = json.loads(result.stdout), nifti_metrics
     h, w = got["hypoperfusion"], want.hypoperfusion
@@ -80,6 +85,28 @@ def test_a_dicom_study_gives_the_metrics_of_its_nifti(server, native_case, nifti
     for phase, value in wc.hypoperfused_fraction.items():
         assert c["hypoperfused_fraction"][phase] == pytest.approx(value, abs=0.01)
     assert (tmp_path / "out" / "collateral_maps.nii.gz").exists()
+    if not mosaic:
+        assert_seg_is_the_nifti_masks(tmp_path / "pacs" / "lesion_core_seg.dcm", tmp_path / "out",
+                                      study / "dwi" / "trace")
+
+
+def assert_seg_is_the_nifti_masks(seg_path, nifti_dir, dwi_folder):
+    """The SEG read back with highdicom holds, on every DWI frame, exactly the NIfTI lesion and core."""
+    seg = hd.seg.segread(str(seg_path))
+    assert seg.PatientID == "PHANTOM-0001" and seg.number_of_segments == 2  # the source's identity, kept
+    lesion, core = (nib.load(str(nifti_dir / f"{n}.nii.gz")) for n in ("lesion_mask", "core_mask"))
+    sources, frames = _frames(tuple(sorted(p for p in dwi_folder.rglob("*") if p.is_file())))
+    expected = masks_on_frames([np.asarray(lesion.dataobj, bool), np.asarray(core.dataobj, bool)], lesion.affine,
+                               frames)
+    if len(sources) == 1:
+        got = seg.get_pixels_by_source_frame(source_sop_instance_uid=sources[0].SOPInstanceUID,
+                                             source_frame_numbers=list(range(1, len(frames) + 1)),
+                                             segment_numbers=[1, 2])
+    else:
+        got = seg.get_pixels_by_source_instance(source_sop_instance_uids=[d.SOPInstanceUID for d in sources],
+                                                segment_numbers=[1, 2])
+    np.testing.assert_array_equal(got.astype(bool), expected.astype(bool))
+    assert expected[..., 0].sum() == np.asarray(lesion.dataobj).astype(bool).sum() > 0  # every lesion voxel is in it
 
 
 def test_a_b2500_dwi_is_refused_and_when_allowed_its_decisions_are_withheld(server, native_case, tmp_path):

@@ -157,14 +157,17 @@ def _print_study(study, console) -> None:
 @click.option("--allow-b-value", is_flag=True, help="run a DWI whose b-value is not about 1000 s/mm^2 "
               "(its decisions are withheld)")
 @click.option("--out", type=click.Path(path_type=Path), help="output folder (default: <scan>_collat beside the scan)")
+@click.option("--dicom-out", type=click.Path(path_type=Path, file_okay=False),
+              help="also write DICOM for PACS here (a SEG of the lesion and core; needs DICOM input and the dicom "
+                   "extra)")
 @click.option("--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics document only")
 @_common
 @clean_errors
 def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | None, age: float | None, side: str,
           b_value: float | None, perfusion_series: str | None, dwi_series: str | None, adc_series: str | None,
-          allow_b_value: bool, out: Path | None, force: bool, as_json: bool, url: str | None, protocol: str,
-          timeout: float, retries: int) -> None:
+          allow_b_value: bool, out: Path | None, dicom_out: Path | None, force: bool, as_json: bool, url: str | None,
+          protocol: str, timeout: float, retries: int) -> None:
     """Run a perfusion series or a DICOM study folder (SCAN) and/or DWI + ADC through the server; write maps,
     metrics and a PNG.
 
@@ -215,6 +218,8 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
                                                progress=lambda m: s.update(m))
         s.update("writing")
         written = result.save(out, overwrite=force)
+        if dicom_out is not None:
+            written += result.save_dicom(dicom_out, overwrite=force)
     if as_json:
         click.echo(json.dumps(result.metrics.model_dump(mode="json"), indent=2))
         return

@@ -60,7 +60,8 @@ def _diffusion(value: ImageInput | None, role: str = "dwi", allow_b_value: bool 
     if value is None:
         return None
     if isinstance(value, Volume):
-        return diffusion_volume(value.data, value.affine, value.source, value.header, value.b_value)
+        return diffusion_volume(value.data, value.affine, value.source, value.header, value.b_value,
+                                value.dicom_files)
     return read_diffusion(value, role, allow_b_value)
 
 

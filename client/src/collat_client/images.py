@@ -34,6 +34,7 @@ class Volume:
     source: str = "<array>"
     header: object | None = field(default=None, compare=False, repr=False)  # the NIfTI header, kept for outputs
     b_value: float | None = None  # a DWI's b-value (s/mm^2) when its DICOM header said it
+    dicom_files: tuple[Path, ...] = field(default=(), compare=False, repr=False)  # its DICOM instances, if any
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -117,7 +118,8 @@ def perfusion_volume(data: np.ndarray, affine: np.ndarray, frame_seconds: float 
 
 
 def diffusion_volume(data: np.ndarray, affine: np.ndarray, source: str = "<array>",
-                     header: object | None = None, b_value: float | None = None) -> Volume:
+                     header: object | None = None, b_value: float | None = None,
+                     dicom_files: tuple[Path, ...] = ()) -> Volume:
     """A checked 3D DWI or ADC volume (a trailing axis of length 1 is dropped)."""
     data = np.asarray(data)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -128,7 +130,7 @@ def diffusion_volume(data: np.ndarray, affine: np.ndarray, source: str = "<array
         raise InvalidInput(f"{source}: {data.size} voxels exceed the server's limit of {MAX_VOLUME_VOXELS}")
     data = row_major_float32(data)
     _check_voxels(data, source)
-    return Volume(data, _check_affine(affine, source), None, source, header, b_value)
+    return Volume(data, _check_affine(affine, source), None, source, header, b_value, tuple(dicom_files))
 
 
 def check_pair(dwi: Volume, adc: Volume) -> None:
@@ -219,7 +221,7 @@ def study_volumes(study, frame_seconds: float | None = None) -> dict[str, Volume
         chosen = getattr(study, role)
         if chosen is not None:
             out[role] = diffusion_volume(chosen.data, chosen.affine, f"{study.folder}: {chosen.label}",
-                                         b_value=chosen.b_value)
+                                         b_value=chosen.b_value, dicom_files=chosen.files)
     return out
 
 

@@ -48,6 +48,7 @@ class Chosen:
     affine: np.ndarray
     frame_seconds: float | None = None
     b_value: float | None = None
+    files: tuple[Path, ...] = ()  # the series' instances: DICOM outputs reference them and carry their identity
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,8 @@ def _choose_diffusion(study: Study, dwis: list[_Candidate], adcs: list[_Candidat
     for c in acquisition:
         if c is not chosen:
             c.why = f"same acquisition as {chosen.label}" + (" (its volumes gave the ADC)" if c in multi else "")
-    study.dwi = Chosen(chosen.label, trace_data, chosen.image.affine, b_value=b_value)
+    study.dwi = Chosen(chosen.label, trace_data, chosen.image.affine, b_value=b_value,
+                       files=tuple(chosen.header.files) if chosen.header else ())
 
     on_grid = [c for c in adcs if _same_grid(c.image, chosen.image)]
     for c in adcs:

@@ -59,19 +59,27 @@ def _slices(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, list[f
     return out
 
 
-def _holds(data: np.ndarray, affine: np.ndarray, values: np.ndarray, position: np.ndarray,
-           orientation: np.ndarray, spacing: list[float], free_scale: bool = False) -> str | None:
-    """Why ``data`` (with ``affine``) does not hold this slice where its position puts it, or None."""
-    rows, cols = values.shape
+def slice_voxels(rows: int, cols: int, position: np.ndarray, orientation: np.ndarray, spacing: list[float],
+                 affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Voxel indices (3, rows * cols, row-major over the slice's pixels) of a DICOM slice in a volume with the RAS
+    ``affine`` and ``shape``; None when the slice's pixels are not the volume's voxel centres."""
     r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    lps = position[:, None] + np.outer(orientation[:3], c.ravel() * spacing[1]) \
+    lps = np.asarray(position, float)[:, None] + np.outer(orientation[:3], c.ravel() * spacing[1]) \
         + np.outer(orientation[3:], r.ravel() * spacing[0])
     ras = LPS_TO_RAS[:3, :3] @ lps
     index = np.linalg.inv(affine) @ np.vstack([ras, np.ones(ras.shape[1])])
     ijk = np.rint(index[:3]).astype(int)
-    shape = data.shape[:3]
     if np.abs(index[:3] - ijk).max() > 0.05 or any((ijk[a] < 0).any() or (ijk[a] >= shape[a]).any()
                                                    for a in range(3)):
+        return None
+    return ijk
+
+
+def _holds(data: np.ndarray, affine: np.ndarray, values: np.ndarray, position: np.ndarray,
+           orientation: np.ndarray, spacing: list[float], free_scale: bool = False) -> str | None:
+    """Why ``data`` (with ``affine``) does not hold this slice where its position puts it, or None."""
+    ijk = slice_voxels(*values.shape, position, np.asarray(orientation, float), spacing, affine, data.shape[:3])
+    if ijk is None:
         return "the converted affine does not hold the DICOM slice positions"
     volumes = data if data.ndim == 4 else data[..., None]
     expected = values.ravel()

@@ -1,0 +1,96 @@
+"""The lesion and the ADC core as a DICOM Segmentation on the DWI's own frames, for PACS viewers.
+
+Built with highdicom (the ``dicom`` extra). The masks come from the server on the DWI's grid (the grid
+dcm2niix made from the series); each source frame's pixels are found on that grid through their own
+position, orientation and spacing, so the SEG frames are the NIfTI masks, voxel for voxel, in the
+scanner's frame order. The SEG references the source instances and carries their patient and study
+identity (highdicom copies it from them): that identity never left this machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidInput
+from .verify import slice_voxels
+
+SEGMENT_LABELS = ("hypoperfusion lesion", "ADC core (ADC < 620e-6 mm2/s)")
+
+
+def _frames(files: tuple[Path, ...]):
+    """(source datasets, per-frame (position, orientation, spacing, rows, cols)) for one volume of the series."""
+    import pydicom
+
+    datasets = sorted((pydicom.dcmread(str(f), stop_before_pixels=True) for f in files),
+                      key=lambda d: int(d.get("InstanceNumber", 0) or 0))
+    enhanced = [d for d in datasets if "PerFrameFunctionalGroupsSequence" in d]
+    if enhanced:
+        ds = enhanced[0]
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        frames = []
+        for frame in ds.PerFrameFunctionalGroupsSequence:
+            orientation = (frame.get("PlaneOrientationSequence") or shared.PlaneOrientationSequence)[0]
+            measures = (frame.get("PixelMeasuresSequence") or shared.PixelMeasuresSequence)[0]
+            frames.append((np.array(frame.PlanePositionSequence[0].ImagePositionPatient, float),
+                           np.array(orientation.ImageOrientationPatient, float),
+                           [float(v) for v in measures.PixelSpacing], int(ds.Rows), int(ds.Columns)))
+        return [ds], frames
+    if any("MOSAIC" in [str(v).upper() for v in d.get("ImageType", [])] for d in datasets):
+        raise InvalidInput("no SEG for a Siemens mosaic DWI: its instances tile every slice into one image, so there "
+                           "are no per-slice frames to segment (export the DWI unmosaicked from the scanner)")
+    seen, chosen = set(), []
+    for d in datasets:  # one instance per slice position: the first volume of a multi-volume series
+        key = tuple(round(float(v), 2) for v in d.ImagePositionPatient)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(d)
+    return chosen, [(np.array(d.ImagePositionPatient, float), np.array(d.ImageOrientationPatient, float),
+                     [float(v) for v in d.PixelSpacing], int(d.Rows), int(d.Columns)) for d in chosen]
+
+
+def masks_on_frames(masks: list[np.ndarray], affine: np.ndarray, frames) -> np.ndarray:
+    """(frames, rows, cols, segments) uint8 of ``masks`` (on the grid of ``affine``) at each frame's pixels."""
+    shape = masks[0].shape
+    out = []
+    for position, orientation, spacing, rows, cols in frames:
+        ijk = slice_voxels(rows, cols, position, orientation, spacing, affine, shape)
+        if ijk is None:
+            raise InvalidInput("a DWI frame does not lie on the grid of the results; no SEG can be made from it")
+        out.append(np.stack([m[tuple(ijk)].reshape(rows, cols) for m in masks], axis=-1))
+    return np.stack(out).astype(np.uint8)
+
+
+def write_segmentation(lesion: np.ndarray, core: np.ndarray, affine: np.ndarray, files: tuple[Path, ...],
+                       path: Path, *, algorithm: str, version: str, checksum: str | None) -> Path:
+    """``path``: a binary DICOM SEG with the lesion (segment 1) and the core (segment 2) on the source frames."""
+    try:
+        import highdicom as hd
+        from pydicom.sr.codedict import codes
+    except ImportError:
+        raise InvalidInput("DICOM output needs the dicom extra: pip install 'collat-client[dicom]'") from None
+    if not files:
+        raise InvalidInput("DICOM output needs a DWI read from DICOM (its instances are what the SEG references)")
+    sources, frames = _frames(files)
+    pixels = masks_on_frames([np.asarray(lesion, bool), np.asarray(core, bool)], affine, frames)
+    identification = hd.AlgorithmIdentificationSequence(
+        name=algorithm, version=version, family=codes.cid7162.ArtificialIntelligence,
+        parameters={"model_sha256": checksum} if checksum else None)
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number, segment_label=label,
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=identification)
+        for number, label in enumerate(SEGMENT_LABELS, start=1)]
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9901,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="collat", manufacturer_model_name=algorithm,
+        software_versions=version, device_serial_number="none", omit_empty_frames=False,
+        series_description="collat: hypoperfusion lesion and ADC core (research use)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(str(path))
+    return path
