@@ -4,6 +4,7 @@ that reason."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from collat_client.images import read_diffusion, read_perfusion
 from collat_ensemble.errors import InputValidationError
 from collat_ensemble.preprocess import detect_adc_scale, prepare_perfusion
 
-REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
+# ../shared/realdata beside the repository, or wherever COLLAT_REALDATA says.
+REALDATA = Path(os.environ.get("COLLAT_REALDATA") or Path(__file__).resolve().parents[3] / "shared" / "realdata")
 pytestmark = pytest.mark.skipif(not (REALDATA / "README.md").exists(),
                                 reason=f"the real scanner corpus is not at {REALDATA}")
 XA30 = REALDATA / "siemens_xa30_enhanced"
