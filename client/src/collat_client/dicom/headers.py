@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 # Tags read from every file, by keyword; nothing about the patient or the study's identity.
 TECHNICAL_TAGS = ["SOPClassUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modality", "ImageType",
                   "Manufacturer",
-                  "ImagePositionPatient", "ImageOrientationPatient",
+                  "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
                   "DiffusionBValue", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence",
                   "NumberOfFrames", (0x0019, 0x0010), (0x0019, 0x100C), (0x0043, 0x0010), (0x0043, 0x1039),
                   (0x2001, 0x0010), (0x2001, 0x1003)]
@@ -118,44 +119,51 @@ def b_values(ds) -> set[float]:
     return {b for b in found if 0 <= b < 1e5}
 
 
-def _geometry(ds, entry: SeriesHeader) -> None:
-    """Slice positions and orientation, classic (top level) or enhanced (the functional groups)."""
-    planes = [(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"))]
-    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
-    shared_iop = None
-    if shared is not None and shared.get("PlaneOrientationSequence"):
-        shared_iop = shared.PlaneOrientationSequence[0].get("ImageOrientationPatient")
-    for frame in ds.get("PerFrameFunctionalGroupsSequence", []) or []:
-        position = frame.PlanePositionSequence[0].get("ImagePositionPatient") if frame.get(
-            "PlanePositionSequence") else None
-        orientation = frame.PlaneOrientationSequence[0].get("ImageOrientationPatient") if frame.get(
-            "PlaneOrientationSequence") else shared_iop
-        planes.append((position, orientation))
-    for position, orientation in planes:
-        if position is None or orientation is None or len(position) != 3 or len(orientation) != 6:
-            continue
-        entry.orientation = entry.orientation or tuple(float(v) for v in orientation)
-        entry.positions.add(tuple(round(float(v), 3) for v in position))
+class Plane(NamedTuple):
+    """Where one frame lies: its first pixel's position, row and column directions (LPS), row and column spacing."""
+
+    position: np.ndarray
+    orientation: np.ndarray
+    spacing: list[float] | None
 
 
-def scan_headers(folder: Path) -> tuple[dict[str, SeriesHeader], int]:
-    """Series found under ``folder`` by SeriesInstanceUID, and the number of files that are not DICOM."""
+def planes(ds) -> list[Plane]:
+    """The plane of every frame in a file: the top-level tags of a classic image, the functional groups (per frame,
+    else shared) of an enhanced one; frames whose position or orientation is missing are left out."""
+    if "PerFrameFunctionalGroupsSequence" not in ds:
+        candidates = [(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"), ds.get("PixelSpacing"))]
+    else:
+        shared = (ds.get("SharedFunctionalGroupsSequence") or [{}])[0]
+
+        def first(frame, sequence: str, keyword: str):
+            item = frame.get(sequence) or shared.get(sequence)
+            return item[0].get(keyword) if item else None
+
+        candidates = [(first(f, "PlanePositionSequence", "ImagePositionPatient"),
+                       first(f, "PlaneOrientationSequence", "ImageOrientationPatient"),
+                       first(f, "PixelMeasuresSequence", "PixelSpacing"))
+                      for f in ds.PerFrameFunctionalGroupsSequence]
+    return [Plane(np.array(position, float), np.array(orientation, float),
+                  None if spacing is None else [float(v) for v in spacing])
+            for position, orientation, spacing in candidates
+            if position is not None and orientation is not None and len(position) == 3 and len(orientation) == 6]
+
+
+def scan_headers(folder: Path) -> dict[str, SeriesHeader]:
+    """Series found under ``folder`` by SeriesInstanceUID (files that are not DICOM are passed over)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.uid import UID
 
     series: dict[str, SeriesHeader] = {}
-    skipped = 0
     for path in walk(folder):
         try:
             ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=TECHNICAL_TAGS)
         except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError):
-            skipped += 1
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         sop = UID(str(ds.get("SOPClassUID", "") or ""))
         if not uid:
-            skipped += 1
             continue
         kind = sop.name if sop.is_valid else "unknown storage class"
         image = "Image Storage" in kind
@@ -168,5 +176,7 @@ def scan_headers(folder: Path) -> tuple[dict[str, SeriesHeader], int]:
                                                str(ds.get("Manufacturer", "") or ""))
         entry.files.append(path)
         entry.b_values |= b_values(ds)
-        _geometry(ds, entry)
-    return series, skipped
+        for plane in planes(ds):
+            entry.orientation = entry.orientation or tuple(plane.orientation)
+            entry.positions.add(tuple(round(float(v), 3) for v in plane.position))
+    return series

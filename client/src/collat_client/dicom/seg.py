@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInput
+from .headers import planes
 from .verify import slice_voxels
 
 SEGMENT_LABELS = ("hypoperfusion lesion", "ADC core (ADC < 620e-6 mm2/s)")
@@ -25,29 +26,22 @@ def _frames(files: tuple[Path, ...]):
 
     datasets = sorted((pydicom.dcmread(str(f), stop_before_pixels=True) for f in files),
                       key=lambda d: int(d.get("InstanceNumber", 0) or 0))
-    enhanced = [d for d in datasets if "PerFrameFunctionalGroupsSequence" in d]
-    if enhanced:
-        ds = enhanced[0]
-        shared = ds.SharedFunctionalGroupsSequence[0]
-        frames = []
-        for frame in ds.PerFrameFunctionalGroupsSequence:
-            orientation = (frame.get("PlaneOrientationSequence") or shared.PlaneOrientationSequence)[0]
-            measures = (frame.get("PixelMeasuresSequence") or shared.PixelMeasuresSequence)[0]
-            frames.append((np.array(frame.PlanePositionSequence[0].ImagePositionPatient, float),
-                           np.array(orientation.ImageOrientationPatient, float),
-                           [float(v) for v in measures.PixelSpacing], int(ds.Rows), int(ds.Columns)))
-        return [ds], frames
     if any("MOSAIC" in [str(v).upper() for v in d.get("ImageType", [])] for d in datasets):
         raise InvalidInput("no SEG for a Siemens mosaic DWI: its instances tile every slice into one image, so there "
                            "are no per-slice frames to segment (export the DWI unmosaicked from the scanner)")
-    seen, chosen = set(), []
-    for d in datasets:  # one instance per slice position: the first volume of a multi-volume series
-        key = tuple(round(float(v), 2) for v in d.ImagePositionPatient)
-        if key not in seen:
-            seen.add(key)
-            chosen.append(d)
-    return chosen, [(np.array(d.ImagePositionPatient, float), np.array(d.ImageOrientationPatient, float),
-                     [float(v) for v in d.PixelSpacing], int(d.Rows), int(d.Columns)) for d in chosen]
+    enhanced = [d for d in datasets if "PerFrameFunctionalGroupsSequence" in d]
+    if enhanced:
+        sources = enhanced[:1]  # one file of an enhanced series covers every slice position
+    else:
+        seen: set[tuple[float, ...]] = set()
+        sources = []
+        for d in datasets:  # one instance per slice position: the first volume of a multi-volume series
+            key = tuple(round(float(v), 2) for v in d.ImagePositionPatient)
+            if key not in seen:
+                seen.add(key)
+                sources.append(d)
+    frames = [(p.position, p.orientation, p.spacing, int(d.Rows), int(d.Columns)) for d in sources for p in planes(d)]
+    return sources, frames
 
 
 def masks_on_frames(masks: list[np.ndarray], affine: np.ndarray, frames) -> np.ndarray:

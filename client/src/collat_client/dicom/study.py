@@ -71,7 +71,6 @@ class Study:
     perfusion: Chosen | None = None
     dwi: Chosen | None = None
     adc: Chosen | None = None
-    non_dicom_files: int = 0
 
     def table(self) -> list[dict[str, object]]:
         return [{"series": e.label, "number": e.number, "shape": "x".join(map(str, e.shape)) or "-", "role": e.role,
@@ -192,7 +191,9 @@ def _choose_diffusion(study: Study, dwis: list[_Candidate], adcs: list[_Candidat
                                                                     or abs(max(c.b_values) - top) <= 0.05 * top)]
     if len(traces) > 1 and dwi_name is None:
         raise _ambiguous(study.folder, "DWI", "--dwi-series", traces)
-    computed = combine(multi[0].image.data, multi[0].b_values) if multi else None
+    scanner_adc = [c for c in adcs if _same_grid(c.image, acquisition[0].image)]
+    # the trace and ADC of a multi-b series, computed only when the scanner's trace or ADC is missing
+    computed = combine(multi[0].image.data, multi[0].b_values) if multi and not (traces and scanner_adc) else None
     if traces:
         chosen = traces[0]
         b_value = max(chosen.b_values) if chosen.b_values else top
@@ -209,15 +210,14 @@ def _choose_diffusion(study: Study, dwis: list[_Candidate], adcs: list[_Candidat
     chosen.outcome, chosen.why = "chosen as DWI", how + ("" if b_value is None else f", b={b_value:g} s/mm^2")
     for c in acquisition:
         if c is not chosen:
-            c.why = f"same acquisition as {chosen.label}" + (" (its volumes gave the ADC)" if c in multi else "")
+            c.why = f"same acquisition as {chosen.label}"
     study.dwi = Chosen(chosen.label, trace_data, chosen.image.affine, b_value=b_value,
                        files=tuple(chosen.header.files) if chosen.header else ())
 
-    on_grid = [c for c in adcs if _same_grid(c.image, chosen.image)]
     for c in adcs:
-        if c not in on_grid:
+        if c not in scanner_adc:
             c.why = f"not on the grid of the DWI ({chosen.label})"
-    if _choose_adc(study, on_grid, adc_name, "the scanner's ADC on the DWI's grid"):
+    if _choose_adc(study, scanner_adc, adc_name, "the scanner's ADC on the DWI's grid"):
         return
     if computed is not None and computed.adc is not None:
         source = multi[0]
@@ -226,6 +226,25 @@ def _choose_diffusion(study: Study, dwis: list[_Candidate], adcs: list[_Candidat
         study.adc = Chosen(f"ADC computed from {source.label}", computed.adc, source.image.affine)
     else:  # the ADC may come from elsewhere (--adc); the request says so if it does not
         chosen.why += "; no ADC on its grid and no b=0 volume to compute one"
+
+
+def _verified(image: ConvertedImage, header: SeriesHeader) -> tuple[ConvertedImage | None, str, str]:
+    """(the image to use or None, why it cannot be used, a note on what was put right): the headers' slice
+    positions, then the decoded slices (:mod:`.verify`); a conversion that fails is converted again on its own
+    before it is given up."""
+    gap = header.slice_gap()
+    if gap:
+        return None, gap, ""
+    philips = "PHILIPS" in header.manufacturer.upper()
+    checked, note = check_conversion(image, header.files, philips)
+    if checked is not None:
+        return checked, "", note
+    alone = [i for i in convert_files(header.files) if i.suffix == image.suffix]
+    again, again_note = check_conversion(alone[0], header.files, philips) if alone else (None, note)
+    if again is None:
+        return None, note, ""
+    return again, "", "; ".join(filter(None, ["converted again on its own: in its folder tree the converter "
+                                               "misread it", again_note]))
 
 
 def read_study(folder: Path | str, *, perfusion_series: str | None = None, dwi_series: str | None = None,
@@ -237,30 +256,21 @@ def read_study(folder: Path | str, *, perfusion_series: str | None = None, dwi_s
     folder = Path(folder)
     if not folder.is_dir():
         raise InputFileError(f"{folder}: no such directory")
-    headers, skipped = scan_headers(folder)
+    headers = scan_headers(folder)
     if not headers:
         raise InputFileError(f"{folder}: no DICOM files in this folder or below it")
-    study = Study(folder, non_dicom_files=skipped)
+    study = Study(folder)
     images = convert_folder(folder) if any(h.image for h in headers.values()) else []
     candidates = []
     for image in sorted(images, key=lambda i: (i.number is None, i.number or 0, i.series_uid, i.suffix)):
         header = headers.get(image.series_uid)
-        problem, note = (header.slice_gap(), "") if header else (None, "")
-        if header and not problem:
-            philips = "PHILIPS" in header.manufacturer.upper()
-            checked, note = check_conversion(image, header.files, philips)
-            if checked is None:  # converted again on its own before it is given up (see :mod:`.verify`)
-                alone = [i for i in convert_files(header.files) if i.suffix == image.suffix]
-                again = check_conversion(alone[0], header.files, philips) if alone else (None, note)
-                if again[0] is not None:
-                    checked, note = again[0], "; ".join(filter(None, ["converted again on its own: in its "
-                                                                       "folder tree the converter misread it",
-                                                                       again[1]]))
-            image, problem = (checked, "") if checked is not None else (image, note)
-        if problem:
-            study.entries.append(SeriesEntry(_label(image, header), image.number, image.series_uid,
-                                             tuple(image.data.shape), "unreadable", "left out", problem))
+        checked, problem, note = _verified(image, header) if header else (image, "", "")
+        if checked is None:
+            study.entries.append(SeriesEntry(_label(image, header), header.number if header else image.number,
+                                             image.series_uid, tuple(image.data.shape), "unreadable", "left out",
+                                             problem))
             continue
+        image = checked
         role, reason = classify(image, header)
         candidates.append(_Candidate(image, header, role, reason + (f" ({note})" if note else ""),
                                      _label(image, header)))
@@ -275,8 +285,8 @@ def read_study(folder: Path | str, *, perfusion_series: str | None = None, dwi_s
         c.why = c.reason
     for c in candidates:
         reason = c.reason if c.outcome == "left out" and c.why == c.reason else f"{c.reason}; {c.why}"
-        study.entries.append(SeriesEntry(c.label, c.image.number, c.image.series_uid, tuple(c.image.data.shape),
-                                         c.role, c.outcome, reason))
+        study.entries.append(SeriesEntry(c.label, c.header.number if c.header else c.image.number,
+                                         c.image.series_uid, tuple(c.image.data.shape), c.role, c.outcome, reason))
     converted = {image.series_uid for image in images}
     for header in headers.values():
         if not header.image:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .convert import ConvertedImage
+from .headers import planes
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -33,30 +34,20 @@ def _slices(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, list[f
         pixels = ds.pixel_array
     except Exception:  # a codec plugin missing, or a file pydicom cannot read: no spot check
         return []
-    if "PerFrameFunctionalGroupsSequence" not in ds:
-        if not all(k in ds for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")):
-            return []
-        slope, intercept = float(ds.get("RescaleSlope", 1.0)), float(ds.get("RescaleIntercept", 0.0))
-        return [(pixels.astype(np.float64) * slope + intercept, np.array(ds.ImagePositionPatient, float),
-                 np.array(ds.ImageOrientationPatient, float), [float(v) for v in ds.PixelSpacing])]
-    shared = ds.SharedFunctionalGroupsSequence[0] if ds.get("SharedFunctionalGroupsSequence") else {}
-    frames = pixels if pixels.ndim == 3 else pixels[None]
-    out = []
-    for frame, values in zip(ds.PerFrameFunctionalGroupsSequence, frames, strict=False):
-        def group(name: str, frame=frame):
-            return frame.get(name) or shared.get(name)
-        try:
-            position = group("PlanePositionSequence")[0].ImagePositionPatient
-            orientation = group("PlaneOrientationSequence")[0].ImageOrientationPatient
-            spacing = group("PixelMeasuresSequence")[0].PixelSpacing
-        except (TypeError, AttributeError, IndexError):
-            return []
-        transform = group("PixelValueTransformationSequence")
-        slope = float(transform[0].get("RescaleSlope", 1.0)) if transform else 1.0
-        intercept = float(transform[0].get("RescaleIntercept", 0.0)) if transform else 0.0
-        out.append((values.astype(np.float64) * slope + intercept, np.array(position, float),
-                    np.array(orientation, float), [float(v) for v in spacing]))
-    return out
+    frames = planes(ds)
+    if not frames or any(f.spacing is None for f in frames):
+        return []
+    if "PerFrameFunctionalGroupsSequence" in ds:  # the rescale of each frame, else the shared one
+        shared = (ds.get("SharedFunctionalGroupsSequence") or [{}])[0]
+        scalings = []
+        for frame in ds.PerFrameFunctionalGroupsSequence:
+            transform = frame.get("PixelValueTransformationSequence") or shared.get("PixelValueTransformationSequence")
+            scalings.append(transform[0] if transform else {})
+    else:
+        scalings = [ds]
+    stack = pixels if pixels.ndim == 3 and "PerFrameFunctionalGroupsSequence" in ds else pixels[None]
+    return [(values.astype(np.float64) * float(t.get("RescaleSlope", 1.0)) + float(t.get("RescaleIntercept", 0.0)),
+             f.position, f.orientation, f.spacing) for values, t, f in zip(stack, scalings, frames, strict=False)]
 
 
 def slice_voxels(rows: int, cols: int, position: np.ndarray, orientation: np.ndarray, spacing: list[float],
