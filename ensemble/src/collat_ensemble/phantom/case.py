@@ -296,8 +296,12 @@ CASE_FILES = {
 }
 
 
+DWI_B_VALUE = 1000.0  # s/mm^2: the phantom's DWI is a b=1000 trace, as the study's were
+DWI_BVAL_FILE = "dwi.bval"
+
+
 def write_case(case: PhantomCase, out_dir: str | Path) -> dict[str, Path]:
-    """NIfTI files with their affines (and pixdim[4] = frame time for the series) plus ``truth.json``.
+    """NIfTI files with their affines (and pixdim[4] = frame time for the series), ``dwi.bval`` and ``truth.json``.
 
     Files are written under temporary names and renamed at the end, so a crash leaves no
     half-written case behind.
@@ -334,6 +338,10 @@ def write_case(case: PhantomCase, out_dir: str | Path) -> dict[str, Path]:
         nib.save(img, str(tmp))
         pending.append((tmp, final))
         written[key] = final
+    # The DWI's b-value beside it, as BIDS and dcm2niix write it: the SDK reads it for the server's b-value gate.
+    tmp_bval = out / ".dwi.bval.partial"
+    tmp_bval.write_text(f"{DWI_B_VALUE:g}\n")
+    pending.append((tmp_bval, out / DWI_BVAL_FILE))
     truth = {**case.truth, "files": {k: p.name for k, p in written.items()}}
     tmp_truth = out / ".truth.json.partial"
     tmp_truth.write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
