@@ -87,6 +87,10 @@ def prepare_request(perfusion: ImageInput | None, dwi: ImageInput | None, adc: I
         if not isinstance(study, Study):
             study = read_study(study, allow_b_value=allow_b_value)
         found = study_volumes(study)
+        if not found and perfusion is None and dwi is None:
+            left = [f"{e.label}: {e.reason}" for e in study.entries if e.role in ("perfusion", "dwi", "unreadable")]
+            raise InvalidInput(f"{study.folder}: nothing to analyse" + (f" ({'; '.join(left)})" if left else
+                                                                        ": no perfusion, DWI or ADC series"))
         perfusion = perfusion if perfusion is not None else found.get("perfusion")
         if dwi is None and adc is None:
             dwi, adc = found.get("dwi"), found.get("adc")

@@ -36,6 +36,8 @@ def _frames(files: tuple[Path, ...]):
         seen: set[tuple[float, ...]] = set()
         sources = []
         for d in datasets:  # one instance per slice position: the first volume of a multi-volume series
+            if not planes(d):  # not a placed image (Philips keeps such objects in the series)
+                continue
             key = tuple(round(float(v), 2) for v in d.ImagePositionPatient)
             if key not in seen:
                 seen.add(key)
