@@ -19,6 +19,8 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 DIRECTIONS = ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0])  # a volume's gradient, distinct per volume
+TRACE = ("DERIVED", "PRIMARY", "DIFFUSION", "TRACEW")
+ADC_TYPE = ("DERIVED", "PRIMARY", "DIFFUSION", "ADC")
 
 
 def _geometry(affine: np.ndarray) -> tuple[list[float], list[float], np.ndarray]:
@@ -186,3 +188,45 @@ def write_mosaic(folder: Path, data: np.ndarray, affine: np.ndarray, *, number: 
         ds.PixelData = mosaic.tobytes()
         ds.save_as(str(folder / f"MOSAIC{t + 1:04d}"), enforce_file_format=True)
     return folder
+
+
+def write_phantom_study(root, case, *, diffusion_writer, syntax, perfusion_writer=None):
+    """The scanner's way: ADC as integers in 1e-6 mm^2/s, DWI and perfusion as scaled integers. ``mosaic``: the
+    perfusion and the DWI as Siemens mosaics (b-value in Siemens' private tag), the ADC classic. The perfusion is
+    classic (a file per slice and frame) unless ``perfusion_writer`` says (a mosaic: a file per frame)."""
+    perfusion_writer = perfusion_writer or (write_mosaic if diffusion_writer == "mosaic" else write_classic)
+    perfusion_writer(root / "perf", case.perfusion.astype(float), case.perfusion_affine, number=4,
+                     description="ep2d_perf", frame_seconds=case.frame_seconds,
+                     slope=float(case.perfusion.max()) / 60000.0)
+    options = {} if syntax is None else {"syntax": syntax}
+    if diffusion_writer == "mosaic":
+        write_mosaic(root / "dwi" / "trace", case.dwi[..., None].astype(float), case.diffusion_affine, number=7,
+                     description="ep2d_diff_TRACEW", b_values=[1000.0], slope=float(case.dwi.max()) / 60000.0)
+        diffusion_writer = write_classic
+    else:
+        diffusion_writer(root / "dwi" / "trace", case.dwi[..., None].astype(float), case.diffusion_affine, number=7,
+                         description="ep2d_diff_TRACEW", image_type=TRACE, b_values=[1000.0],
+                         slope=float(case.dwi.max()) / 60000.0, **options)
+    diffusion_writer(root / "dwi" / "adc", case.adc * 1e6, case.diffusion_affine, number=8,
+                     description="ep2d_diff_ADC", image_type=ADC_TYPE, **options)
+    write_enhanced(root / "t1", np.full((16, 16, 12), 400.0), np.diag([1.0, 1.0, 1.0, 1.0]), number=2,
+                   description="t1_mprage")
+    write_report(root / "sr")
+    return root
+
+
+def restamp_study(folder: Path, *, patient_id: str, accession: str) -> str:
+    """Make the study in ``folder`` another patient's: new study, series and instance UIDs (references kept
+    consistent), patient ID and accession number. Returns the new StudyInstanceUID."""
+    import pydicom
+
+    study_uid, series, instances = generate_uid(), {}, {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        ds = pydicom.dcmread(str(path))
+        series.setdefault(ds.SeriesInstanceUID, generate_uid())
+        instances[ds.SOPInstanceUID] = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series[ds.SeriesInstanceUID]
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = instances[ds.SOPInstanceUID]
+        ds.PatientID, ds.AccessionNumber = patient_id, accession
+        ds.save_as(str(path), enforce_file_format=True)
+    return study_uid

@@ -190,13 +190,12 @@ def test_a_nifti_with_its_bval_gives_its_b_value_trace_and_adc(tmp_path):
 
 
 def test_a_seg_needs_dicom_frames_to_reference(tmp_path):
-    from collat_client.dicom.seg import write_segmentation
+    from collat_client.dicom.seg import build_segmentation
 
     mask = np.zeros((6, 6, 4), bool)
+    options = {"algorithm": "a", "version": "1", "checksum": None, "research_only": True}
     with pytest.raises(InvalidInput, match="needs a DWI read from DICOM"):
-        write_segmentation(mask, mask, np.eye(4), (), tmp_path / "seg.dcm", algorithm="a", version="1", checksum=None)
+        build_segmentation(mask, mask, np.eye(4), (), **options)
     mosaic = write_mosaic(tmp_path / "mosaic", np.ones((6, 6, 4)), np.diag([2.0, 2.0, 5.0, 1.0]))
     with pytest.raises(InvalidInput, match="no SEG for a Siemens mosaic DWI"):
-        write_segmentation(mask, mask, np.eye(4), tuple(mosaic.iterdir()), tmp_path / "seg.dcm", algorithm="a",
-                           version="1", checksum=None)
-    assert not (tmp_path / "seg.dcm").exists()
+        build_segmentation(mask, mask, np.eye(4), tuple(mosaic.iterdir()), **options)

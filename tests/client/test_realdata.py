@@ -112,13 +112,14 @@ def test_a_seg_on_the_philips_dwi_references_one_instance_per_slice(tmp_path):
     """The Philips series holds an object with no position beside its 544 images: the SEG skips it."""
     import highdicom as hd
 
-    from collat_client.dicom.seg import write_segmentation
+    from collat_client.dicom.seg import build_segmentation
 
     dwi = read_diffusion(REALDATA / "philips_classic_dwi")
     lesion = np.zeros(dwi.shape, bool)
     lesion[50:60, 50:60, 10:12] = True
-    path = write_segmentation(lesion, np.zeros(dwi.shape, bool), dwi.affine, dwi.dicom_files, tmp_path / "seg.dcm",
-                              algorithm="test", version="1", checksum=None)
-    seg = hd.seg.segread(str(path))
+    built, _ = build_segmentation(lesion, np.zeros(dwi.shape, bool), dwi.affine, dwi.dicom_files, algorithm="test",
+                               version="1", checksum=None, research_only=True)
+    built.save_as(str(tmp_path / "seg.dcm"))
+    seg = hd.seg.segread(str(tmp_path / "seg.dcm"))
     assert len(seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence) == dwi.shape[2] == 32
     assert int(seg.pixel_array.sum()) == lesion.sum()  # every lesion voxel on some frame, no other

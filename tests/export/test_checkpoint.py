@@ -88,3 +88,34 @@ def test_unreadable_files_fail_cleanly(tmp_path):
         load_checkpoint(tmp_path / "junk.pt", model="mrod", preset="tiny")
     with pytest.raises(CheckpointError, match="no such file"):
         load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_interpolate_averages_parameters_and_records_where_they_came_from(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from collat_export.cli import main as export_cli
+
+    p = get_preset("hypo", "tiny")
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        paths.append(save_checkpoint(tmp_path / f"{seed}" / "checkpoint.pt", build_network(p), p, {"seed": seed}))
+    out = tmp_path / "avg" / "checkpoint.pt"
+    out.parent.mkdir()
+    result = CliRunner().invoke(export_cli, ["interpolate", "--checkpoint", str(paths[0]), "--checkpoint",
+                                             str(paths[1]), "--weight", "0.25", "--weight", "0.75", "--out", str(out),
+                                             "--note", "chosen on seeds 20-39"])
+    assert result.exit_code == 0, result.output
+    a, b, avg = (load_checkpoint(x).network.state_dict() for x in (*paths, out))
+    name = next(k for k, v in a.items() if v.is_floating_point() and v.numel() > 100)
+    expected = 0.25 * a[name] + 0.75 * b[name]
+    torch.testing.assert_close(avg[name], expected, rtol=2e-3, atol=2e-3)  # stored in FP16, as the demo weights
+    card = json.loads((out.parent / "model_card.json").read_text())
+    assert [s["weight"] for s in card["training"]["interpolated_from"]] == [0.25, 0.75]
+    assert card["training"]["selection"] == "chosen on seeds 20-39" and card["not_for_clinical_use"] is True
+    assert "parameter average" in (out.parent / "model_card.md").read_text()
+    bad = CliRunner().invoke(export_cli, ["interpolate", "--checkpoint", str(paths[0]), "--checkpoint",
+                                          str(paths[1]), "--weight", "0.5", "--weight", "0.6", "--out", str(out)])
+    assert bad.exit_code == 2 and "summing to 1" in bad.output

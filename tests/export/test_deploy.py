@@ -100,6 +100,13 @@ def test_compose_reserves_a_gpu_checks_readiness_and_binds_loopback():
         assert all(p.startswith("127.0.0.1:") for p in service["ports"])
         assert service["shm_size"] == "2gb"
     assert "engines:/engines" in gpu["volumes"]
+    node = compose["services"]["dicom-node"]
+    assert set(node["profiles"]) == {"cpu", "gpu"} and node["build"]["dockerfile"] == "docker/Dockerfile.node"
+    assert all(p.startswith("127.0.0.1:") for p in node["ports"]) and "--url=triton:8000" in node["command"]
+    assert "node-work:/var/lib/collat" in node["volumes"]  # the durable queue outlives the container
+    assert gpu["networks"]["default"]["aliases"] == cpu["networks"]["default"]["aliases"] == ["triton"]
+    dockerfile = (ROOT / "docker" / "Dockerfile.node").read_text()
+    assert re.search(r"^USER 1000$", dockerfile, flags=re.M) and "torch" not in dockerfile.replace("no torch", "")
 
 
 def test_kubernetes_manifests_probe_request_a_gpu_and_autoscale():

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from dicom_writer import write_classic, write_enhanced, write_mosaic, write_report
+from dicom_writer import ADC_TYPE, TRACE, write_classic, write_enhanced, write_phantom_study
 
 from collat_client.cli import main as cli
 from collat_client.client import CollatClient
@@ -18,9 +18,6 @@ from collat_client.dicom.seg import _frames, masks_on_frames
 from collat_client.images import Volume
 from collat_client.schema import Clinical
 from collat_ensemble.phantom import generate_case
-
-TRACE = ("DERIVED", "PRIMARY", "DIFFUSION", "TRACEW")
-ADC_TYPE = ("DERIVED", "PRIMARY", "DIFFUSION", "ADC")
 
 
 @pytest.fixture(scope="module")
@@ -35,30 +32,6 @@ def nifti_metrics(server, native_case):
         return client.infer(perfusion=Volume(c.perfusion, c.perfusion_affine, c.frame_seconds),
                             dwi=Volume(c.dwi, c.diffusion_affine), adc=Volume(c.adc, c.diffusion_affine),
                             clinical=Clinical(nihss=c.nihss, age=c.age, side="left", dwi_b_value=1000)).metrics
-
-
-def write_phantom_study(root, case, *, diffusion_writer, syntax):
-    """The scanner's way: ADC as integers in 1e-6 mm^2/s, DWI and perfusion as scaled integers. ``mosaic``: the
-    perfusion and the DWI as Siemens mosaics (b-value in Siemens' private tag), the ADC classic."""
-    perfusion_writer = write_mosaic if diffusion_writer == "mosaic" else write_classic
-    perfusion_writer(root / "perf", case.perfusion.astype(float), case.perfusion_affine, number=4,
-                     description="ep2d_perf", frame_seconds=case.frame_seconds,
-                     slope=float(case.perfusion.max()) / 60000.0)
-    options = {} if syntax is None else {"syntax": syntax}
-    if diffusion_writer == "mosaic":
-        write_mosaic(root / "dwi" / "trace", case.dwi[..., None].astype(float), case.diffusion_affine, number=7,
-                     description="ep2d_diff_TRACEW", b_values=[1000.0], slope=float(case.dwi.max()) / 60000.0)
-        diffusion_writer = write_classic
-    else:
-        diffusion_writer(root / "dwi" / "trace", case.dwi[..., None].astype(float), case.diffusion_affine, number=7,
-                         description="ep2d_diff_TRACEW", image_type=TRACE, b_values=[1000.0],
-                         slope=float(case.dwi.max()) / 60000.0, **options)
-    diffusion_writer(root / "dwi" / "adc", case.adc * 1e6, case.diffusion_affine, number=8,
-                     description="ep2d_diff_ADC", image_type=ADC_TYPE, **options)
-    write_enhanced(root / "t1", np.full((16, 16, 12), 400.0), np.diag([1.0, 1.0, 1.0, 1.0]), number=2,
-                   description="t1_mprage")
-    write_report(root / "sr")
-    return root
 
 
 @pytest.mark.parametrize("diffusion_writer, syntax", [(write_enhanced, None), (write_classic, "rle"),

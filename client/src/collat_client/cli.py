@@ -1,7 +1,8 @@
 """``collat-client``: run a scan through the server, check the server, score outputs against references.
 
 Exit codes: 0 ok, 2 bad input or usage, 3 server unavailable or pipeline not ready,
-4 server-side error or timeout. Errors are one line on stderr, never a traceback.
+4 server-side error or timeout,
+5 a DICOM peer (PACS) unreachable or refusing. Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -158,16 +159,19 @@ def _print_study(study, console) -> None:
               "(its decisions are withheld)")
 @click.option("--out", type=click.Path(path_type=Path), help="output folder (default: <scan>_collat beside the scan)")
 @click.option("--dicom-out", type=click.Path(path_type=Path, file_okay=False),
-              help="also write DICOM for PACS here (a SEG of the lesion and core; needs DICOM input and the dicom "
-                   "extra)")
+              help="also write DICOM for PACS here (SEG of the lesion and core, TID 1500 report, colour captures of "
+                   "the maps and a summary; needs DICOM input and the dicom extra)")
+@click.option("--to", "send_to", help="send the DICOM results to PACS: AE@HOST:PORT (C-STORE) or a DICOMweb URL "
+              "(STOW-RS); writes them to --dicom-out, or <out>/dicom")
+@click.option("--calling-ae", default="COLLAT", show_default=True, help="our AE title when sending")
 @click.option("--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics document only")
 @_common
 @clean_errors
 def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | None, age: float | None, side: str,
           b_value: float | None, perfusion_series: str | None, dwi_series: str | None, adc_series: str | None,
-          allow_b_value: bool, out: Path | None, dicom_out: Path | None, force: bool, as_json: bool, url: str | None,
-          protocol: str, timeout: float, retries: int) -> None:
+          allow_b_value: bool, out: Path | None, dicom_out: Path | None, send_to: str | None, calling_ae: str,
+          force: bool, as_json: bool, url: str | None, protocol: str, timeout: float, retries: int) -> None:
     """Run a perfusion series or a DICOM study folder (SCAN) and/or DWI + ADC through the server; write maps,
     metrics and a PNG.
 
@@ -179,6 +183,7 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
     Example:
       collat-client infer scan.nii.gz --out results/
       collat-client infer STUDY_DIR --nihss 14 --age 70 --side left
+      collat-client infer STUDY_DIR --nihss 14 --age 70 --side left --to PACS@10.0.0.5:104
       collat-client infer --dwi dwi.nii.gz --adc adc.nii.gz --nihss 14 --age 70 --side left --json
     """
     from rich.console import Console
@@ -186,6 +191,10 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
     from .schema import Clinical
 
     console = Console(stderr=True)
+    if send_to is not None:
+        from .dicom.network import check_destination
+
+        check_destination(send_to)
     if scan is None and dwi is None:
         raise InvalidInput("give a perfusion SCAN or a study folder, or --dwi and --adc, or all three")
     study = None
@@ -204,6 +213,8 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
             raise InvalidInput("--nihss is required with --dwi/--adc")
         clinical = Clinical(nihss=nihss, age=age, side=side, dwi_b_value=b_value)
     out = out or _default_out(scan, dwi)
+    if send_to is not None and dicom_out is None:
+        dicom_out = out / "dicom"
     from .result import InferenceResult, output_files
 
     has_perfusion = study.perfusion is not None if study is not None else scan is not None
@@ -219,7 +230,13 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
         s.update("writing")
         written = result.save(out, overwrite=force)
         if dicom_out is not None:
-            written += result.save_dicom(dicom_out, overwrite=force)
+            dicom = result.save_dicom(dicom_out, overwrite=force)
+            written += dicom.files
+            for note in dicom.notes:
+                console.print(f"[yellow]DICOM:[/yellow] {note}")
+            if send_to is not None:
+                s.update(f"sending to {send_to}")
+                _send(dicom.files, send_to, calling_ae, dicom_out, console)
     if as_json:
         click.echo(json.dumps(result.metrics.model_dump(mode="json"), indent=2))
         return
@@ -228,6 +245,18 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
     if result.metrics.quality.decisions_withheld:  # maps written, decisions not: exit 0, but say so on stderr
         click.echo(f"warning: {len(result.metrics.quality.decisions_withheld)} quality check(s) failed; DEFUSE 3 and "
                    "DAWN decisions withheld (see metrics.json quality)", err=True)
+
+
+def _send(files: list[Path], send_to: str, calling_ae: str, folder: Path, console) -> None:
+    from .dicom.network import send
+    from .errors import PeerError
+
+    try:
+        count = send(files, send_to, calling_ae=calling_ae)
+    except PeerError as exc:
+        raise PeerError(f"{exc}; the results are kept in {folder} (send them again: collat-client send {folder} "
+                        f"--to {send_to})") from None
+    console.print(f"sent {count} DICOM objects to {send_to}")
 
 
 class _Quiet:
@@ -241,6 +270,77 @@ class _Quiet:
 
     def update(self, message: str) -> None:
         return None
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--to", "send_to", required=True, help="AE@HOST:PORT (C-STORE) or an http(s):// DICOMweb URL (STOW-RS)")
+@click.option("--calling-ae", default="COLLAT", show_default=True, help="our AE title")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="seconds per network step")
+@clean_errors
+def send(paths: tuple[Path, ...], send_to: str, calling_ae: str, timeout: float) -> None:
+    """Send DICOM results (files, or folders of *.dcm) to PACS.
+
+    \b
+    Example:
+      collat-client send results/dicom --to PACS@10.0.0.5:104
+      collat-client send results/dicom --to https://pacs.example.org/dicom-web
+    """
+    from .dicom.network import check_destination, dicom_files
+    from .dicom.network import send as send_files
+
+    check_destination(send_to)
+    files = dicom_files(list(paths))
+    count = send_files(files, send_to, calling_ae=calling_ae, timeout=timeout)
+    click.echo(f"sent {count} DICOM objects to {send_to}")
+
+
+@main.command()
+@click.option("--port", type=int, default=11112, show_default=True, help="port to listen on")
+@click.option("--ae-title", default="COLLAT", show_default=True, help="the node's AE title")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (0.0.0.0: every interface)")
+@click.option("--send-to", required=True, help="where results go: AE@HOST:PORT or a DICOMweb URL")
+@click.option("--work", type=click.Path(path_type=Path, file_okay=False), default=Path("collat-node"),
+              show_default=True, help="work folder: the durable queue of received studies")
+@click.option("--allow-ae", "allowed", multiple=True, help="accept only these calling AE titles (repeatable)")
+@click.option("--quiet", "quiet_seconds", type=float, default=10.0, show_default=True,
+              help="seconds without a new instance after which a study is complete")
+@click.option("--nihss", type=int, help="NIHSS assumed when a study has no clinical file (see the README)")
+@click.option("--age", type=float, help="age assumed with --nihss")
+@click.option("--no-failure-reports", is_flag=True, help="do not send a 'no result' page for a failed study")
+@click.option("--retry", "retry_seconds", type=float, default=5.0, show_default=True,
+              help="first retry delay in seconds when the server or the destination is down (doubles per attempt)")
+@click.option("--retry-max", "retry_max_seconds", type=float, default=300.0, show_default=True,
+              help="longest retry delay in seconds")
+@click.option("--url", default=None, help=URL_HELP)
+@clean_errors
+def listen(port: int, ae_title: str, host: str, send_to: str, work: Path, allowed: tuple[str, ...],
+           quiet_seconds: float, nihss: int | None, age: float | None, no_failure_reports: bool,
+           retry_seconds: float, retry_max_seconds: float, url: str | None) -> None:
+    """Run a DICOM node: receive studies (C-STORE), run each through the server, send the results on.
+
+    \b
+    Example:
+      collat-client listen --port 11112 --ae-title COLLAT --send-to PACS@10.0.0.5:104 --work /var/lib/collat
+    """
+    import logging
+    import signal
+
+    from .dicom.network import check_destination
+    from .dicom.node import Node, NodeConfig
+
+    check_destination(send_to)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("collat.node").setLevel(logging.INFO)  # the node's own story; libraries only when they warn
+    node = Node(NodeConfig(work=work, send_to=send_to, server_url=url or _default_url("http"), ae_title=ae_title,
+                           host=host, port=port, allowed_callers=allowed, quiet_seconds=quiet_seconds, nihss=nihss,
+                           age=age, report_failures=not no_failure_reports, retry_seconds=retry_seconds,
+                           retry_max_seconds=retry_max_seconds))
+    signal.signal(signal.SIGTERM, lambda *_: node.stop())
+    try:
+        node.serve_forever()
+    except KeyboardInterrupt:
+        node.stop()
 
 
 @main.command()

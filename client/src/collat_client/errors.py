@@ -43,3 +43,9 @@ class ServerError(CollatError):
     """The server failed while handling a valid request (its message is kept)."""
 
     exit_code = 4
+
+
+class PeerError(CollatError):
+    """A DICOM peer (PACS) could not be reached, refused the association, or did not store an object."""
+
+    exit_code = 5

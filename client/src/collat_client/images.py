@@ -97,7 +97,8 @@ def row_major_float32(data: np.ndarray, threads: int = 2) -> np.ndarray:
 
 
 def perfusion_volume(data: np.ndarray, affine: np.ndarray, frame_seconds: float | None,
-                     source: str = "<array>", header: object | None = None) -> Volume:
+                     source: str = "<array>", header: object | None = None,
+                     dicom_files: tuple[Path, ...] = ()) -> Volume:
     """A checked 4D perfusion series."""
     data = np.asarray(data)
     if data.ndim != 4:
@@ -114,7 +115,8 @@ def perfusion_volume(data: np.ndarray, affine: np.ndarray, frame_seconds: float 
     _check_voxels(data, source)
     if float(data.max()) == float(data.min()):
         raise InvalidInput(f"{source}: the series is constant (all voxels equal)")
-    return Volume(data, _check_affine(affine, source), float(frame_seconds), source, header)
+    return Volume(data, _check_affine(affine, source), float(frame_seconds), source, header,
+                  dicom_files=tuple(dicom_files))
 
 
 def diffusion_volume(data: np.ndarray, affine: np.ndarray, source: str = "<array>",
@@ -216,7 +218,7 @@ def study_volumes(study, frame_seconds: float | None = None) -> dict[str, Volume
     if study.perfusion is not None:
         p = study.perfusion
         out["perfusion"] = perfusion_volume(p.data, p.affine, frame_seconds or p.frame_seconds,
-                                            f"{study.folder}: {p.label}")
+                                            f"{study.folder}: {p.label}", dicom_files=p.files)
     for role in ("dwi", "adc"):
         chosen = getattr(study, role)
         if chosen is not None:

@@ -8,6 +8,7 @@ Pillow, whose built-in font needs no system fonts.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def _grey(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
-def _hot(values: np.ndarray) -> np.ndarray:
+def hot_colours(values: np.ndarray) -> np.ndarray:
     """A black-red-yellow-white ramp for values in [0, 1]."""
     v = np.clip(values, 0, 1)
     return (np.stack([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], -1) * 255
@@ -62,7 +63,7 @@ def _rows(collateral_maps: MapImage | None, lesion: MapImage | None, core: MapIm
         maps = to_ras(collateral_maps.data, collateral_maps.affine)
         zs = _slices(maps.shape[2])
         for i, name in enumerate(PHASE_NAMES):
-            rows.append((name.replace("_", " "), [_hot((_tile(maps[:, :, z, i]) + 1) / 2) for z in zs]))
+            rows.append((name.replace("_", " "), [hot_colours((_tile(maps[:, :, z, i]) + 1) / 2) for z in zs]))
     if lesion is not None and core is not None and dwi is not None:
         image = to_ras(dwi.data, dwi.affine)
         lesion_ras = to_ras(lesion.data.astype(np.float32), dwi.affine)
@@ -93,7 +94,7 @@ def _title(m: Metrics) -> str:
     return " | ".join(parts)
 
 
-def render_overview(path: Path, metrics: Metrics, *, collateral_maps: MapImage | None = None,
+def render_overview(path: Path | BinaryIO, metrics: Metrics, *, collateral_maps: MapImage | None = None,
                     lesion: MapImage | None = None, core: MapImage | None = None,
                     dwi: Volume | None = None) -> tuple[int, int]:
     """Write the PNG of a result's maps and masks; returns its (width, height)."""
@@ -118,7 +119,7 @@ def render_overview(path: Path, metrics: Metrics, *, collateral_maps: MapImage |
         x0 = LABEL_WIDTH + SLICES * (TILE + 4) + 10
         bar_height = 5 * (TILE + 4) - 4
         ramp = np.linspace(1, 0, bar_height)[:, None].repeat(16, axis=1)
-        canvas.paste(Image.fromarray(_hot(ramp)), (x0, TITLE))
+        canvas.paste(Image.fromarray(hot_colours(ramp)), (x0, TITLE))
         draw.text((x0 + 20, TITLE), "+1", fill=(230, 230, 230))
         draw.text((x0 + 20, TITLE + bar_height // 2 - 6), "0", fill=(230, 230, 230))
         draw.text((x0 + 20, TITLE + bar_height - 12), "-1", fill=(230, 230, 230))

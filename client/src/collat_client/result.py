@@ -8,18 +8,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from collat_contract.names import HYPOPERFUSION_UNET, PHASE_NAMES
+from collat_contract.names import PHASE_NAMES
 from collat_contract.tensors import BRAIN_MASK, COLLATERAL_MAPS, CORE_MASK, HYPOPERFUSION_PROB, LESION_MASK
 
-from .errors import InvalidInput
 from .images import MapImage, Volume
 from .overview import render_overview
 from .schema import Metrics
 
-SEG_FILE = "lesion_core_seg.dcm"
+if TYPE_CHECKING:
+    from .dicom.results import DicomOutputs
 
 
 def output_files(perfusion: bool, diffusion: bool) -> list[str]:
@@ -74,29 +75,14 @@ class InferenceResult:
         return cls(pipeline, Metrics.model_validate(metrics), on(COLLATERAL_MAPS.name, perf), on(BRAIN_MASK.name, perf),
                    on(HYPOPERFUSION_PROB.name, dwi), on(LESION_MASK.name, dwi), on(CORE_MASK.name, dwi), dwi, seconds)
 
-    def save_dicom(self, directory: str | Path, *, overwrite: bool = False) -> list[Path]:
-        """DICOM for PACS (the ``dicom`` extra): the lesion and the ADC core as one SEG on the DWI's own frames,
-        referencing them and carrying their patient and study identity. Needs a DWI read from DICOM."""
-        from .dicom.seg import write_segmentation
+    def save_dicom(self, directory: str | Path, *, overwrite: bool = False) -> DicomOutputs:
+        """DICOM for PACS (the ``dicom`` extra), as new series of the source study: the lesion and the ADC core as
+        one SEG on the DWI's own frames, a TID 1500 measurement report, a summary page and one colour series per
+        phase map (secondary captures). Needs DICOM input: the objects carry the source's patient and study
+        identity, read from its files on this machine only. See :mod:`collat_client.dicom.results`."""
+        from .dicom.results import write_dicom_results
 
-        if self.lesion_mask is None or self.core_mask is None or self.dwi is None:
-            raise InvalidInput("DICOM output needs a hypoperfusion result (a DWI and an ADC were not analysed)")
-        directory = Path(directory)
-        target = directory / SEG_FILE
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{directory}: would overwrite {SEG_FILE} (use --force / overwrite)")
-        network = self.metrics.models.get(HYPOPERFUSION_UNET)
-        directory.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".collat-", dir=directory))
-        try:
-            write_segmentation(self.lesion_mask.data, self.core_mask.data, self.dwi.affine, self.dwi.dicom_files,
-                               staging / SEG_FILE, algorithm=HYPOPERFUSION_UNET,
-                               version=network.version if network else "unknown",
-                               checksum=network.sha256 if network else None)
-            os.replace(staging / SEG_FILE, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return [target]
+        return write_dicom_results(self, Path(directory), overwrite=overwrite)
 
     def save(self, directory: str | Path, *, overwrite: bool = False) -> list[Path]:
         """Write every map as NIfTI on its input's grid, ``metrics.json`` and ``overview.png``.

@@ -125,6 +125,8 @@ class ModelInfo(BaseModel):
     version: str
     preset: str | None = None
     sha256: str | None = None
+    not_for_clinical_use: bool | None = Field(default=None, description="the weights' model card says so "
+                                              "(phantom-trained demo weights); null when no card was found")
 
 
 class QualityCheck(_Strict):

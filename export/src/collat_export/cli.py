@@ -7,6 +7,7 @@ stderr and exit code 2; a failed numerical parity check exits 1. No tracebacks.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import tempfile
 from collections.abc import Callable
@@ -229,6 +230,57 @@ def compact(checkpoint: Path, out: Path) -> None:
     loaded = load_checkpoint(checkpoint)
     save_checkpoint(out, loaded.network, loaded.preset, loaded.training, fp16=True)
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@main.command()
+@click.option("--checkpoint", "checkpoints", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, required=True, help="A checkpoint of the same network and preset (repeat, two or more).")
+@click.option("--weight", "weights", type=float, multiple=True,
+              help="Its weight (repeat in the same order; default equal; they must sum to 1).")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--note", default="", help="How the weights were chosen (goes into the model card).")
+@clean_errors
+def interpolate(checkpoints: tuple[Path, ...], weights: tuple[float, ...], out: Path, note: str) -> None:
+    """Average the parameters of checkpoints of one network (FP16 out, as the demo weights ship).
+
+    Weight-space interpolation between a network and its own fine-tune (WiSE-FT, Wortsman et al., CVPR 2022)
+    keeps what the fine-tune gained and much of what it traded away; the shipped U-Net is such an average
+    (its model card says which, with which weights, and how the weight was chosen).
+
+    \b
+    Example:
+      collat-export interpolate --checkpoint a.pt --checkpoint b.pt --weight 0.5 --weight 0.5 --out c.pt
+    """
+    import torch
+
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .training.cards import write_model_card
+
+    if len(checkpoints) < 2:
+        raise click.UsageError("give two or more --checkpoint")
+    weights = weights or tuple(1.0 / len(checkpoints) for _ in checkpoints)
+    if len(weights) != len(checkpoints) or abs(sum(weights) - 1.0) > 1e-6 or min(weights) < 0:
+        raise click.UsageError("--weight: one per --checkpoint, none negative, summing to 1")
+    loaded = [load_checkpoint(c) for c in checkpoints]
+    first = loaded[0]
+    if any((c.preset.model, c.preset.name) != (first.preset.model, first.preset.name) for c in loaded):
+        raise click.UsageError("the checkpoints are not all of one network and preset")
+    states = [c.network.state_dict() for c in loaded]
+    averaged = {key: sum(w * s[key].float() for w, s in zip(weights, states, strict=True)).to(value.dtype)
+                if value.is_floating_point() else value for key, value in states[0].items()}
+    with torch.no_grad():
+        first.network.load_state_dict(averaged)
+    sources = []
+    for path, weight, source in zip(checkpoints, weights, loaded, strict=True):
+        card = path.with_name("model_card.json")
+        command = json.loads(card.read_text()).get("command") if card.is_file() else None
+        sources.append({"checkpoint": str(path), "weight": weight, "command": command, "training": source.training})
+    training = {"interpolated_from": sources, "selection": note}
+    save_checkpoint(out, first.network, first.preset, training, fp16=True)
+    write_model_card(out.parent, model=first.preset.model, preset=first.preset.name,
+                     command=shlex.join(["collat-export", *sys.argv[1:]]), training=training, evaluation={})
+    click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and its model card (evaluate it with "
+               "collat-train evaluate --update-card)")
 
 
 @main.command()

@@ -86,6 +86,18 @@ def run_onnxruntime(onnx_path: Path, inputs: dict[str, np.ndarray], threads: int
     return session.run(None, {k: v for k, v in inputs.items() if k in names})[0]
 
 
+def not_for_clinical_use(checkpoint: str | None) -> bool | None:
+    """What the weights' model card says, so that every result they give can say it too (DICOM outputs print
+    "research use only" from it). Random weights (no checkpoint) are never clinical; no card: unknown."""
+    if checkpoint is None:
+        return True
+    card = Path(checkpoint).with_name("model_card.json")
+    try:
+        return bool(json.loads(card.read_text())["not_for_clinical_use"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *,
                 tolerance: float = FP32_PARITY_TOLERANCE, checkpoint: str | None = None) -> ParityReport:
     """Write ``model.onnx`` and ``model.json`` into ``out_dir``; raise :class:`ParityError` past tolerance."""
@@ -125,6 +137,7 @@ def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *
         "outputs": [asdict(t) for t in io.outputs],
         "sha256": sha256_file(onnx_path),
         "checkpoint": checkpoint,
+        "not_for_clinical_use": not_for_clinical_use(checkpoint),
         "torch_version": torch.__version__,
         "parity": asdict(report),
     }

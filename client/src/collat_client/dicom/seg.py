@@ -58,14 +58,13 @@ def masks_on_frames(masks: list[np.ndarray], affine: np.ndarray, frames) -> np.n
     return np.stack(out).astype(np.uint8)
 
 
-def write_segmentation(lesion: np.ndarray, core: np.ndarray, affine: np.ndarray, files: tuple[Path, ...],
-                       path: Path, *, algorithm: str, version: str, checksum: str | None) -> Path:
-    """``path``: a binary DICOM SEG with the lesion (segment 1) and the core (segment 2) on the source frames."""
-    try:
-        import highdicom as hd
-        from pydicom.sr.codedict import codes
-    except ImportError:
-        raise InvalidInput("DICOM output needs the dicom extra: pip install 'collat-client[dicom]'") from None
+def build_segmentation(lesion: np.ndarray, core: np.ndarray, affine: np.ndarray, files: tuple[Path, ...], *,
+                       algorithm: str, version: str, checksum: str | None, research_only: bool):
+    """(a binary DICOM SEG with the lesion (segment 1) and the core (segment 2) on the source frames, the source
+    instances it references: a report tied to its segments must list them as evidence)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
     if not files:
         raise InvalidInput("DICOM output needs a DWI read from DICOM (its instances are what the SEG references)")
     sources, frames = _frames(files)
@@ -80,13 +79,10 @@ def write_segmentation(lesion: np.ndarray, core: np.ndarray, affine: np.ndarray,
             segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=identification)
         for number, label in enumerate(SEGMENT_LABELS, start=1)]
-    seg = hd.seg.Segmentation(
+    return hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9901,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="collat", manufacturer_model_name=algorithm,
         software_versions=version, device_serial_number="none", omit_empty_frames=False,
-        series_description="collat: hypoperfusion lesion and ADC core (research use)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(str(path))
-    return path
+        content_qualification="RESEARCH" if research_only else "PRODUCT",
+        series_description="collat: hypoperfusion lesion and ADC core"), sources

@@ -156,7 +156,8 @@ def _choose_perfusion(study: Study, candidates: list[_Candidate], name: str | No
     if usable:
         c = usable[0]
         c.outcome, c.why = "chosen as perfusion", f"{c.image.volumes} frames every {c.image.repetition_seconds:g} s"
-        study.perfusion = Chosen(c.label, c.image.data, c.image.affine, c.image.repetition_seconds)
+        study.perfusion = Chosen(c.label, c.image.data, c.image.affine, c.image.repetition_seconds,
+                                 files=tuple(c.header.files) if c.header else ())
 
 
 def _choose_adc(study: Study, candidates: list[_Candidate], name: str | None, why: str) -> bool:

@@ -90,7 +90,8 @@ def network_model_info(repository: Path, name: str) -> dict[str, Any]:
                 data = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            for key in ("preset", "sha256", "weights", "checkpoint", "tensorrt_version", "gpu"):
+            for key in ("preset", "sha256", "weights", "checkpoint", "not_for_clinical_use", "tensorrt_version",
+                        "gpu"):
                 if key in data and isinstance(data[key], str | int | float):
                     info[key] = data[key]
     return info

@@ -30,17 +30,26 @@ def write_model_card(out_dir: Path, *, model: str, preset: str, command: str, tr
                else "attention-gated 3D U-Net (hypoperfusion lesion)")
     cfg = training.get("config", {})
     first, last = evaluation.get("seeds", [0, 0])[0], evaluation.get("seeds", [0, 0])[-1]
+    if "interpolated_from" in training:  # an average of checkpoints (collat-export interpolate)
+        parts = "\n".join(f"  * weight {s['weight']:g}: `{s['checkpoint']}`, trained by `{s.get('command')}`"
+                           for s in training["interpolated_from"])
+        provenance = f"""* Weights: a parameter average of checkpoints of this network (WiSE-FT):
+{parts}
+* Chosen: {training.get('selection') or 'not recorded'}
+* Reproduce: `{command}`"""
+    else:
+        provenance = f"""* Training data: {training.get('cases')} phantom cases, seeds {training.get('seeds')}
+  (evaluation seeds lie below 1,000,000)
+* Best validation epoch: {training.get('best_epoch')} of {cfg.get('epochs')};
+  training time {training.get('seconds', 0):.0f} s on CPU
+* Git commit: {training.get('git_commit')}
+* Reproduce: `{command}`"""
     md = f"""# Model card: {model} ({preset} preset), phantom-trained demo weights
 
 **{DISCLAIMER}**
 
 * Network: {network}
-* Training data: {training.get('cases')} phantom cases, seeds {training.get('seeds')}
-  (evaluation seeds lie below 1,000,000)
-* Best validation epoch: {training.get('best_epoch')} of {cfg.get('epochs')};
-  training time {training.get('seconds', 0):.0f} s on CPU
-* Git commit: {training.get('git_commit')}
-* Reproduce: `{command}`
+{provenance}
 
 ## Held-out evaluation ({evaluation.get('cases')} phantom cases, seeds {evaluation.get('seeds')})
 
