@@ -30,8 +30,15 @@ def describe() -> dict[str, str]:
     import onnxruntime
     import torch
 
+    try:
+        import openvino
+
+        openvino_version = openvino.get_version()
+    except ImportError:
+        openvino_version = "not installed"
     return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": memory, "python": platform.python_version(),
-            "numpy": np.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+            "numpy": np.__version__, "onnxruntime": onnxruntime.__version__, "openvino": openvino_version,
+            "torch": torch.__version__,
             "tritonserver": "2.51.0 (nvidia-pytriton 0.7.0, CPU, Python backend)", "gpu": "none"}
 
 
@@ -83,5 +90,5 @@ def interleaved_efficiency(run: Callable[[], object], flops: float, library: str
         seconds.append(time.perf_counter() - start)
         ratios.append(flops / seconds[-1] / 1e9 / peaks[-1])
     return {"efficiency": statistics.median(ratios), "efficiency_min": min(ratios), "efficiency_max": max(ratios),
-            "ort_s": statistics.median(seconds), "ort_gflops_rounds": flops / statistics.median(seconds) / 1e9,
+            "seconds": statistics.median(seconds), "gflops_rounds": flops / statistics.median(seconds) / 1e9,
             "peak_gflops_rounds": statistics.median(peaks), "rounds": rounds}

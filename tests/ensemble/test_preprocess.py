@@ -138,3 +138,17 @@ def test_phase_maps_outside_the_brain_are_set_to_the_bottom_of_the_range() -> No
     assert np.all(out[:, 1, 2, 3] == 0.25) and np.count_nonzero(out == OUTSIDE_BRAIN) == 5 * 23
     last = mask_phase_maps(np.moveaxis(maps, 0, -1), mask, channel_axis=-1)
     np.testing.assert_array_equal(last, np.moveaxis(out, 0, -1))
+
+
+def test_coarser_strides_start_their_windows_where_the_served_stride_does():
+    from collat_ensemble.preprocess import MNI_2MM_SHAPE, slab_starts
+
+    assert slab_starts() == list(range(0, 45, 4))  # 12 windows over 60 slices, the served default
+    assert slab_starts(stride=8) == [0, 8, 16, 24, 32, 40, 44]
+    assert slab_starts(stride=16) == [0, 16, 32, 44]  # the last window always flush with the top
+    starts = slab_starts(stride=16)
+    values = np.stack([np.full((1, 16, 128, 128), i + 1.0, np.float32) for i in range(len(starts))])
+    volume = average_slabs(values, starts)
+    assert volume.shape == MNI_2MM_SHAPE
+    assert volume[..., 0].max() == 1.0 and volume[..., 59].min() == 4.0  # covered by the first / the last window
+    assert volume[..., 45].min() == 3.5  # slices 44-47 lie in the third and the fourth window: averaged

@@ -94,7 +94,7 @@ def test_compose_reserves_a_gpu_checks_readiness_and_binds_loopback():
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     gpu, cpu = compose["services"]["triton-gpu"], compose["services"]["triton-cpu"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-    assert gpu["build"]["args"]["TARGET"] == "tensorrt" and cpu["build"]["args"]["TARGET"] == "onnxruntime"
+    assert gpu["build"]["args"]["TARGET"] == "tensorrt" and cpu["build"]["args"]["TARGET"] == "openvino"
     for service in (gpu, cpu):
         assert "/v2/health/ready" in " ".join(service["healthcheck"]["test"])
         assert all(p.startswith("127.0.0.1:") for p in service["ports"])

@@ -100,3 +100,16 @@ def test_parity_failure_leaves_no_model_behind(tmp_path, monkeypatch):
         export_onnx(build_network(p), p, tmp_path)
     assert not (tmp_path / "model.onnx").exists()
     assert not (tmp_path / "model.onnx.partial").exists()
+
+
+@pytest.mark.parametrize("preset_name", ["tiny", "full"])
+@pytest.mark.parametrize("model", ["mrod", "hypo"])
+def test_openvino_matches_pytorch_for_both_networks_and_presets(model, preset_name, tmp_path):
+    """The export's parity step holds OpenVINO (the CPU runtime the server prefers) to the FP32 tolerance too."""
+    torch.manual_seed(4)
+    p = get_preset(model, preset_name)
+    export_onnx(build_network(p).eval(), p, tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    parity = meta["parity_openvino"]
+    assert parity["candidate"] == "openvino" and parity["reference"] == "pytorch"
+    assert parity["max_abs_diff"] <= FP32_PARITY_TOLERANCE

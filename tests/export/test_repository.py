@@ -41,8 +41,13 @@ def test_configs_parse_with_tritons_schema(target, model):
         assert cfg.platform == "tensorrt_plan" and cfg.default_model_filename == "model.plan"
     elif target == "onnxruntime":
         assert cfg.backend == "onnxruntime"
+    elif target == "openvino":
+        assert cfg.backend == "openvino" and cfg.default_model_filename == "model.onnx"
+        assert cfg.parameters["INFERENCE_NUM_THREADS"].string_value == "2"
+        assert cfg.parameters["PERFORMANCE_HINT"].string_value == "LATENCY"
     else:
         assert cfg.backend == "python" and cfg.parameters["onnx_file"].string_value == "model.onnx"
+        assert cfg.parameters["runtime"].string_value == "auto"  # OpenVINO when installed (COLLAT_CPU_RUNTIME)
 
 
 def test_mrod_declares_dynamic_grid_and_unet_a_fixed_slab():
@@ -98,3 +103,42 @@ def test_requests_are_grouped_by_shape_and_split_back():
     stacked = np.arange(4 * 3).reshape(4, 3)
     parts = split_batch(stacked, [1, 2, 1])
     assert [p.tolist() for p in parts] == [[[0, 1, 2]], [[3, 4, 5], [6, 7, 8]], [[9, 10, 11]]]
+
+
+def test_the_cpu_runtime_is_openvino_when_installed_and_onnxruntime_otherwise(monkeypatch):
+    import sys
+
+    from collat_ensemble.server.network_model import RUNTIME_VARIABLE, choose_runtime
+
+    monkeypatch.delenv(RUNTIME_VARIABLE, raising=False)
+    assert choose_runtime("auto") == "openvino" and choose_runtime(None) == "openvino"
+    assert choose_runtime("onnxruntime") == "onnxruntime"
+    monkeypatch.setenv(RUNTIME_VARIABLE, "onnxruntime")  # the operator's switch wins over the parameter
+    assert choose_runtime("openvino") == "onnxruntime"
+    monkeypatch.setenv(RUNTIME_VARIABLE, "tflite")
+    with pytest.raises(ValueError, match="COLLAT_CPU_RUNTIME='tflite': choose auto, openvino or onnxruntime"):
+        choose_runtime("auto")
+    monkeypatch.delenv(RUNTIME_VARIABLE)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # a machine without OpenVINO
+    assert choose_runtime("auto") == "onnxruntime"
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_both_cpu_runners_give_the_same_batched_outputs(runtime, tmp_path):
+    """What the Python-backend model runs: a batch of two slabs, outputs copied out of the runtime's buffers."""
+    import torch
+
+    from collat_ensemble.server.network_model import make_runner
+    from collat_export.io_spec import example_inputs, run_torch
+    from collat_export.networks import build_network
+    from collat_export.onnx_export import export_onnx
+
+    torch.manual_seed(2)
+    preset = get_preset("hypo", "tiny")
+    network = build_network(preset).eval()
+    export_onnx(network, preset, tmp_path)
+    runner = make_runner(runtime, str(tmp_path / "model.onnx"), 2, ["LESION_PROB"])
+    x = example_inputs(preset, batch=2, seed=5)
+    first = runner.run(x)[0]
+    runner.run(example_inputs(preset, batch=2, seed=6))  # must not overwrite what the first call returned
+    np.testing.assert_allclose(first, run_torch(network, preset, x), atol=1e-4)

@@ -266,8 +266,9 @@ def _unpad_inplane(vol: np.ndarray) -> np.ndarray:
     return vol[px // 2: px // 2 + MNI_2MM_SHAPE[0], py // 2: py // 2 + MNI_2MM_SHAPE[1]]
 
 
-def slab_starts(slices: int = MNI_2MM_SHAPE[2]) -> list[int]:
-    starts = list(range(0, slices - SLAB + 1, SLAB_STRIDE))
+def slab_starts(slices: int = MNI_2MM_SHAPE[2], stride: int = SLAB_STRIDE) -> list[int]:
+    """First slice of each 16-slice window: every ``stride`` slices, and one flush with the top."""
+    starts = list(range(0, slices - SLAB + 1, stride))
     if starts[-1] != slices - SLAB:
         starts.append(slices - SLAB)
     return starts
@@ -351,12 +352,13 @@ def prepare_diffusion(dwi: np.ndarray, adc: np.ndarray, affine: np.ndarray, *, n
                              inferred, grid, registration)
 
 
-def average_slabs(probabilities: np.ndarray) -> np.ndarray:
-    """[S, 1, 16, 128, 128] slab outputs -> (x, y, z) on the MNI 2 mm grid, overlaps averaged."""
+def average_slabs(probabilities: np.ndarray, starts: list[int] | None = None) -> np.ndarray:
+    """[S, 1, 16, 128, 128] slab outputs (windows starting at ``starts``, by default the served stride's) ->
+    (x, y, z) on the MNI 2 mm grid, overlaps averaged."""
     z = MNI_2MM_SHAPE[2]
     total = np.zeros((z,) + PADDED_INPLANE[::-1], dtype=np.float32)
     count = np.zeros((z, 1, 1), dtype=np.float32)
-    for p, s in zip(probabilities[:, 0], slab_starts(), strict=True):
+    for p, s in zip(probabilities[:, 0], slab_starts() if starts is None else starts, strict=True):
         total[s: s + SLAB] += p
         count[s: s + SLAB] += 1.0
     zyx = total / np.maximum(count, 1.0)

@@ -46,6 +46,7 @@ class NetworkRunners:
     flops: float
     run_torch: Callable[[], object]
     run_ort: Callable[[], object]
+    run_openvino: Callable[[], object] | None  # None where OpenVINO is not installed
 
 
 def network_runners(model: str, preset_name: str, threads: int) -> NetworkRunners:
@@ -61,10 +62,24 @@ def network_runners(model: str, preset_name: str, threads: int) -> NetworkRunner
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         session = ort.InferenceSession(str(Path(tmp) / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        run_openvino = _openvino_runner(Path(tmp) / "model.onnx", inputs, threads)
     return NetworkRunners(
         model, preset_name, parameter_count(net),
         " ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in inputs.items()), flops,
-        lambda: run_torch(net, preset, inputs), lambda: session.run(None, inputs))
+        lambda: run_torch(net, preset, inputs), lambda: session.run(None, inputs), run_openvino)
+
+
+def _openvino_runner(onnx_path: Path, inputs: dict, threads: int) -> Callable[[], object] | None:
+    """The model compiled (in memory) as the served model compiles it: FP32, latency hint, ``threads``."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", {
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    return lambda: request.infer(inputs)
 
 
 def bench_network(model: str, preset_name: str, repeats: int, threads: int) -> dict[str, float | str]:

@@ -284,7 +284,7 @@ def interpolate(checkpoints: tuple[Path, ...], weights: tuple[float, ...], out: 
 
 
 @main.command()
-@click.option("--target", type=click.Choice(["tensorrt", "onnxruntime", "python-onnx"]), required=True)
+@click.option("--target", type=click.Choice(["tensorrt", "openvino", "onnxruntime", "python-onnx"]), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @_preset_opt
 @click.option("--mrod-checkpoint", type=click.Path(path_type=Path), default=None)

@@ -134,7 +134,7 @@ def main() -> None:  # pragma: no cover - runs inside the NGC image on a GPU
         reason = unavailable_reason()
         if reason:
             sys.exit(f"[collat] this repository serves TensorRT engines but {reason}; "
-                     "use the CPU profile (onnxruntime target) on machines without a GPU")
+                     "use the CPU profile (openvino target) on machines without a GPU")
         gpu = GpuInfo(*gpu_descriptor())
         prepare_engines(repository, Path(env("COLLAT_ENGINE_CACHE", "/engines")), runtime, gpu,
                         tensorrt.__version__, tensorrt_builder(env("COLLAT_FP16", "1") == "1"))

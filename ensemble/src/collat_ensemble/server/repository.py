@@ -5,9 +5,11 @@ Targets:
 * ``tensorrt``: ``platform: "tensorrt_plan"`` on ``KIND_GPU``. The version folder holds
   ``model.onnx`` as the engine source; ``model.plan`` is built on the GPU that serves it
   (engines are GPU- and TensorRT-version-specific).
+* ``openvino``: Triton's openvino backend on ``KIND_CPU`` reading the ONNX file (the NGC image's
+  CPU profile; OpenVINO runs these networks about twice as fast as ONNX Runtime on a CPU).
 * ``onnxruntime``: Triton's onnxruntime backend on ``KIND_CPU`` (NGC images without a GPU).
-* ``python-onnx``: a Python-backend model running the ONNX file in ONNX Runtime; what the
-  pip-installed tritonserver (no onnxruntime backend) serves on CPU machines.
+* ``python-onnx``: a Python-backend model running the ONNX file in OpenVINO when it is installed,
+  else ONNX Runtime; what the pip-installed tritonserver (neither backend) serves on CPU machines.
 
 A network is described by its :class:`collat_contract.tensors.NetworkIO` (names and dims);
 the ONNX files come from ``collat-export``, which builds that description from a preset.
@@ -25,7 +27,7 @@ from collat_contract.tensors import NetworkIO
 
 from .pbtxt import instance_group, parameters_block, tensor_block
 
-TARGETS = ("tensorrt", "onnxruntime", "python-onnx")
+TARGETS = ("tensorrt", "openvino", "onnxruntime", "python-onnx")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, 
         lines += ['platform: "tensorrt_plan"', 'default_model_filename: "model.plan"']
     elif target == "onnxruntime":
         lines += ['backend: "onnxruntime"', 'default_model_filename: "model.onnx"']
+    elif target == "openvino":
+        lines += ['backend: "openvino"', 'default_model_filename: "model.onnx"']
     else:
         lines += ['backend: "python"']
     lines.append(f"max_batch_size: {policy.max_batch_size}")
@@ -88,8 +92,12 @@ def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, 
     lines.append(instance_group(instances, "KIND_GPU" if target == "tensorrt" else "KIND_CPU"))
     if target == "onnxruntime":
         lines.append(parameters_block({"intra_op_thread_count": str(cpu_threads), "inter_op_thread_count": "1"}))
+    elif target == "openvino":  # one stream, latency first: a patient's request is one large batch
+        lines.append(parameters_block({"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+                                       "INFERENCE_NUM_THREADS": str(cpu_threads)}))
     elif target == "python-onnx":
-        lines.append(parameters_block({"intra_op_threads": str(cpu_threads), "onnx_file": "model.onnx"}))
+        lines.append(parameters_block({"intra_op_threads": str(cpu_threads), "onnx_file": "model.onnx",
+                                       "runtime": "auto"}))
     return "\n".join(lines) + "\n"
 
 

@@ -23,7 +23,14 @@ from collat_contract.names import PHASE_NAMES
 from collat_ensemble.geometry import reorient_to_ras
 from collat_ensemble.hypoperfusion import assess_on_scan
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, generate_case
-from collat_ensemble.preprocess import average_slabs, hemisphere, mask_phase_maps, prepare_diffusion
+from collat_ensemble.preprocess import (
+    SLAB_STRIDE,
+    average_slabs,
+    hemisphere,
+    mask_phase_maps,
+    prepare_diffusion,
+    slab_starts,
+)
 from collat_ensemble.registration import registration_error_mm
 
 from ..presets import Preset
@@ -142,3 +149,37 @@ def evaluate_hypo(net: torch.nn.Module, seeds: list[int], progress: Callable[[st
         report.summary["mean_registration_error_mm"] = float(np.mean(errors))
         report.summary["max_registration_error_mm"] = float(np.max(errors))
     return report
+
+
+def stride_study(net: torch.nn.Module, seeds: list[int], strides: tuple[int, ...] = (4, 8, 16), space: str = "native",
+                 progress: Callable[[str], None] | None = None) -> dict[int, dict[str, float]]:
+    """Median Dice and DEFUSE 3 accuracy of the served path when the U-Net's 16-slice windows start every
+    ``stride`` slices (fewer windows, less compute). Every stride's windows are a subset of stride 4's (the
+    windows start at multiples of the stride and one flush with the top), so one network pass per case at
+    stride 4 gives them all."""
+    _check_seeds(seeds)
+    net.eval()
+    finest = slab_starts()
+    if any(s not in finest for stride in strides for s in slab_starts(stride=stride)):
+        raise ValueError(f"strides {strides}: each must start its windows where stride {SLAB_STRIDE} does")
+    rows: dict[int, list[tuple[float, bool]]] = {stride: [] for stride in strides}
+    for seed in seeds:
+        case = generate_case(seed, space=space)
+        prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=case.stroke.side)
+        with torch.no_grad():
+            probabilities = np.concatenate([net(torch.from_numpy(prep.slabs[i:i + 4]),
+                                                torch.from_numpy(prep.nihss[i:i + 4])).numpy()
+                                            for i in range(0, len(finest), 4)])
+        truth_lesion = np.asarray(reorient_to_ras(case.lesion, case.diffusion_affine)[0])
+        for stride in strides:
+            starts = slab_starts(stride=stride)
+            chosen = probabilities[[finest.index(s) for s in starts]]
+            _, found = assess_on_scan(average_slabs(chosen, starts), prep.core, prep.brain, prep.grid,
+                                      nihss=case.nihss, age=case.age)
+            rows[stride].append((dice(found.lesion, truth_lesion),
+                                 found.defuse3.eligible == case.truth["defuse3_target_mismatch"]))
+        if progress:
+            progress(f"seed {seed}: " + ", ".join(f"stride {s} Dice {rows[s][-1][0]:.3f}" for s in strides))
+    return {stride: {"windows": len(slab_starts(stride=stride)),
+                     "median_dice": float(statistics.median(d for d, _ in rows[stride])),
+                     "defuse3_accuracy": float(np.mean([ok for _, ok in rows[stride]]))} for stride in strides}
