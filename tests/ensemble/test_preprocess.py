@@ -152,3 +152,16 @@ def test_coarser_strides_start_their_windows_where_the_served_stride_does():
     assert volume.shape == MNI_2MM_SHAPE
     assert volume[..., 0].max() == 1.0 and volume[..., 59].min() == 4.0  # covered by the first / the last window
     assert volume[..., 45].min() == 3.5  # slices 44-47 lie in the third and the fourth window: averaged
+
+
+def test_a_deployment_may_space_the_unets_windows_wider(case_left_poor):
+    from collat_ensemble.preprocess import check_stride
+
+    c = case_left_poor
+    served = prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=12, side="left")
+    wider = prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=12, side="left", stride=8)
+    assert served.slabs.shape[0] == served.nihss.shape[0] == 12
+    assert wider.slabs.shape[0] == wider.nihss.shape[0] == 7
+    np.testing.assert_array_equal(wider.slabs[1], served.slabs[2])  # the window at slice 8 is the same window
+    with pytest.raises(ValueError, match="window stride must be 1-16 slices"):
+        check_stride(0)

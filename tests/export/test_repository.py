@@ -142,3 +142,13 @@ def test_both_cpu_runners_give_the_same_batched_outputs(runtime, tmp_path):
     first = runner.run(x)[0]
     runner.run(example_inputs(preset, batch=2, seed=6))  # must not overwrite what the first call returned
     np.testing.assert_allclose(first, run_torch(network, preset, x), atol=1e-4)
+
+
+def test_the_full_presets_space_the_unets_windows_by_8_and_the_tiny_by_4(tmp_path):
+    """The stride study's evidence (collat-train stride-study) as the repository builder's defaults."""
+    for preset, stride in (("full", "8"), ("tiny", "4")):
+        result = CliRunner().invoke(cli_main, ["repository", "--target", "tensorrt", "--config-only", "--preset",
+                                               preset, "--out", str(tmp_path / preset)])
+        assert result.exit_code == 0, result.output
+        cfg = parse((tmp_path / preset / "preprocess_diffusion" / "config.pbtxt").read_text())
+        assert cfg.parameters["unet_stride"].string_value == stride

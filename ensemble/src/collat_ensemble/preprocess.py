@@ -195,21 +195,29 @@ class PreparedDiffusion:
     side_inferred: bool
     grid: NativeGrid
     registration: Registration
+    stride: int = 4  # slices between the U-Net's windows (SLAB_STRIDE; a deployment may choose 8)
 
     @property
     def slabs(self) -> np.ndarray:
         """[S, 4, 16, 128, 128]: the sliding 16-slice windows the U-Net sees."""
-        return to_slabs(self.volume)
+        return to_slabs(self.volume, self.stride)
 
     @property
     def nihss(self) -> np.ndarray:
         """[S, 1]: the clinical input, one row per slab."""
-        return np.full((len(slab_starts()), 1), self.nihss_scaled, dtype=np.float32)
+        return np.full((len(slab_starts(stride=self.stride)), 1), self.nihss_scaled, dtype=np.float32)
 
 
-def to_slabs(volume: np.ndarray) -> np.ndarray:
+def check_stride(stride: int) -> int:
+    """A window stride of 1-16 slices: every slice is then covered by at least one 16-slice window."""
+    if not 1 <= int(stride) <= SLAB:
+        raise ValueError(f"the U-Net's window stride must be 1-{SLAB} slices, got {stride}")
+    return int(stride)
+
+
+def to_slabs(volume: np.ndarray, stride: int = SLAB_STRIDE) -> np.ndarray:
     """(C, Z, H, W) -> [S, C, 16, H, W] FP32, written once into its final buffer (50 MB for the MNI grid)."""
-    starts = slab_starts(volume.shape[1])
+    starts = slab_starts(volume.shape[1], stride)
     slabs = np.empty((len(starts), volume.shape[0], SLAB) + volume.shape[2:], dtype=np.float32)
     for i, s in enumerate(starts):
         slabs[i] = volume[:, s: s + SLAB]
@@ -293,7 +301,7 @@ def atlas_brain(grid: NativeGrid, template: Template) -> np.ndarray:
 
 def prepare_diffusion(dwi: np.ndarray, adc: np.ndarray, affine: np.ndarray, *, nihss: float,
                       side: str | None, adc_affine: np.ndarray | None = None,
-                      template: Template | None = None) -> PreparedDiffusion:
+                      template: Template | None = None, stride: int = SLAB_STRIDE) -> PreparedDiffusion:
     """U-Net input slabs for one patient, in any pose: registered to MNI (or recognised as MNI already), the core
     measured on the scan's own grid. ``side`` None or "unknown" -> inferred from the ADC core."""
     dwi, adc = np.asarray(dwi), np.asarray(adc)
@@ -349,7 +357,7 @@ def prepare_diffusion(dwi: np.ndarray, adc: np.ndarray, affine: np.ndarray, *, n
     for i, c in enumerate(channels):
         volume[i] = np.transpose(pad_inplane(c.astype(np.float32)), (2, 1, 0))
     return PreparedDiffusion(volume, nihss / NIHSS_SCALE, brain, measured.core, measured.as_dict(), units, resolved,
-                             inferred, grid, registration)
+                             inferred, grid, registration, check_stride(stride))
 
 
 def average_slabs(probabilities: np.ndarray, starts: list[int] | None = None) -> np.ndarray:

@@ -39,6 +39,7 @@ from collat_contract.tensors import (
     TensorSpec,
 )
 
+from ..preprocess import SLAB_STRIDE, check_stride
 from ..serving.perfusion import NetworkGrid
 from ..template import TEMPLATE_FILE, Template, save_template
 from .pbtxt import instance_group, parameters_block, tensor_block
@@ -159,7 +160,7 @@ def ensembles() -> tuple[Pipeline, ...]:
 
 
 def write_pipeline_models(root: Path, mrod: NetworkIO, unet: NetworkIO, grid: NetworkGrid,
-                          template: Template | None = None) -> list[Path]:
+                          template: Template | None = None, unet_stride: int = SLAB_STRIDE) -> list[Path]:
     """The Python-backend steps and the three ensembles around the two networks (same on every target).
 
     ``grid`` is what preprocess_perfusion produces for 3D-MROD-Net, so the repository must be
@@ -169,7 +170,7 @@ def write_pipeline_models(root: Path, mrod: NetworkIO, unet: NetworkIO, grid: Ne
     """
     parameters = {
         names.PREPROCESS_PERFUSION: {"network_grid": str(grid)},
-        names.PREPROCESS_DIFFUSION: {"template": TEMPLATE_FILE},
+        names.PREPROCESS_DIFFUSION: {"template": TEMPLATE_FILE, "unet_stride": str(check_stride(unet_stride))},
         names.POSTPROCESS_COLLATERAL: {"network_model": mrod.triton_name},
         names.POSTPROCESS_HYPOPERFUSION: {"network_model": unet.triton_name},
     }

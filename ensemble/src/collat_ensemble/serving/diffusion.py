@@ -20,7 +20,7 @@ from .. import quality
 from ..errors import InputValidationError
 from ..geometry import reorient_from_ras
 from ..hypoperfusion import assess_on_scan
-from ..preprocess import NativeGrid, average_slabs, prepare_diffusion, slab_starts
+from ..preprocess import SLAB_STRIDE, NativeGrid, average_slabs, prepare_diffusion, slab_starts
 from ..template import Template
 from .context import StepTimer, orientation_code, orientation_from_dict, orientation_to_dict, read_affine
 
@@ -57,7 +57,7 @@ def _volume(value: np.ndarray, what: str) -> np.ndarray:
 
 
 def preprocess(dwi: np.ndarray, adc: np.ndarray, dwi_affine: np.ndarray, adc_affine: np.ndarray,
-               clinical: dict[str, Any], template: Template | None = None,
+               clinical: dict[str, Any], template: Template | None = None, stride: int = SLAB_STRIDE,
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """-> slabs ``[S, 4, 16, 128, 128]``, NIHSS ``[S, 1]``, core and brain on the scan's RAS grid (UINT8), context."""
     timer = StepTimer()
@@ -65,7 +65,8 @@ def preprocess(dwi: np.ndarray, adc: np.ndarray, dwi_affine: np.ndarray, adc_aff
     dwi, adc = _volume(dwi, "DWI"), _volume(adc, "ADC")
     affine = read_affine(dwi_affine, "DWI_AFFINE")
     prepared = prepare_diffusion(dwi, adc, affine, nihss=inputs.nihss, side=inputs.side,
-                                 adc_affine=read_affine(adc_affine, "ADC_AFFINE"), template=template)
+                                 adc_affine=read_affine(adc_affine, "ADC_AFFINE"), template=template,
+                                 stride=stride)
     grid, registration = prepared.grid, prepared.registration
     brain_ml = float(prepared.brain.sum()) * grid.voxel_ml
     checks = quality.registration_checks(registration.similarity, registration.template_coverage,
@@ -76,7 +77,8 @@ def preprocess(dwi: np.ndarray, adc: np.ndarray, dwi_affine: np.ndarray, adc_aff
                       "ras_affine": grid.ras_affine.tolist(), "native_to_mni": grid.native_to_mni.tolist(),
                       "orientation_code": orientation_code(grid.orientation), "adc_units": prepared.adc_units,
                       "side": prepared.side, "side_inferred": prepared.side_inferred, "brain_ml": brain_ml,
-                      "registration": registration.as_dict(), "core_artefacts_removed_ml": prepared.core_removed_ml},
+                      "registration": registration.as_dict(), "core_artefacts_removed_ml": prepared.core_removed_ml,
+                      "slab_stride": prepared.stride},
         "quality_checks": [c.as_dict() for c in checks],
         "clinical": asdict(inputs),
         "timings_ms": {"preprocess_diffusion": timer.elapsed_ms(),
@@ -100,7 +102,8 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, 
     timer = StepTimer()
     waited = round((timer.start - float(context["preprocess_diffusion_end"])) * 1000.0, 2)
     probabilities = np.asarray(probabilities, dtype=np.float32)
-    expected = (len(slab_starts()), 1, 16, 128, 128)
+    starts = slab_starts(stride=int(context["diffusion"].get("slab_stride", SLAB_STRIDE)))
+    expected = (len(starts), 1, 16, 128, 128)
     if probabilities.shape != expected:
         raise InputValidationError(f"slab probabilities {probabilities.shape} are not {expected}")
     grid = _grid(context)
@@ -109,7 +112,7 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, 
         raise InputValidationError(f"core {core.shape} / brain {brain.shape} are not on the scan's grid "
                                    f"{grid.ras_shape}")
     clinical, d = context["clinical"], context["diffusion"]
-    prob, assessment = assess_on_scan(average_slabs(probabilities), core, brain, grid, nihss=clinical["nihss"],
+    prob, assessment = assess_on_scan(average_slabs(probabilities, starts), core, brain, grid, nihss=clinical["nihss"],
                                       age=clinical["age"])
     checks = context["quality_checks"] + [c.as_dict() for c in quality.lesion_checks(
         assessment.hypoperfusion_ml, assessment.core_ml, float(d["brain_ml"]))]

@@ -23,6 +23,7 @@ import numpy as np
 from collat_contract import names
 
 from ..errors import InputValidationError
+from ..preprocess import SLAB_STRIDE, check_stride
 from ..template import TEMPLATE_FILE, load_template
 from . import context as ctx
 from . import diffusion, metrics, perfusion
@@ -128,10 +129,12 @@ class PreprocessDiffusion(_Step):
             raise RuntimeError(f"{self.name}: registration template {path} is missing; rebuild the repository "
                                "with collat-export repository")
         self.template = load_template(path)
+        self.stride = check_stride(int(self.params.get("unet_stride", SLAB_STRIDE)))
 
     def run(self, dwi, adc, dwi_affine, adc_affine, clinical):
         slabs, nihss, core, brain, context = diffusion.preprocess(dwi, adc, dwi_affine, adc_affine,
-                                                                  ctx.decode(clinical, "CLINICAL"), self.template)
+                                                                  ctx.decode(clinical, "CLINICAL"), self.template,
+                                                                  self.stride)
         return slabs, nihss, core, brain, ctx.encode(context)
 
 
