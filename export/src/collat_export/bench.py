@@ -20,7 +20,7 @@ import torch
 from .flops import count_flops, parameter_count
 from .io_spec import example_inputs, network_io, run_torch
 from .networks import build_network
-from .onnx_export import export_onnx
+from .onnx_export import compile_openvino, export_onnx, openvino_available
 from .presets import MODEL_KINDS, get_preset
 
 
@@ -70,15 +70,10 @@ def network_runners(model: str, preset_name: str, threads: int) -> NetworkRunner
 
 
 def _openvino_runner(onnx_path: Path, inputs: dict, threads: int) -> Callable[[], object] | None:
-    """The model compiled (in memory) as the served model compiles it: FP32, latency hint, ``threads``."""
-    try:
-        import openvino as ov
-    except ImportError:
+    """The model compiled (in memory) as the served model compiles it."""
+    if not openvino_available():
         return None
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", {
-        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
+    request = compile_openvino(onnx_path, threads).create_infer_request()
     return lambda: request.infer(inputs)
 
 

@@ -94,16 +94,20 @@ def openvino_available() -> bool:
     return True
 
 
-def run_openvino(onnx_path: Path, inputs: dict[str, np.ndarray], threads: int = 0) -> np.ndarray:
-    """The ONNX file in OpenVINO on the CPU, held to FP32 as the served model holds it (its default on CPUs with
-    bfloat16 units would round the maps)."""
+def compile_openvino(onnx_path: Path, threads: int = 0):
+    """The ONNX file compiled by OpenVINO for the CPU as the served model compiles it: FP32 (its default on CPUs
+    with bfloat16 units would round the maps), latency hint, ``threads`` (0: OpenVINO's choice)."""
     import openvino as ov
 
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+    return core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+
+
+def run_openvino(onnx_path: Path, inputs: dict[str, np.ndarray], threads: int = 0) -> np.ndarray:
+    compiled = compile_openvino(onnx_path, threads)
     names = {port.get_any_name() for port in compiled.inputs}
     return np.array(compiled.create_infer_request().infer({k: v for k, v in inputs.items() if k in names})[
         compiled.output(0)])

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 
 from ..errors import (
@@ -108,8 +109,6 @@ class Node:
         try:
             ds = event.dataset
             ds.file_meta = event.file_meta
-            from io import BytesIO
-
             buffer = BytesIO()
             ds.save_as(buffer, enforce_file_format=True)
             self.spool.store(str(ds.StudyInstanceUID), str(ds.SOPInstanceUID), buffer.getvalue())

@@ -100,24 +100,23 @@ class Spool:
     def promote_quiet(self, quiet_seconds: float, now: float | None = None) -> list[QueuedStudy]:
         """Move every incoming study that received nothing for ``quiet_seconds`` into the queue."""
         now = time.time() if now is None else now
+        promoted = []
         with self._lock:
-            return [self._promote(folder, now) for folder in sorted((self.root / INCOMING).iterdir())
-                    if self._quiet(folder, now, quiet_seconds)]
+            for folder in sorted((self.root / INCOMING).iterdir()):
+                entries = list(folder.iterdir())
+                files = [p for p in entries if p.suffix == ".dcm" and not p.name.startswith(".")]
+                latest = max((p.stat().st_mtime for p in entries), default=folder.stat().st_mtime)
+                if files and now - latest >= quiet_seconds:  # a partial write counts as activity
+                    promoted.append(self._promote(folder, files, latest))
+        return promoted
 
-    @staticmethod
-    def _quiet(folder: Path, now: float, quiet_seconds: float) -> bool:
-        files = list(folder.iterdir())
-        latest = max((p.stat().st_mtime for p in files), default=folder.stat().st_mtime)
-        return any(p.suffix == ".dcm" and not p.name.startswith(".") for p in files) and now - latest >= quiet_seconds
-
-    def _promote(self, folder: Path, now: float) -> QueuedStudy:
+    def _promote(self, folder: Path, files: list[Path], latest: float) -> QueuedStudy:
         for stale in folder.glob(".*"):  # a write a killed node never finished
             stale.unlink()
-        files = list(folder.glob("*.dcm"))
-        latest = max(p.stat().st_mtime for p in files)
-        key = folder.name
+        key, batch = folder.name, 1
         while (self.root / QUEUE / key).exists():  # late instances of a queued study: a batch of their own
-            key = f"{folder.name}-{int(now * 1000) % 10**9}"
+            batch += 1
+            key = f"{folder.name}-{batch}"
         target = self.root / QUEUE / key
         staging = self.root / QUEUE / f".{key}"
         shutil.rmtree(staging, ignore_errors=True)
