@@ -37,7 +37,8 @@ def run_patient(case_dir: Path, nets, nihss: int = 14) -> dict:
     with torch.no_grad():
         phases = mrod(torch.from_numpy(prepared.network_input[None]))[0].numpy()
     maps = maps_to_grid(phases, prepared.grid)
-    assessment = assess_collaterals(np.transpose(phases, (3, 2, 1, 0)), np.transpose(prepared.mask, (2, 1, 0)))
+    assessment = assess_collaterals(np.transpose(phases, (3, 2, 1, 0)), np.transpose(prepared.mask, (2, 1, 0)),
+                                    prepared.registration.native_to_mni @ prepared.grid.grid_affine)
     dwi, adc = nib.load(str(case_dir / "dwi.nii.gz")), nib.load(str(case_dir / "adc.nii.gz"))
     diff = prepare_diffusion(dwi.get_fdata(dtype=np.float32), adc.get_fdata(dtype=np.float32), dwi.affine,
                              nihss=nihss, side="left")

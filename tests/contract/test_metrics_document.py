@@ -35,7 +35,7 @@ def adapter(name: str, repository):
     config = {"name": name, "input": [{"name": t.name} for t in step.inputs],
               "output": [{"name": t.name} for t in step.outputs],
               "parameters": {k: {"string_value": v} for k, v in PARAMETERS.get(name, {}).items()}}
-    if name == names.PREPROCESS_DIFFUSION:  # what the repository builder puts beside the step
+    if name in (names.PREPROCESS_DIFFUSION, names.PREPROCESS_PERFUSION):  # what the repository builder puts there
         (repository / name / "1").mkdir(parents=True, exist_ok=True)
         save_template(default_template(), repository / name / "1" / TEMPLATE_FILE)
     model = STEPS[name]()

@@ -59,7 +59,7 @@ def test_core_lies_inside_the_lesion_with_low_adc(case_left_poor):
 
 
 def test_better_collaterals_mean_smaller_lesions():
-    grades = [generate_case(7, grade=g, side="right") for g in (0, 5)]
+    grades = [generate_case(7, strength=g, side="right") for g in (0, 5)]
     assert grades[0].truth["hypoperfusion_ml"] > 3 * grades[1].truth["hypoperfusion_ml"]
     assert grades[0].truth["core_ml"] > grades[1].truth["core_ml"]
 
@@ -85,8 +85,8 @@ def test_templates_are_read_once_and_resampled_once_per_grid():
 
 
 def test_bad_parameters_are_named():
-    with pytest.raises(InputValidationError, match="grade"):
-        generate_case(1, grade=7)
+    with pytest.raises(InputValidationError, match="strength"):
+        generate_case(1, strength=7)
     with pytest.raises(InputValidationError, match="modality"):
         generate_case(1, modality="ct")  # type: ignore[arg-type]
 
@@ -96,11 +96,12 @@ def test_cli_writes_a_case_and_refuses_bad_options(tmp_path):
     import sys
 
     run = [sys.executable, "-m", "collat_ensemble.phantom.cli"]
-    ok = subprocess.run([*run, "--out", str(tmp_path / "c"), "--seed", "3", "--grade", "2", "--side", "right"],
+    ok = subprocess.run([*run, "--out", str(tmp_path / "c"), "--seed", "3", "--strength", "2", "--side", "right"],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    assert "grade 2 right" in ok.stdout
-    assert json.loads((tmp_path / "c" / "truth.json").read_text())["seed"] == 3
-    bad = subprocess.run([*run, "--out", str(tmp_path / "d"), "--seed", "3", "--grade", "9"],
+    truth = json.loads((tmp_path / "c" / "truth.json").read_text())
+    assert truth["seed"] == 3 and truth["collateral_strength"] == 2
+    assert f"grade {truth['collateral_grade']} right" in ok.stdout
+    bad = subprocess.run([*run, "--out", str(tmp_path / "d"), "--seed", "3", "--strength", "9"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and not (tmp_path / "d").exists()

@@ -8,7 +8,7 @@ from collat_ensemble.phases import collateral_maps
 
 
 def test_conventional_maps_of_the_acquired_series_match_the_truth(case_left_poor):
-    clean = generate_case(101, grade=1, side="left", snr=300.0)
+    clean = generate_case(101, strength=1, side="left", snr=300.0)
     result = collateral_maps(clean.perfusion.astype(np.float32), "dce")
     table = phase_metrics(result.maps, clean.reference_maps, clean.brain_mask & result.mask)
     assert table["mean"]["r2"] > 0.95 and table["mean"]["ssim"] > 0.9

@@ -115,7 +115,7 @@ DIFFUSION_DEFECTS = {None: None, "nihss": "nihss must be an integer", "side": "s
 def mni_case():
     """A phantom DWI/ADC in MNI space: the valid input every example starts from (stored in another axis order
     and direction each time, which must change nothing)."""
-    return generate_case(303, grade=2, side="right")
+    return generate_case(303, strength=2, side="right")
 
 
 def reoriented(data: np.ndarray, affine: np.ndarray, perm: list[int], flips: list[bool]) -> tuple:

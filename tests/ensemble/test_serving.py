@@ -8,12 +8,9 @@ import numpy as np
 import pytest
 
 from collat_ensemble.errors import InputValidationError
-from collat_ensemble.geometry import reorient_to_ras
-from collat_ensemble.phantom import generate_case
 from collat_ensemble.serving import context as ctx
 from collat_ensemble.serving import diffusion, metrics, perfusion
 from collat_ensemble.serving.perfusion import NetworkGrid
-from collat_ensemble.territory import assess_collaterals, mca_territory
 
 GRID = NetworkGrid.parse("60x12x64x64@1.6")
 
@@ -109,29 +106,6 @@ def test_diffusion_steps_give_slabs_and_core_on_the_dwi_grid(case_left_poor):
         diffusion.postprocess(probabilities[:11], core, brain, context)
 
 
-def test_assessment_finds_the_ischaemic_side_and_grades_collaterals():
-    poor, good = generate_case(7, grade=1, side="right"), generate_case(7, grade=5, side="right")
-    results = []
-    for case in (poor, good):
-        maps, _, _ = reorient_to_ras(case.reference_maps, case.perfusion_affine)
-        mask, _, _ = reorient_to_ras(case.brain_mask, case.perfusion_affine)
-        results.append(assess_collaterals(np.asarray(maps), np.asarray(mask)))
-    assert [r.ischaemic_side for r in results] == ["right", "right"]
-    assert all(r.side_source == "maps" for r in results)
-    assert results[0].hypoperfused_fraction["early_venous"] > results[1].hypoperfused_fraction["early_venous"] + 0.2
-    assert results[0].cps < results[1].cps
-
-
-def test_mca_territory_lies_in_one_lateral_hemisphere():
-    mask = np.zeros((40, 40, 20), bool)
-    mask[4:36, 4:36, 2:18] = True
-    left, right = mca_territory(mask, "left"), mca_territory(mask, "right")
-    assert not (left & right).any()
-    assert np.nonzero(left.any(axis=(1, 2)))[0].max() < 19.5 < np.nonzero(right.any(axis=(1, 2)))[0].min()
-    with pytest.raises(InputValidationError, match="left or right"):
-        mca_territory(mask, "bilateral")
-
-
 def test_merged_document_flags_disagreeing_sides_and_keeps_both_parts():
     collateral = metrics.document("collateral_pipeline", collateral={"ischaemic_side": "right", "side_source": "maps"},
                                   timings_ms={"a": 1.0}, models={"mrod_net": {}})
@@ -146,6 +120,9 @@ def test_merged_document_flags_disagreeing_sides_and_keeps_both_parts():
     assert set(merged["models"]) == {"mrod_net", "hypoperfusion_unet"}
     assert any("check the images" in w for w in merged["warnings"])
     json.dumps(merged)  # serializable as it stands
+    withheld = metrics.document("collateral_pipeline", collateral={"ischaemic_side": None, "side_source": None},
+                                timings_ms={"a": 1.0}, models={"mrod_net": {}})
+    assert not any("hemisphere" in w for w in metrics.merge("stroke_triage", withheld, hypo)["warnings"])
 
 
 def test_the_largest_accepted_series_is_enforced_before_any_work():

@@ -40,4 +40,4 @@ def grpc_client(server):
 
 @pytest.fixture(scope="session")
 def left_case() -> PhantomCase:
-    return generate_case(101, grade=1, side="left")
+    return generate_case(101, strength=1, side="left")

@@ -126,6 +126,8 @@ def test_cli_evaluate_scores_outputs_against_the_phantom_truth(server, case_dir,
     assert set(report["collateral"]) == {"arterial", "capillary", "early_venous", "late_venous", "delay", "mean"}
     assert report["collateral"]["mean"]["r2"] > 0.5
     assert report["hypoperfusion"]["dice"] > 0.5 and report["hypoperfusion"]["auc"] > 0.9
+    truth = json.loads((case_dir / "truth.json").read_text())["collateral_grade"]
+    assert report["cps"]["truth"] == truth and abs(report["cps"]["estimate"] - truth) <= 1
 
 
 # ------------------------------------------------------------------ every error class

@@ -90,9 +90,12 @@ def _print_table(metrics, console) -> None:
     if metrics.collateral is not None:
         c = metrics.collateral
         row("contrast bolus", f"{c.contrast.kind} (brain signal {c.contrast.signal_change:+.0%})")
-        row("CPS estimate", f"{c.cps_estimate} ({c.cps_label})")
-        for phase in ("capillary", "early_venous", "late_venous"):
-            row(f"hypoperfused {phase.replace('_', ' ')}", f"{c.hypoperfused_fraction[phase]:.0%}")
+        if c.cps_estimate is None:
+            row("CPS estimate", f"WITHHELD: {c.cps_withheld}")
+        else:
+            row("CPS estimate", f"{c.cps_estimate} ({c.cps_label}), {c.ischaemic_side} side")
+        for phase, fraction in (c.hypoperfused_fraction or {}).items():
+            row(f"hypoperfused {phase.replace('_', ' ')}", f"{fraction:.0%}")
     console.print(table)
     for warning in metrics.warnings:
         console.print(f"[yellow]note:[/yellow] {warning}")
@@ -402,6 +405,20 @@ def _first(folder: Path, *names: str) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
+def _grade_against_truth(metrics_path: Path, truth_path: Path) -> dict[str, Any] | None:
+    """The served CPS estimate beside the phantom's grade, when both files are there."""
+    if not (metrics_path.is_file() and truth_path.is_file()):
+        return None
+    try:
+        collateral = json.loads(metrics_path.read_text()).get("collateral")
+        truth = json.loads(truth_path.read_text()).get("collateral_grade")
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{metrics_path} or {truth_path}: not readable JSON ({exc})") from None
+    if collateral is None or truth is None:
+        return None
+    return {"estimate": collateral.get("cps_estimate"), "truth": truth, "withheld": collateral.get("cps_withheld")}
+
+
 @main.command()
 @click.argument("pred_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.argument("ref_dir", type=click.Path(path_type=Path, file_okay=False))
@@ -449,6 +466,9 @@ def evaluate(pred_dir: Path, ref_dir: Path, as_json: bool) -> None:
         vd, avd = volume_difference_ml(lesion, truth, voxel_ml)
         report["hypoperfusion"] = {"dice": dice(lesion, truth), "auc": auc(prob, truth),
                                    "volume_difference_ml": vd, "abs_volume_difference_ml": avd}
+    grade = _grade_against_truth(pred_dir / "metrics.json", ref_dir / "truth.json")
+    if grade is not None:
+        report["cps"] = grade
     if not report:
         raise InputFileError(f"nothing to compare: no matching outputs in {pred_dir} and references in {ref_dir}")
     if as_json:
@@ -465,6 +485,10 @@ def evaluate(pred_dir: Path, ref_dir: Path, as_json: bool) -> None:
         for phase, m in report["collateral"].items():
             table.add_row(phase, f"{m['r2']:.3f}", f"{m['mae']:.3f}", f"{m['tanimoto']:.3f}", f"{m['ssim']:.3f}")
         console.print(table)
+    if "cps" in report:
+        g = report["cps"]
+        console.print(f"CPS: estimate {g['estimate'] if g['estimate'] is not None else 'withheld'}, phantom grade "
+                      f"{g['truth']}")
     if "hypoperfusion" in report:
         h = report["hypoperfusion"]
         console.print(f"hypoperfusion: Dice {h['dice']:.3f}  AUC {h['auc']:.3f}  volume difference "

@@ -89,8 +89,7 @@ def _title(m: Metrics) -> str:
         parts.append(f"core {h.core_ml:.1f} mL  hypoperfusion {h.hypoperfusion_ml:.1f} mL  "
                      f"ratio {h.mismatch_ratio:.2f}  DEFUSE3 {decision}")
     if m.collateral is not None:
-        parts.append(f"CPS estimate {m.collateral.cps_estimate} ({m.collateral.cps_label}), "
-                     f"{m.collateral.ischaemic_side} side")
+        parts.append(m.collateral.grade_text)
     return " | ".join(parts)
 
 

@@ -63,31 +63,9 @@ class Contrast(_Strict):
     signal_change: float = Field(description="largest relative change of the brain's mean signal from baseline")
 
 
-class CollateralMetrics(_Strict):
-    ischaemic_side: Literal["left", "right"]
-    side_source: Literal["clinical", "maps"]
-    hypoperfused_fraction: dict[Phase, float]
-    cps_estimate: int = Field(ge=0, le=5)
-    cps_label: str
-    territory_voxels: int = Field(ge=0)
-    brain_volume_ml: float = Field(ge=0)
-    input_shape: list[int] = Field(min_length=4, max_length=4)
-    input_orientation: str = Field(pattern=r"^[RLAPSI]{3}$")
-    frame_seconds: float = Field(gt=0)
-    network_grid: str
-    contrast: Contrast
-
-
-class ClinicalEcho(_Strict):
-    nihss: int
-    age: float | None
-    side: Side
-    onset_to_imaging_min: float | None
-    dwi_b_value: float | None
-
-
 class Registration(_Strict):
-    """How the DWI reached MNI space: recognised as MNI already, or registered (affine)."""
+    """How an image (the DWI, the perfusion series' baseline) reached MNI space: recognised as MNI already, or
+    registered (affine)."""
 
     method: Literal["verified_mni", "affine"]
     similarity: float = Field(description="Dice of the registered brain outline with the template brain (gate)")
@@ -96,6 +74,42 @@ class Registration(_Strict):
     scale: float = Field(gt=0, description="head size relative to the template")
     seconds: float = Field(ge=0)
     native_to_mni: list[list[float]] = Field(min_length=4, max_length=4, description="4x4, scan RAS mm -> MNI mm")
+
+
+class CollateralMetrics(_Strict):
+    """The grade's fields are null together, with ``cps_withheld`` saying why (no registration to the template,
+    or a modality the served network was not trained on); the maps are delivered either way."""
+
+    ischaemic_side: Literal["left", "right"] | None
+    side_source: Literal["clinical", "maps"] | None
+    hypoperfused_fraction: dict[Phase, float] | None = Field(
+        description="of the ischaemic MCA territory (template space), capillary / early venous / late venous")
+    cps_estimate: int | None = Field(ge=0, le=5)
+    cps_label: str | None
+    cps_withheld: str | None = Field(description="why there is no grade; null when there is one")
+    territory_voxels: int | None = Field(ge=0, description="4 mm template voxels of the territory and its mirror")
+    registration: Registration | None = Field(description="the series' baseline registered to the MNI template")
+    brain_volume_ml: float = Field(ge=0)
+    input_shape: list[int] = Field(min_length=4, max_length=4)
+    input_orientation: str = Field(pattern=r"^[RLAPSI]{3}$")
+    frame_seconds: float = Field(gt=0)
+    network_grid: str
+    contrast: Contrast
+
+    @property
+    def grade_text(self) -> str:
+        """The grade as a person reads it, or why there is none."""
+        if self.cps_estimate is None:
+            return f"CPS withheld: {self.cps_withheld}"
+        return f"CPS estimate {self.cps_estimate} ({self.cps_label}), {self.ischaemic_side} side"
+
+
+class ClinicalEcho(_Strict):
+    nihss: int
+    age: float | None
+    side: Side
+    onset_to_imaging_min: float | None
+    dwi_b_value: float | None
 
 
 class HypoperfusionMetrics(_Strict):

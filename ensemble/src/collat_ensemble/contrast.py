@@ -76,3 +76,31 @@ def detect_bolus(series: np.ndarray, mask: np.ndarray) -> Bolus:
     return Bolus(None, largest, f"no contrast bolus: the brain's mean signal changes by at most {abs(largest):.1%} "
                                 f"(a bolus changes it by >= {MIN_BOLUS_CHANGE:.0%}); fMRI BOLD, ASL or a phantom "
                                 "series is not perfusion")
+
+
+# DSC -> the enhancement curve 3D-MROD-Net reads. Delta R2* = -ln(S / S0) / TE is proportional to the agent's
+# concentration (TE is not known to the server and need not be: only the product with TE appears below), and a DCE
+# series shows S0 (1 + k C). The ratio k_DCE / (r2* TE) = 1.5 / 1.2 is the phantom's physics (SPEC section 6:
+# T1 relaxivity effect 1.5 /mM, T2* 40 /(s mM) at TE 30 ms); the network's min-max input scaling removes any other
+# global scale, so only this baseline-to-enhancement balance is fixed by it.
+DSC_TO_DCE_GAIN = 1.25
+_FLOOR = 1e-3  # of the baseline: a voxel that loses all signal (an artery at the peak) is capped, not infinite
+
+
+def baseline_frames(frames: int) -> int:
+    """How many leading frames make the pre-bolus baseline (the rule of :func:`detect_bolus`)."""
+    return max(3, frames // 10)
+
+
+def dsc_to_enhancement(series: np.ndarray, arrival: int | None = None) -> np.ndarray:
+    """A DSC series (x, y, z, t) as the DCE-like signal S0 (1 + gain x Delta R2* TE) the network was trained on.
+
+    S0 is each voxel's mean over the frames before ``arrival`` (the bolus arrival frame), or over the first
+    :func:`baseline_frames` when it is not given.
+    """
+    series = np.asarray(series, dtype=np.float32)
+    n = arrival if arrival is not None and arrival >= 2 else baseline_frames(series.shape[-1])
+    s0 = series[..., :n].mean(axis=-1, keepdims=True)
+    safe_s0 = np.maximum(s0, 1e-6)
+    delta = -np.log(np.maximum(series, _FLOOR * safe_s0) / safe_s0)
+    return (s0 * (1.0 + DSC_TO_DCE_GAIN * delta)).astype(np.float32)

@@ -6,9 +6,12 @@ so the server feeds the networks exactly what they were trained on.
 Perfusion (3D-MROD-Net, SPEC section 2): reorient to RAS (coronal DCE-MRA becomes axial),
 resample time to the network's frames and frame interval, resample space onto a grid of
 the network's size covering the same field of view, build the brain mask (SPEC recipe),
-scale intensities to [0, 1] by the minimum and maximum inside the mask and map them to
-[-0.9, 0.9] (the data loader's range), -0.9 outside the mask. Output ``[T, D, H, W]`` with
-D = inferior->superior slices, H = posterior->anterior rows, W = left->right columns.
+turn a DSC series (its signal dips) into the DCE-like enhancement the network was trained on
+(:func:`.contrast.dsc_to_enhancement`), scale intensities to [0, 1] by the minimum and
+maximum inside the mask and map them to [-0.9, 0.9] (the data loader's range), -0.9
+outside the mask. Output ``[T, D, H, W]`` with D = inferior->superior slices,
+H = posterior->anterior rows, W = left->right columns. The series' pre-bolus baseline is
+registered to the MNI template, where the grade compares the hemispheres (:mod:`.territory`).
 
 Diffusion (U-Net, SPEC section 3): the study normalized DWIs to MNI space; the product
 registers native scans itself (:mod:`.registration`; an input already in MNI space is
@@ -28,7 +31,7 @@ import numpy as np
 from collat_contract.clinical import ClinicalInputError, check_nihss, check_side
 
 from .adc_core import measure_core
-from .contrast import Bolus, detect_bolus
+from .contrast import Bolus, baseline_frames, detect_bolus, dsc_to_enhancement
 from .errors import InputValidationError
 from .geometry import (
     Orientation,
@@ -40,7 +43,7 @@ from .geometry import (
     resample_time,
     voxel_sizes,
 )
-from .phases import MIN_FRAMES, brain_mask
+from .phases import MIN_FRAMES, bolus_arrival, brain_mask
 from .registration import Registration, normalize_to_mni
 from .template import Template, default_template
 
@@ -69,6 +72,8 @@ class PreparedPerfusion:
     mask: np.ndarray  # [D, H, W] bool
     grid: PerfusionGrid
     bolus: Bolus
+    registration: Registration | None  # the baseline's map to MNI space; None when it failed
+    registration_problem: str  # why it failed; empty when it did not
 
 
 def validate_series(series: np.ndarray, affine: np.ndarray, frame_seconds: float) -> None:
@@ -93,9 +98,31 @@ def validate_series(series: np.ndarray, affine: np.ndarray, frame_seconds: float
                 f"axis {axis} (at least {MIN_PERFUSION_SLICES} slices and {MIN_PERFUSION_EXTENT_MM:g} mm are needed)")
 
 
+def register_baseline(ras: np.ndarray, ras_affine: np.ndarray, template: Template) -> tuple[Registration | None, str]:
+    """The pre-bolus mean image of a series (RAS) registered to the MNI template, or the reason it could not be:
+    the maps are still delivered without it, only the grade (which compares hemispheres in template space) is not."""
+    baseline = ras[..., :baseline_frames(ras.shape[-1])].mean(axis=-1)
+    try:
+        return normalize_to_mni(baseline, ras_affine, template, what="perfusion baseline"), ""
+    except InputValidationError as exc:
+        return None, str(exc)
+
+
+def to_enhancement(on_grid: np.ndarray, mask: np.ndarray, bolus: Bolus) -> np.ndarray:
+    """DSC becomes the DCE-like enhancement the network reads (:func:`.contrast.dsc_to_enhancement`); DCE passes."""
+    if bolus.kind != "DSC":
+        return on_grid
+    try:
+        arrival: int | None = bolus_arrival(on_grid[mask].mean(axis=0))[0]
+    except InputValidationError:
+        arrival = None
+    return dsc_to_enhancement(on_grid, arrival)
+
+
 def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: float, *, frames: int,
-                      frame_interval: float, slices: int, height: int, width: int) -> PreparedPerfusion:
-    """Network input of 3D-MROD-Net for one series (x, y, z, t)."""
+                      frame_interval: float, slices: int, height: int, width: int,
+                      template: Template | None = None) -> PreparedPerfusion:
+    """Network input of 3D-MROD-Net for one series (x, y, z, t), and the series' registration to MNI space."""
     series = np.asarray(series)
     validate_series(series, affine, frame_seconds)
     ras, ras_affine, orientation = reorient_to_ras(series.astype(np.float32, copy=False), affine)
@@ -112,6 +139,8 @@ def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: flo
     bolus = detect_bolus(in_space, mask)  # every acquired frame, not only the network's time window
     if bolus.kind is None:
         raise InputValidationError(f"not a perfusion series: {bolus.reason}")
+    on_grid = to_enhancement(on_grid, mask, bolus)
+    registration, problem = register_baseline(ras, ras_affine, template or default_template())
     lo, hi = float(on_grid[mask].min()), float(on_grid[mask].max())
     scaled = np.full(on_grid.shape, INPUT_LOW, dtype=np.float32)
     if hi > lo:
@@ -119,7 +148,8 @@ def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: flo
     network_input = np.ascontiguousarray(np.transpose(scaled, (3, 2, 1, 0)))
     grid = PerfusionGrid(tuple(series.shape[:3]), orientation, ras_affine, tuple(ras.shape[:3]), grid_affine,
                          grid_shape)
-    return PreparedPerfusion(network_input, np.ascontiguousarray(np.transpose(mask, (2, 1, 0))), grid, bolus)
+    return PreparedPerfusion(network_input, np.ascontiguousarray(np.transpose(mask, (2, 1, 0))), grid, bolus,
+                             registration, problem)
 
 
 # Phase maps live in [-1, 1]; outside the brain they are set to the bottom of that range, the value the

@@ -237,12 +237,13 @@ def outline_overlap(outline: np.ndarray, outline_to_mni: np.ndarray, template: T
     return 2.0 * float((a & b).sum()) / total if total else 0.0
 
 
-def normalize_to_mni(image: np.ndarray, affine: np.ndarray, template: Template) -> Registration:
-    """Recognise an input already in MNI space, or register its brain; either way say how well it fits."""
+def normalize_to_mni(image: np.ndarray, affine: np.ndarray, template: Template, what: str = "DWI") -> Registration:
+    """Recognise an input already in MNI space, or register its brain; either way say how well it fits. ``what``
+    names the image in errors (the perfusion series' baseline is registered the same way)."""
     start = time.perf_counter()
     image = np.asarray(image, dtype=np.float32)
     if not np.any(image > 0):
-        raise InputValidationError("the DWI is empty (no positive signal)")
+        raise InputValidationError(f"the {what} is empty (no positive signal)")
     small, small_affine = block_average(image, affine, REGISTRATION_VOXEL_MM)
     outline = brain_outline(small, small_affine)
     contrast = similarity(image, affine, template)
@@ -258,8 +259,8 @@ def normalize_to_mni(image: np.ndarray, affine: np.ndarray, template: Template) 
     # A scan of a few slices cannot be judged this way: the coverage gate withholds its decisions instead.
     if coverage >= 0.5 and (contrast < FAILED_CONTRAST_SIMILARITY or overlap < FAILED_OUTLINE_OVERLAP):
         raise InputValidationError(
-            f"the DWI could not be registered to the MNI brain template (brain overlap {overlap:.2f}, contrast "
-            f"similarity {contrast:.2f}): is it a brain DWI?")
+            f"the {what} could not be registered to the MNI brain template (brain overlap {overlap:.2f}, contrast "
+            f"similarity {contrast:.2f}): is it a brain {what}?")
     scale = float(abs(np.linalg.det(native_to_mni[:3, :3])) ** (-1.0 / 3.0))
     return Registration(native_to_mni, method, overlap, contrast, coverage, scale, time.perf_counter() - start)
 

@@ -125,6 +125,22 @@ def not_for_clinical_use(checkpoint: str | None) -> bool | None:
         return None
 
 
+def trained_modalities(checkpoint: str | None, model: str) -> list[str] | None:
+    """The perfusion modalities 3D-MROD-Net weights were trained on, from their model card, so that the server
+    grades only series of a kind the network has seen. Cards older than the field were DCE-only (the training data
+    had no other kind); random weights have seen nothing; the U-Net has no perfusion input (None)."""
+    if model != "mrod":
+        return None
+    if checkpoint is None:
+        return []
+    card = Path(checkpoint).with_name("model_card.json")
+    try:
+        training = json.loads(card.read_text())["training"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return [str(m) for m in training.get("modalities", ["dce"])]
+
+
 def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *,
                 tolerance: float = FP32_PARITY_TOLERANCE, checkpoint: str | None = None) -> ParityReport:
     """Write ``model.onnx`` and ``model.json`` into ``out_dir``; raise :class:`ParityError` past tolerance."""
@@ -171,6 +187,7 @@ def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *
         "sha256": sha256_file(onnx_path),
         "checkpoint": checkpoint,
         "not_for_clinical_use": not_for_clinical_use(checkpoint),
+        "modalities": trained_modalities(checkpoint, preset.model),
         "torch_version": torch.__version__,
         "parity": asdict(report),
         "parity_openvino": asdict(reports[1]) if len(reports) > 1 else None,

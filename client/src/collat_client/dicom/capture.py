@@ -129,8 +129,8 @@ def summary_lines(metrics: Metrics) -> list[tuple[str, tuple[int, int, int]]]:
             else:
                 lines.append((f"{name}: WITHHELD", red if metrics.quality.decisions_withheld else amber))
     if c is not None:
-        lines.append((f"Collateral perfusion score estimate {c.cps_estimate} ({c.cps_label}), "
-                      f"{c.ischaemic_side} side, {c.contrast.kind} bolus", white))
+        lines.append((f"{c.grade_text.replace('CPS', 'Collateral perfusion score')}, {c.contrast.kind} bolus",
+                      white if c.cps_estimate is not None else amber))
     for reason in metrics.quality.decisions_withheld:
         lines.append((f"decision withheld: {reason}", red))
     for warning in metrics.warnings:

@@ -88,9 +88,11 @@ def build_report(metrics: Metrics, evidence: Sequence, *, segmentation=None, alg
             hd.sr.Measurement(name=c["mismatch_ratio"], value=float(h.mismatch_ratio), unit=c["ratio"],
                               algorithm_id=algorithm_id)]
         evaluations += [_decision(c["defuse3"], h.defuse3, c), _decision(c["dawn"], h.dawn, c)]
-    if collateral is not None:
+    if collateral is not None and collateral.cps_estimate is not None:
         measurements.append(hd.sr.Measurement(name=c["cps"], value=float(collateral.cps_estimate), unit=c["ratio"],
                                               algorithm_id=algorithm_id))
+    elif collateral is not None:  # a withheld grade is said, not left out
+        evaluations.append(hd.sr.QualitativeEvaluation(name=c["cps"], value=c["withheld"]))
     groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="stroke triage summary"),
         finding_type=c["summary"], algorithm_id=algorithm_id, measurements=measurements or None,

@@ -19,6 +19,7 @@ from ..clinical import CORE_ADC_THRESHOLD, dawn_eligibility, defuse3_target_mism
 from ..errors import InputValidationError
 from ..phases import PHASE_NAMES, collateral_maps
 from .anatomy import Anatomy, anatomy_on_grid, axial_grid, mni_2mm_grid
+from .grading import true_grade
 from .physiology import (
     TMAX_THRESHOLD_S,
     Haemodynamics,
@@ -29,7 +30,7 @@ from .physiology import (
     venous_outflow,
 )
 
-PHANTOM_VERSION = "1"
+PHANTOM_VERSION = "2"  # 2: the collateral grade is measured by SPEC section 4 (grading.py)
 EVALUATION_SEED_LIMIT = 1_000_000
 Modality = Literal["dce", "dsc"]
 Space = Literal["mni", "native"]
@@ -169,6 +170,25 @@ def _move(series: np.ndarray, rng: np.random.Generator, voxel_mm: np.ndarray) ->
     return out
 
 
+def turn_in_plane(series: np.ndarray, affine: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """A series (x, y, z[, t]) of the head turned ``degrees`` about the scanner's z axis through the grid centre: the
+    voxels move, the affine stays (a patient lying turned), and the true MNI -> scanner map that results.
+    Axial grids only (the phantom's)."""
+    centre = (np.array(series.shape[:3]) - 1) / 2.0
+    a = np.deg2rad(degrees)
+    rotation = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    to_mm = np.asarray(affine, dtype=np.float64)[:3, :3]
+    to_input = np.linalg.inv(to_mm) @ rotation.T @ to_mm
+    offset = centre - to_input @ centre
+    frames = series[..., None] if series.ndim == 3 else series
+    out = np.stack([ndimage.affine_transform(frames[..., t].astype(np.float32), to_input, offset, order=1)
+                    for t in range(frames.shape[-1])], axis=-1)
+    centre_mm = to_mm @ centre + affine[:3, 3]
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = rotation, centre_mm - rotation @ centre_mm
+    return (out[..., 0] if series.ndim == 3 else out), pose
+
+
 def sample_clinical(lesion_ml: float, rng: np.random.Generator) -> tuple[int, int]:
     """NIHSS grows with the hypoperfused volume (about 1 point per 9 mL); age 40-92."""
     nihss = int(np.clip(round(2.0 + lesion_ml / 9.0 + rng.normal(0.0, 1.5)), 0, 42))
@@ -176,15 +196,17 @@ def sample_clinical(lesion_ml: float, rng: np.random.Generator) -> tuple[int, in
     return nihss, age
 
 
-def generate_case(seed: int, *, modality: Modality = "dce", grade: int | None = None, side: str | None = None,
+def generate_case(seed: int, *, modality: Modality = "dce", strength: int | None = None, side: str | None = None,
                   snr: float = 30.0, motion: bool = False, acquisition: Acquisition | None = None,
                   space: Space = "mni") -> PhantomCase:
-    """One case. ``space="native"`` writes the DWI/ADC (and their truth) on a scanner grid in a random head pose
+    """One case. ``strength`` (0..5, default drawn) sets the haemodynamics' collateral strength; the case's
+    collateral grade (truth ``collateral_grade``) is measured from them by SPEC section 4 (:mod:`.grading`).
+    ``space="native"`` writes the DWI/ADC (and their truth) on a scanner grid in a random head pose
     (see :func:`native_pose`) with a bias field; everything else, the random stream included, is unchanged."""
     if modality not in ("dce", "dsc"):
         raise InputValidationError(f"unknown modality {modality!r} (dce or dsc)")
-    if grade is not None and not 0 <= grade <= 5:
-        raise InputValidationError(f"collateral grade must be 0..5, got {grade}")
+    if strength is not None and not 0 <= strength <= 5:
+        raise InputValidationError(f"collateral strength must be 0..5, got {strength}")
     if side is not None and side not in ("left", "right"):
         raise InputValidationError(f"side must be left or right, got {side!r}")
     if snr <= 0:
@@ -195,7 +217,7 @@ def generate_case(seed: int, *, modality: Modality = "dce", grade: int | None = 
     rng = np.random.default_rng(seed)
     drawn_grade = int(rng.integers(0, 6))
     drawn_side = "left" if rng.random() < 0.5 else "right"
-    stroke = Stroke(side or drawn_side, drawn_grade if grade is None else grade,
+    stroke = Stroke(side or drawn_side, drawn_grade if strength is None else strength,
                     float(rng.uniform(0.6, 1.1)), float(rng.uniform(0.8, 1.2)))
 
     # Perfusion grid
@@ -216,6 +238,7 @@ def generate_case(seed: int, *, modality: Modality = "dce", grade: int | None = 
     s0 = s0 + (arteries + sss) * S0["blood"]
     clean = _signal(conc, s0[..., None], modality).astype(np.float32)
     reference = collateral_maps(clean, modality)
+    true_cps, grade_fractions = true_grade(conc, reference.windows, tissue > 0.3, p_affine, stroke.side)
     noisy = _move(clean, rng, np.abs(np.diag(p_affine))[:3]) if motion else clean
     sigma = float(s0[anat.envelope].mean()) / snr
     # Stored as int16, as scanners store magnitude images (and 3x faster to compress).
@@ -258,7 +281,9 @@ def generate_case(seed: int, *, modality: Modality = "dce", grade: int | None = 
         "phantom_version": PHANTOM_VERSION,
         "seed": seed,
         "modality": modality,
-        "collateral_grade": stroke.grade,
+        "collateral_grade": true_cps,  # SPEC section 4 on the noiseless contrast (grading.py)
+        "collateral_strength": stroke.grade,  # the drawn parameter of the haemodynamics
+        "hypoperfused_fraction": {k: round(v, 4) for k, v in grade_fractions.items()},
         "side": stroke.side,
         "territory_size": round(stroke.size, 4),
         "snr": snr,

@@ -15,13 +15,15 @@ from ..errors import InputValidationError
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the case's files.")
 @click.option("--seed", type=int, required=True, help="Same seed, same bytes. Seeds >= 1,000,000 are for training.")
 @click.option("--modality", type=click.Choice(["dce", "dsc"]), default="dce", show_default=True)
-@click.option("--grade", type=click.IntRange(0, 5), default=None, help="Collateral grade (default: drawn).")
+@click.option("--strength", type=click.IntRange(0, 5), default=None,
+              help="Collateral strength of the haemodynamics, 0 very poor to 5 excellent (default: drawn); the case's "
+                   "grade (truth.json collateral_grade) is measured from them by SPEC section 4.")
 @click.option("--side", type=click.Choice(["left", "right"]), default=None, help="Stroke side (default: drawn).")
 @click.option("--snr", type=float, default=30.0, show_default=True, help="Baseline signal / noise SD.")
 @click.option("--motion", is_flag=True, help="Add per-frame rigid motion to the perfusion series.")
 @click.option("--space", type=click.Choice(["mni", "native"]), default="mni", show_default=True,
               help="native: DWI/ADC on a 0.9x0.9x5 mm scanner grid in a random head pose (truth.json holds it).")
-def main(out: Path, seed: int, modality: str, grade: int | None, side: str | None, snr: float, motion: bool,
+def main(out: Path, seed: int, modality: str, strength: int | None, side: str | None, snr: float, motion: bool,
          space: str) -> None:
     """Generate a phantom case: perfusion.nii.gz, dwi.nii.gz, adc.nii.gz, truth_*.nii.gz, truth.json.
 
@@ -29,14 +31,14 @@ def main(out: Path, seed: int, modality: str, grade: int | None, side: str | Non
 
     \b
     Example:
-      collat-phantom --out cases/0007 --seed 7 --modality dce --grade 2 --side left
+      collat-phantom --out cases/0007 --seed 7 --modality dce --strength 2 --side left
       collat-phantom --out cases/0008 --seed 8 --space native
     """
     from .case import generate_case, write_case
 
     start = time.perf_counter()
     try:
-        case = generate_case(seed, modality=modality, grade=grade, side=side, snr=snr, motion=motion,
+        case = generate_case(seed, modality=modality, strength=strength, side=side, snr=snr, motion=motion,
                              space=space)
         files = write_case(case, out)
     except (InputValidationError, OSError) as exc:

@@ -16,15 +16,15 @@ from pathlib import Path
 from .launcher import TritonServer
 
 
-def run_demo(repository: Path, out: Path, *, seed: int = 101, grade: int = 1, side: str = "left",
+def run_demo(repository: Path, out: Path, *, seed: int = 101, strength: int = 1, side: str = "left",
              echo=print) -> int:
     from collat_ensemble.phantom import generate_case, write_case
 
     case_dir, result_dir = out / "case", out / "results"
     for folder in (case_dir, result_dir):
         shutil.rmtree(folder, ignore_errors=True)
-    echo(f"[demo] phantom case seed {seed} (collateral grade {grade}, {side} stroke) -> {case_dir}")
-    case = generate_case(seed, grade=grade, side=side)
+    echo(f"[demo] phantom case seed {seed} (collateral strength {strength}, {side} stroke) -> {case_dir}")
+    case = generate_case(seed, strength=strength, side=side)
     write_case(case, case_dir)
     echo("[demo] starting tritonserver on loopback")
     started = time.perf_counter()
@@ -40,6 +40,6 @@ def run_demo(repository: Path, out: Path, *, seed: int = 101, grade: int = 1, si
         echo(f"[demo] end-to-end {time.perf_counter() - t0:.1f} s (reading, upload, server, writing)")
     if code == 0:
         echo(f"[demo] truth: core {case.truth['core_ml']} mL, hypoperfusion {case.truth['hypoperfusion_ml']} mL, "
-             f"DEFUSE 3 {case.truth['defuse3_target_mismatch']}, collateral grade {grade}")
+             f"DEFUSE 3 {case.truth['defuse3_target_mismatch']}, collateral grade {case.truth['collateral_grade']}")
         echo(f"[demo] maps, metrics.json and overview.png in {result_dir}")
     return code

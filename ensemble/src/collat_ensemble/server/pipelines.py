@@ -165,11 +165,12 @@ def write_pipeline_models(root: Path, mrod: NetworkIO, unet: NetworkIO, grid: Ne
 
     ``grid`` is what preprocess_perfusion produces for 3D-MROD-Net, so the repository must be
     written for the preset of the network files it serves. ``template`` (the MNI registration
-    target, built from the nilearn wheel) goes into preprocess_diffusion's folder; without it only
-    the configuration is written (the committed layout), and that step will not load until it is.
+    target, built from the nilearn wheel) goes into both preprocessing steps' folders (the DWI and the
+    perfusion baseline are registered to it); without it only the configuration is written (the
+    committed layout), and those steps will not load until it is.
     """
     parameters = {
-        names.PREPROCESS_PERFUSION: {"network_grid": str(grid)},
+        names.PREPROCESS_PERFUSION: {"network_grid": str(grid), "template": TEMPLATE_FILE},
         names.PREPROCESS_DIFFUSION: {"template": TEMPLATE_FILE, "unet_stride": str(check_stride(unet_stride))},
         names.POSTPROCESS_COLLATERAL: {"network_model": mrod.triton_name},
         names.POSTPROCESS_HYPOPERFUSION: {"network_model": unet.triton_name},
@@ -180,7 +181,7 @@ def write_pipeline_models(root: Path, mrod: NetworkIO, unet: NetworkIO, grid: Ne
         (folder / "1").mkdir(parents=True, exist_ok=True)
         (folder / "config.pbtxt").write_text(render_python_step(step, parameters.get(step.name, {})))
         (folder / "1" / "model.py").write_text(model_py(step))
-        if step.name == names.PREPROCESS_DIFFUSION and template is not None:
+        if step.name in (names.PREPROCESS_DIFFUSION, names.PREPROCESS_PERFUSION) and template is not None:
             save_template(template, folder / "1" / TEMPLATE_FILE)
         written.append(folder)
     for pipeline in ensembles():

@@ -63,7 +63,8 @@ def merge(pipeline: str, collateral_doc: dict, hypoperfusion_doc: dict) -> dict:
     collateral = collateral_doc["collateral"]
     hypo = hypoperfusion_doc["hypoperfusion"]
     warnings = [w for w in collateral_doc["warnings"] + hypoperfusion_doc["warnings"]]
-    if collateral["ischaemic_side"] != hypo["side"] and hypo["side"] in ("left", "right"):
+    graded_side = collateral["ischaemic_side"]  # None when the grade was withheld
+    if graded_side is not None and graded_side != hypo["side"] and hypo["side"] in ("left", "right"):
         warnings.append(f"the collateral maps point to the {collateral['ischaemic_side']} hemisphere but the "
                         f"diffusion side is {hypo['side']}: check the images")
     merged = document(pipeline, collateral={**collateral, "quality": collateral_doc["quality"]},
@@ -94,4 +95,7 @@ def network_model_info(repository: Path, name: str) -> dict[str, Any]:
                         "gpu"):
                 if key in data and isinstance(data[key], str | int | float):
                     info[key] = data[key]
+            modalities = data.get("modalities")
+            if isinstance(modalities, list) and all(isinstance(m, str) for m in modalities):
+                info["modalities"] = modalities
     return info

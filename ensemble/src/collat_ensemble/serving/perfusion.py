@@ -15,6 +15,7 @@ import numpy as np
 from ..clinical import volume_ml
 from ..errors import InputValidationError
 from ..preprocess import maps_to_grid, mask_phase_maps, prepare_perfusion
+from ..template import Template
 from ..territory import assess_collaterals
 from .context import StepTimer, grid_from_dict, grid_to_dict, orientation_code, read_affine
 
@@ -55,7 +56,7 @@ def _scalar(value: np.ndarray, what: str) -> float:
 
 
 def preprocess(series: np.ndarray, affine: np.ndarray, frame_seconds: np.ndarray,
-               grid: NetworkGrid) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+               grid: NetworkGrid, template: Template | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """-> network input ``[1, T, D, H, W]`` FP32, brain mask ``[D, H, W]`` UINT8, context."""
     timer = StepTimer()
     series = np.asarray(series)
@@ -67,22 +68,56 @@ def preprocess(series: np.ndarray, affine: np.ndarray, frame_seconds: np.ndarray
     affine = read_affine(affine, "PERFUSION_AFFINE")
     dt = _scalar(frame_seconds, "FRAME_SECONDS")
     prepared = prepare_perfusion(series, affine, dt, frames=grid.frames, frame_interval=grid.frame_seconds,
-                                 slices=grid.slices, height=grid.height, width=grid.width)
+                                 slices=grid.slices, height=grid.height, width=grid.width, template=template)
+    registration = prepared.registration
     context = {
         "perfusion": {"grid": grid_to_dict(prepared.grid), "input_affine": affine.tolist(),
                       "frames": int(series.shape[3]), "frame_seconds": dt,
                       "orientation": orientation_code(prepared.grid.orientation), "network_grid": str(grid),
-                      "contrast": prepared.bolus.as_dict()},
+                      "contrast": prepared.bolus.as_dict(),
+                      "registration": registration.as_dict() if registration else None,
+                      "registration_problem": prepared.registration_problem},
         "timings_ms": {"preprocess_perfusion": timer.elapsed_ms()},
         "preprocess_perfusion_end": StepTimer.now(),
     }
     return prepared.network_input[None], prepared.mask.astype(np.uint8), context
 
 
-def postprocess(phases: np.ndarray, mask: np.ndarray,
-                context: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
+def grade(maps_xyz: np.ndarray, mask_xyz: np.ndarray, grid_affine: np.ndarray, perfusion: dict[str, Any],
+          trained_modalities: list[str] | None) -> dict[str, Any]:
+    """The CPS part of the metrics: the assessment, or every field null and ``cps_withheld`` saying why.
+
+    A grade needs the series in template space (its registration) and maps from a network trained on the
+    series' modality; without either the maps are still delivered, only the grade is withheld.
+    """
+    kind = str(perfusion["contrast"]["kind"]).lower()
+    registration = perfusion.get("registration")
+    reason = ""
+    if registration is None:
+        problem = perfusion.get("registration_problem") or "no registration"
+        reason = f"the series could not be placed in template space ({problem})"
+    elif not trained_modalities:
+        reason = "the served 3D-MROD-Net's model card does not say which modalities it was trained on"
+    elif kind not in trained_modalities:
+        reason = (f"the served 3D-MROD-Net was trained on {'/'.join(m.upper() for m in trained_modalities)} only, "
+                  f"not on {kind.upper()}: the maps are shown, the grade is not")
+    if not reason:
+        native_to_mni = np.array(registration["native_to_mni"], dtype=np.float64)
+        try:
+            assessment = assess_collaterals(maps_xyz, mask_xyz, native_to_mni @ grid_affine)
+            return {**assessment.as_dict(), "cps_withheld": None}
+        except InputValidationError as exc:
+            reason = str(exc)
+    return {"ischaemic_side": None, "side_source": None, "hypoperfused_fraction": None, "cps_estimate": None,
+            "cps_label": None, "territory_voxels": None, "cps_withheld": reason}
+
+
+def postprocess(phases: np.ndarray, mask: np.ndarray, context: dict[str, Any],
+                trained_modalities: list[str] | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
     """-> maps ``(X, Y, Z, 5)`` FP32 and brain mask ``(X, Y, Z)`` UINT8 on the input grid, the collateral
-    part of the metrics, and this step's timings."""
+    part of the metrics, and this step's timings. ``trained_modalities``: what the network's model card says it
+    was trained on ("dce", "dsc")."""
     timer = StepTimer()
     waited = round((timer.start - float(context["preprocess_perfusion_end"])) * 1000.0, 2)
     phases = np.asarray(phases, dtype=np.float32)
@@ -98,9 +133,10 @@ def postprocess(phases: np.ndarray, mask: np.ndarray,
     maps_input = maps_to_grid(mask_phase_maps(phases, mask), grid, order=1)
     brain_input = maps_to_grid(mask[None].astype(np.float32), grid, order=0)[..., 0] >= 0.5
     maps_input = mask_phase_maps(maps_input, brain_input, channel_axis=-1)
-    assessment = assess_collaterals(np.transpose(phases, (3, 2, 1, 0)), np.transpose(mask, (2, 1, 0)))
     part = {
-        **assessment.as_dict(),
+        **grade(np.transpose(phases, (3, 2, 1, 0)), np.transpose(mask, (2, 1, 0)), grid.grid_affine,
+                context["perfusion"], trained_modalities),
+        "registration": context["perfusion"].get("registration"),
         "brain_volume_ml": round(volume_ml(brain_input, input_affine), 2),
         "input_shape": list(grid.input_shape) + [context["perfusion"]["frames"]],
         "input_orientation": context["perfusion"]["orientation"],

@@ -24,7 +24,7 @@ from collat_contract import names
 
 from ..errors import InputValidationError
 from ..preprocess import SLAB_STRIDE, check_stride
-from ..template import TEMPLATE_FILE, load_template
+from ..template import TEMPLATE_FILE, Template, load_template
 from . import context as ctx
 from . import diffusion, metrics, perfusion
 
@@ -89,6 +89,16 @@ class _Step:
         return metrics.network_model_info(self.repository, self.params[parameter])
 
 
+def _load_template(step: _Step) -> Template:
+    """The MNI template lies in the model's folder (written by the repository builder); without it the model does
+    not load, so a server missing it fails at start-up with this reason, never per request."""
+    path = step.version_dir / step.params.get("template", TEMPLATE_FILE)
+    if not path.is_file():
+        raise RuntimeError(f"{step.name}: registration template {path} is missing; rebuild the repository "
+                           "with collat-export repository")
+    return load_template(path)
+
+
 class PreprocessPerfusion(_Step):
     """PERFUSION (X,Y,Z,T), PERFUSION_AFFINE, FRAME_SECONDS -> network input, brain mask, context."""
 
@@ -96,9 +106,10 @@ class PreprocessPerfusion(_Step):
 
     def setup(self) -> None:
         self.grid = perfusion.NetworkGrid.parse(self.params["network_grid"])
+        self.template = _load_template(self)
 
     def run(self, series, affine, frame_seconds):
-        network_input, mask, context = perfusion.preprocess(series, affine, frame_seconds, self.grid)
+        network_input, mask, context = perfusion.preprocess(series, affine, frame_seconds, self.grid, self.template)
         return network_input, mask, ctx.encode(context)
 
 
@@ -109,9 +120,11 @@ class PostprocessCollateral(_Step):
 
     def setup(self) -> None:
         self.models = {self.params["network_model"]: self.model_info("network_model")}
+        self.trained_modalities = self.models[self.params["network_model"]].get("modalities")
 
     def run(self, phases, mask, context):
-        maps, brain, part, timings = perfusion.postprocess(phases, mask, ctx.decode(context, "context"))
+        maps, brain, part, timings = perfusion.postprocess(phases, mask, ctx.decode(context, "context"),
+                                                           self.trained_modalities)
         doc = metrics.document(names.COLLATERAL_PIPELINE, collateral=part, timings_ms=timings, models=self.models)
         return maps, brain, ctx.encode(doc)
 
@@ -122,13 +135,7 @@ class PreprocessDiffusion(_Step):
     arity = (5, 5)
 
     def setup(self) -> None:
-        """The MNI template lies in this model's folder (written by the repository builder); without it the model
-        does not load, so a server missing it fails at start-up with this reason, never per request."""
-        path = self.version_dir / self.params.get("template", TEMPLATE_FILE)
-        if not path.is_file():
-            raise RuntimeError(f"{self.name}: registration template {path} is missing; rebuild the repository "
-                               "with collat-export repository")
-        self.template = load_template(path)
+        self.template = _load_template(self)
         self.stride = check_stride(int(self.params.get("unet_stride", SLAB_STRIDE)))
 
     def run(self, dwi, adc, dwi_affine, adc_affine, clinical):

@@ -13,15 +13,54 @@ def _table(evaluation: dict) -> str:
     return "\n".join(f"| {k} | {v:.4f} |" for k, v in evaluation.get("summary", {}).items())
 
 
+def _modalities(training: dict) -> str:
+    kinds = training.get("modalities", ["dce"])
+    text = " and ".join(k.upper() for k in kinds)
+    if "dsc" in kinds:
+        text += " (DSC as served: converted to its Delta R2* enhancement before the network)"
+    motion = training.get("motion", "none")
+    return text + ("; half the series moving between frames" if motion == "mixed" else "")
+
+
+def _cps_section(result: dict) -> str:
+    rows = []
+    for source in ("network", "conventional"):
+        for group, a in result.get(source, {}).items():
+            if isinstance(a, dict):
+                rows.append(f"| {source} | {group} | {a['cases']} | {a['exact']:.3f} | {a['within_one']:.3f} | "
+                            f"{a['weighted_kappa']:.3f} |")
+    ratios = ", ".join(f"{k} {v:g}" for k, v in result.get("rule", {}).get("ratios", {}).items())
+    matrix = result.get("network", {}).get("all", {}).get("confusion")
+    return f"""
+## Collateral grade (CPS) on held-out phantoms (seeds {result.get('seeds')}, each in DCE and DSC, odd seeds moving)
+
+Served path: registered to the MNI template, graded in template space with the fitted rule (ratios {ratios}).
+The conventional map (`collat_ensemble.phases`) is graded by the same rule, to show what the network adds.
+Phantom grades 0-5: {result.get('truth_grades')}. Weighted kappa: quadratic weights.
+
+| maps | series | cases | exact | within one | weighted kappa |
+| --- | --- | ---: | ---: | ---: | ---: |
+{chr(10).join(rows)}
+
+Confusion of the network's grade (rows: phantom grade 0-5, columns: estimate): {matrix}
+
+Reproduce: `collat-train evaluate --model cps --checkpoint checkpoint.pt --seeds {result.get('seeds', [0, 0])[0]}-\
+{result.get('seeds', [0, 0])[-1]} --workers 2`
+"""
+
+
 def write_model_card(out_dir: Path, *, model: str, preset: str, command: str, training: dict,
-                     evaluation: dict, evaluation_native: dict | None = None) -> tuple[Path, Path]:
-    """``evaluation``: phantoms in MNI space; ``evaluation_native``: DWI/ADC in a native pose, registered as
-    served (hypo only)."""
+                     evaluation: dict, evaluation_native: dict | None = None,
+                     extra: dict | None = None) -> tuple[Path, Path]:
+    """``evaluation``: phantoms in MNI space (mrod: DCE); ``evaluation_native``: DWI/ADC in a native pose,
+    registered as served (hypo only); ``extra``: further evaluations kept in the card (mrod: ``evaluation_dsc``,
+    ``evaluation_cps``)."""
     card = {"model": model, "preset": preset, "intended_use": "pipeline validation and demos",
             "not_for_clinical_use": True, "disclaimer": DISCLAIMER, "command": command,
             "training": training, "evaluation": evaluation}
     if evaluation_native is not None:
         card["evaluation_native"] = evaluation_native
+    card.update(extra or {})
     json_path = out_dir / "model_card.json"
     json_path.write_text(json.dumps(card, indent=2) + "\n")
     summary = _table(evaluation)
@@ -49,7 +88,7 @@ def write_model_card(out_dir: Path, *, model: str, preset: str, command: str, tr
 **{DISCLAIMER}**
 
 * Network: {network}
-{provenance}
+{"* Trained on: " + _modalities(training) + chr(10) if model == "mrod" else ""}{provenance}
 
 ## Held-out evaluation ({evaluation.get('cases')} phantom cases, seeds {evaluation.get('seeds')})
 
@@ -75,6 +114,20 @@ The served path: each case in a random head pose (0.9 x 0.9 x 5 mm), registered 
 Reproduce: `collat-train evaluate --model {model} --checkpoint checkpoint.pt --space native --seeds \
 {evaluation_native.get('seeds', [0, 0])[0]}-{evaluation_native.get('seeds', [0, 0])[-1]}`
 """
+    dsc = card.get("evaluation_dsc")
+    if dsc:
+        md += f"""
+## Held-out evaluation, DSC series ({dsc.get('cases')} phantom cases, seeds {dsc.get('seeds')})
+
+| metric | value |
+| --- | ---: |
+{_table(dsc)}
+
+Reproduce: `collat-train evaluate --model mrod --checkpoint checkpoint.pt --modality dsc --seeds \
+{dsc.get('seeds', [0, 0])[0]}-{dsc.get('seeds', [0, 0])[-1]}`
+"""
+    if card.get("evaluation_cps"):
+        md += _cps_section(card["evaluation_cps"])
     md_path = out_dir / "model_card.md"
     md_path.write_text(md)
     return md_path, json_path

@@ -39,7 +39,8 @@ def main() -> None:
 
 
 def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, batch: int, lr: float, workers: int,
-           eval_seeds: str, init: Path | None, space: str = "mni", **extra) -> None:
+           eval_seeds: str, init: Path | None, space: str = "mni", modality: str = "dce", motion: str = "none",
+           pose: str = "template", **extra) -> None:
     from ..checkpoint import save_checkpoint
     from ..presets import get_preset
     from .cards import write_model_card
@@ -54,7 +55,7 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     held = parse_seed_range(eval_seeds)
     _echo(f"generating {cases} phantom cases (seeds {seeds[0]}-{seeds[-1]}) with {workers} workers")
     samples = []
-    for i, s in enumerate(build_samples(model, preset, seeds, workers, space)):
+    for i, s in enumerate(build_samples(model, preset, seeds, workers, space, modality, motion, pose)):
         samples.append(s)
         if (i + 1) % 10 == 0 or i + 1 == cases:
             _echo(f"  {i + 1}/{cases} cases")
@@ -70,13 +71,15 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     result = (train_mrod if model == "mrod" else train_hypo)(preset, train, val, cfg, progress=_echo,
                                                              init_state=init_state)
     training = {"initialized_from": str(init) if init else None,
+                **({"modalities": ["dce", "dsc"] if modality == "mixed" else [modality], "motion": motion,
+                    "pose": pose} if model == "mrod" else {}),
                 "cases": cases, "seeds": [seeds[0], seeds[-1]], "validation_cases": n_val,
                 "config": cfg.as_dict(), "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                 "seconds": round(result.seconds, 1), "history": result.history, "git_commit": _git_commit()}
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "checkpoint.pt", result.network, preset, training)
     _echo(f"evaluating on held-out seeds {held[0]}-{held[-1]}")
-    report = evaluate_mrod(result.network, preset, held, _echo) if model == "mrod" else \
+    report = evaluate_mrod(result.network, preset, held, _echo, modality) if model == "mrod" else \
         evaluate_hypo(result.network, held, _echo, space="native" if space != "mni" else "mni")
     command = "collat-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     evaluated = report.as_dict()
@@ -111,10 +114,17 @@ def _with_common(f):
 @click.option("--batch", type=int, default=2, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--patience", type=int, default=10, show_default=True, help="Epochs before the lr is halved.")
-def mrod(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, batch, lr, patience) -> None:
+@click.option("--modality", type=click.Choice(["dce", "dsc", "mixed"]), default="dce", show_default=True,
+              help="Phantom series: DCE, DSC (served after its Delta R2* conversion), or every other one DSC.")
+@click.option("--motion", type=click.Choice(["none", "mixed"]), default="none", show_default=True,
+              help="mixed: half the series move between frames.")
+@click.option("--pose", type=click.Choice(["template", "mixed"]), default="template", show_default=True,
+              help="mixed: two series in three with the head turned in-plane (up to 15 degrees), maps alike.")
+def mrod(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, batch, lr, patience, modality,
+         motion, pose) -> None:
     """Train 3D-MROD-Net (0.75 masked L2 + 0.25 ordinal CE on SID bins)."""
-    _train("mrod", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, threads=threads, seed=seed,
-           patience=patience)
+    _train("mrod", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, modality=modality,
+           motion=motion, pose=pose, threads=threads, seed=seed, patience=patience)
 
 
 @main.command()
@@ -133,43 +143,61 @@ def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
 
 
 def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation: dict) -> None:
-    """A re-evaluation (new metric, more seeds) updates the card; how the weights were trained does not change."""
+    """A re-evaluation (new metric, more seeds, another modality) updates the card; how the weights were trained
+    does not change. A DSC or CPS evaluation is kept beside the DCE one."""
     from .cards import write_model_card
 
     previous = checkpoint.parent / "model_card.json"
     card = json.loads(previous.read_text()) if previous.is_file() else {}
     native = evaluation.get("space") == "native"
-    write_model_card(checkpoint.parent, model=evaluation["model"], preset=preset_name,
+    extra = {k: card[k] for k in ("evaluation_dsc", "evaluation_cps") if k in card}
+    kept = card.get("evaluation", {})
+    if evaluation.get("model") == "cps":
+        extra["evaluation_cps"] = evaluation
+    elif evaluation.get("modality") == "dsc":
+        extra["evaluation_dsc"] = evaluation
+    elif not native:
+        kept = evaluation
+    write_model_card(checkpoint.parent, model=card.get("model", evaluation["model"]), preset=preset_name,
                      command=card.get("command", "unknown"), training=card.get("training", training),
-                     evaluation=card.get("evaluation", {}) if native else evaluation,
-                     evaluation_native=evaluation if native else card.get("evaluation_native"))
+                     evaluation=kept, evaluation_native=evaluation if native else card.get("evaluation_native"),
+                     extra=extra)
     _echo(f"model card rewritten in {checkpoint.parent}")
 
 
 @main.command()
-@click.option("--model", type=click.Choice(["mrod", "hypo"]), required=True)
+@click.option("--model", type=click.Choice(["mrod", "hypo", "cps"]), required=True,
+              help="cps: the collateral grade from 3D-MROD-Net's maps (and the conventional map's) vs the phantom's.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
 @click.option("--seeds", default="0-19", show_default=True, help="FIRST-LAST held-out phantom seeds (< 1,000,000).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--space", type=click.Choice(["mni", "native"]), default="mni", show_default=True,
               help="hypo: phantoms with the DWI/ADC in MNI space, or native scans in a random pose (registered).")
+@click.option("--modality", type=click.Choice(["dce", "dsc", "mixed"]), default="dce", show_default=True,
+              help="mrod: the phantom series' kind (mixed: odd seeds DSC).")
+@click.option("--workers", type=int, default=1, show_default=True, help="cps: processes.")
 @click.option("--update-card", is_flag=True,
               help="Rewrite model_card.md/.json next to the checkpoint with this evaluation (training record kept).")
-def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str, update_card: bool) -> None:
+def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str, modality: str, workers: int,
+             update_card: bool) -> None:
     """Generate held-out phantom cases, run the checkpoint, print the studies' metrics.
 
     \b
     Example:
       collat-train evaluate --model hypo --checkpoint weights/hypo_tiny/checkpoint.pt --seeds 0-19
+      collat-train evaluate --model cps --checkpoint weights/mrod_tiny/checkpoint.pt --seeds 0-199 --workers 2
     """
     from ..checkpoint import CheckpointError, load_checkpoint
     from .data import parse_seed_range
     from .evaluate import evaluate_hypo, evaluate_mrod
 
+    if model == "cps":
+        _evaluate_cps(checkpoint, seeds, as_json, workers, update_card)
+        return
     try:
         seed_list = parse_seed_range(seeds)
         loaded = load_checkpoint(checkpoint, model=model)
-        report = evaluate_mrod(loaded.network, loaded.preset, seed_list, None if as_json else _echo) \
+        report = evaluate_mrod(loaded.network, loaded.preset, seed_list, None if as_json else _echo, modality) \
             if model == "mrod" else evaluate_hypo(loaded.network, seed_list, None if as_json else _echo, space=space)
     except (CheckpointError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
@@ -184,6 +212,97 @@ def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str
         click.echo(f"  {k:26} {v:8.4f}")
     for k, ok in report.passed().items():
         click.echo(f"  target {k} >= {report.as_dict()['targets'][k]}: {'met' if ok else 'NOT met'}")
+
+
+def _grading_cases(checkpoint: Path, seeds: str, workers: int, training: bool, quiet: bool):
+    from collat_ensemble.phantom import EVALUATION_SEED_LIMIT
+
+    from ..checkpoint import CheckpointError, load_checkpoint
+    from .data import parse_seed_range
+    from .grading import collect
+
+    try:
+        seed_list = parse_seed_range(seeds)
+        if training and seed_list[0] < EVALUATION_SEED_LIMIT:
+            raise ValueError(f"the rule is fitted on training seeds (>= {EVALUATION_SEED_LIMIT:,}), got {seeds}")
+        if not training and seed_list[-1] >= EVALUATION_SEED_LIMIT:
+            raise ValueError(f"evaluation seeds must be below {EVALUATION_SEED_LIMIT:,}, got {seeds}")
+        loaded = load_checkpoint(checkpoint, model="mrod")
+        return seed_list, collect(loaded.network, loaded.preset, seed_list, workers=workers,
+                                  progress=None if quiet else _echo)
+    except (CheckpointError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _print_agreement(result: dict) -> None:
+    from collat_ensemble.territory import CPS_PHASES
+
+    click.echo("ratios " + ", ".join(f"{p} {result['ratios'][p]:g}" for p in CPS_PHASES) +
+               f"; phantom grades 0-5: {result['truth_grades']}")
+    for source in ("network", "conventional"):
+        for group, a in result[source].items():
+            if isinstance(a, dict):
+                click.echo(f"  {source:12} {group:12} {a['cases']:4d} series  exact {a['exact']:.3f}  "
+                           f"within one {a['within_one']:.3f}  weighted kappa {a['weighted_kappa']:.3f}")
+        click.echo(f"  {source:12} side correct {result[source]['side_correct']:.3f}")
+        click.echo(f"  {source:12} confusion (rows: phantom grade 0-5): {result[source]['all']['confusion']}")
+
+
+def _evaluate_cps(checkpoint: Path, seeds: str, as_json: bool, workers: int, update_card: bool) -> None:
+    from collat_ensemble.territory import default_rule
+
+    from .grading import report
+
+    seed_list, cases = _grading_cases(checkpoint, seeds, workers, training=False, quiet=as_json)
+    rule = default_rule()
+    result = {"model": "cps", "seeds": [seed_list[0], seed_list[-1]], "rule": rule.as_dict(),
+              **report(cases, rule.ratios, rule.floor)}
+    if update_card:
+        from ..checkpoint import load_checkpoint
+
+        loaded = load_checkpoint(checkpoint, model="mrod")
+        _rewrite_card(checkpoint, loaded.preset.name, loaded.training, result)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    _print_agreement(result)
+
+
+@main.command("fit-cps")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="A 3D-MROD-Net checkpoint.")
+@click.option("--seeds", default="1100000-1100099", show_default=True,
+              help="FIRST-LAST training phantom seeds (>= 1,000,000; the default range is not the one the shipped "
+                   "network trained on); each in DCE and DSC.")
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the rule here (the server reads collat_ensemble/cps_rule.json).")
+def fit_cps(checkpoint: Path, seeds: str, workers: int, out: Path | None) -> None:
+    """Choose the CPS rule's darker-than-mirror ratio per phase on training phantoms (the network's maps).
+
+    \b
+    Example:
+      collat-train fit-cps --checkpoint weights/mrod_tiny/checkpoint.pt --workers 2 \\
+        --out ensemble/src/collat_ensemble/cps_rule.json
+    """
+    from collat_ensemble.phantom.grading import TRUTH_FLOOR
+
+    from .grading import fit_ratios, report
+
+    seed_list, cases = _grading_cases(checkpoint, seeds, workers, training=True, quiet=False)
+    ratios = fit_ratios(cases, "network", TRUTH_FLOOR)
+    result = report(cases, ratios, TRUTH_FLOOR)
+    _print_agreement(result)
+    command = "collat-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    rule = {"ratios": ratios, "floor": TRUTH_FLOOR,
+            "fitted_on": f"{len(cases)} phantom series (seeds {seed_list[0]}-{seed_list[-1]}, DCE and DSC, odd seeds "
+                         f"moving), maps of {checkpoint}; training exact agreement "
+                         f"{result['network']['all']['exact']:.3f}; {command}"}
+    if out is not None:
+        partial = out.with_name(f".{out.name}.partial")
+        partial.write_text(json.dumps(rule, indent=2) + "\n")
+        partial.replace(out)
+        _echo(f"rule written to {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

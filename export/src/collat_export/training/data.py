@@ -8,16 +8,17 @@ hundred cases in memory on a 24 GiB machine.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 
 import numpy as np
 
 from collat_ensemble.geometry import reorient_to_ras, resample
-from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, PhantomCase, generate_case
+from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, PhantomCase, generate_case, turn_in_plane
 from collat_ensemble.preprocess import (
     MNI_2MM_AFFINE,
     MNI_2MM_SHAPE,
+    PerfusionGrid,
     pad_inplane,
     prepare_diffusion,
     prepare_perfusion,
@@ -35,6 +36,7 @@ class MRODSample:
     target: np.ndarray  # [5, D, H, W] float16 in [-1, 1]
     mask: np.ndarray  # [D, H, W] bool: the phantom's brain (where the loss and the metrics look)
     input_mask: np.ndarray  # [D, H, W] bool: the brain mask preprocessing derives from the series
+    grid: PerfusionGrid | None = None  # how the maps go back onto the input grid (evaluation scores them there)
 
 
 @dataclass
@@ -50,7 +52,8 @@ def mrod_sample(case: PhantomCase, preset: Preset) -> MRODSample:
                              frame_interval=g.frame_seconds, slices=g.slices, height=g.height, width=g.width)
     target = volume_to_network_grid(case.reference_maps, case.perfusion_affine, prep.grid)
     mask = volume_to_network_grid(case.brain_mask.astype(np.float32), case.perfusion_affine, prep.grid) > 0.5
-    return MRODSample(prep.network_input.astype(np.float16), target.astype(np.float16), mask, prep.mask.astype(bool))
+    return MRODSample(prep.network_input.astype(np.float16), target.astype(np.float16), mask, prep.mask.astype(bool),
+                      prep.grid)
 
 
 def hypo_sample(case: PhantomCase) -> HypoSample:
@@ -68,15 +71,48 @@ def case_space(seed: int, space: str) -> str:
     return ("native" if seed % 2 else "mni") if space == "mixed" else space
 
 
-def _build(args: tuple[int, str, Preset | None, str]) -> MRODSample | HypoSample:
-    seed, model, preset, space = args
-    case = generate_case(seed, space=case_space(seed, space) if model == "hypo" else "mni")
-    return mrod_sample(case, preset) if model == "mrod" else hypo_sample(case)  # type: ignore[arg-type]
+def case_modality(seed: int, modality: str) -> str:
+    """``mixed``: every other case DSC."""
+    return ("dsc" if seed % 2 else "dce") if modality == "mixed" else modality
 
 
-def build_samples(model: str, preset: Preset, seeds: list[int], workers: int = 1, space: str = "mni") -> Iterator:
-    """Samples in seed order, generated in ``workers`` processes (``space``: mni, native or mixed; hypo only)."""
-    jobs = [(s, model, preset, space) for s in seeds]
+MAX_TURN_DEG = 15.0
+
+
+def turned(case: PhantomCase, seed: int) -> PhantomCase:
+    """The case with the head turned in-plane by a seeded angle within +-15 degrees, series and truth alike: the
+    phantom's perfusion series always lies in the template's pose, patients do not."""
+    degrees = float(np.random.default_rng(seed + 31_337).uniform(-MAX_TURN_DEG, MAX_TURN_DEG))
+    series, _ = turn_in_plane(case.perfusion.astype(np.float32), case.perfusion_affine, degrees)
+    maps, _ = turn_in_plane(case.reference_maps, case.perfusion_affine, degrees)
+    mask, _ = turn_in_plane(case.brain_mask.astype(np.float32), case.perfusion_affine, degrees)
+    return replace(case, perfusion=np.round(series).astype(case.perfusion.dtype), reference_maps=maps,
+                   brain_mask=mask >= 0.5)
+
+
+def case_turned(seed: int, pose: str) -> bool:
+    """``mixed``: two cases in three turned in-plane."""
+    return pose == "mixed" and seed % 3 != 0
+
+
+def case_motion(seed: int, motion: str) -> bool:
+    """``mixed``: half the cases move (seeds 2 and 3 of every 4, so that both modalities do)."""
+    return motion == "mixed" and seed % 4 >= 2
+
+
+def _build(args: tuple[int, str, Preset | None, str, str, str, str]) -> MRODSample | HypoSample:
+    seed, model, preset, space, modality, motion, pose = args
+    if model == "hypo":
+        return hypo_sample(generate_case(seed, space=case_space(seed, space)))
+    case = generate_case(seed, modality=case_modality(seed, modality), motion=case_motion(seed, motion))  # type: ignore[arg-type]
+    return mrod_sample(turned(case, seed) if case_turned(seed, pose) else case, preset)  # type: ignore[arg-type]
+
+
+def build_samples(model: str, preset: Preset, seeds: list[int], workers: int = 1, space: str = "mni",
+                  modality: str = "dce", motion: str = "none", pose: str = "template") -> Iterator:
+    """Samples in seed order, generated in ``workers`` processes (``space``: mni, native or mixed, hypo only;
+    ``modality``: dce, dsc or mixed, ``motion``: none or mixed and ``pose``: template or mixed, mrod only)."""
+    jobs = [(s, model, preset, space, modality, motion, pose) for s in seeds]
     if workers <= 1:
         yield from map(_build, jobs)
         return

@@ -1,0 +1,86 @@
+"""The CPS rule's fit and its agreement figures."""
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from collat_ensemble.clinical import collateral_perfusion_score
+from collat_ensemble.territory import CPS_PHASES
+from collat_export.training.grading import (
+    GradingCase,
+    agreement,
+    confusion,
+    fit_ratios,
+    grades_vectorized,
+    scores,
+    weighted_kappa,
+)
+
+
+def test_the_vectorized_rule_is_the_spec_rule():
+    levels = [0.0, 0.05, 0.124, 0.125, 0.3, 0.5, 0.51, 0.9]
+    c, e, late = (np.array(v) for v in zip(*itertools.product(levels, repeat=3), strict=True))
+    expected = [collateral_perfusion_score(*t) for t in zip(c, e, late, strict=True)]
+    np.testing.assert_array_equal(grades_vectorized(c, e, late), expected)
+
+
+def test_weighted_kappa_and_confusion():
+    truth = np.array([0, 1, 2, 3, 4, 5])
+    assert weighted_kappa(truth, truth) == pytest.approx(1.0)
+    assert weighted_kappa(truth, truth[::-1]) == pytest.approx(-1.0)
+    # one grade off everywhere hurts little with quadratic weights; three off hurts a lot
+    near = weighted_kappa(truth, np.clip(truth + 1, 0, 5))
+    far = weighted_kappa(truth, np.clip(truth + 3, 0, 5))
+    assert 0.8 < near < 1.0 and far < 0.5
+    matrix = confusion(truth, np.clip(truth + 1, 0, 5))
+    assert matrix.shape == (6, 6) and matrix.sum() == 6 and matrix[5, 5] == 1 and matrix[0, 1] == 1
+    a = agreement(truth, np.clip(truth + 1, 0, 5))
+    assert a["exact"] == pytest.approx(1 / 6) and a["within_one"] == 1.0 and a["cases"] == 6
+
+
+def _planted(truth_ratio: float, rng: np.random.Generator, seed: int) -> GradingCase:
+    """A territory whose voxels are darker than their mirror by known amounts; the grade is the rule at the planted
+    ratio, so a fit must find a ratio that gives the same grades."""
+    n = 400
+    mirrored = np.full((n, 3), 0.8, np.float32)
+    drops = rng.uniform(0.0, 0.6, size=(n, 3)).astype(np.float32) * rng.uniform(0.2, 1.6, size=3)
+    values = mirrored * (1.0 - np.clip(drops, 0.0, 0.95))
+    truth = scores(values, mirrored, dict.fromkeys(CPS_PHASES, truth_ratio), 0.1)
+    return GradingCase(seed, "dce", False, truth, {"network": values}, {"network": mirrored}, {"network": "left"},
+                       "left")
+
+
+def test_the_fit_recovers_a_planted_rule():
+    rng = np.random.default_rng(0)
+    cases = [_planted(0.35, rng, s) for s in range(40)]
+    ratios = fit_ratios(cases, "network", 0.1)
+    estimate = [scores(c.values["network"], c.mirrored["network"], ratios, 0.1) for c in cases]
+    assert np.mean(np.array(estimate) == [c.truth for c in cases]) >= 0.95
+    assert all(abs(r - 0.35) <= 0.1 for r in ratios.values())
+
+
+def test_fitting_refuses_held_out_seeds_and_evaluating_refuses_training_seeds(tmp_path):
+    cli = [sys.executable, "-m", "collat_export.training.cli"]
+    fit = subprocess.run([*cli, "fit-cps", "--checkpoint", "x.pt", "--seeds", "0-9"], capture_output=True, text=True,
+                         timeout=120)
+    assert fit.returncode == 2 and "fitted on training seeds (>= 1,000,000)" in fit.stderr
+    assert "Traceback" not in fit.stderr
+    ev = subprocess.run([*cli, "evaluate", "--model", "cps", "--checkpoint", "x.pt", "--seeds", "1000000-1000001"],
+                        capture_output=True, text=True, timeout=120)
+    assert ev.returncode == 2 and "evaluation seeds must be below 1,000,000" in ev.stderr
+
+
+def test_model_json_says_which_modalities_the_weights_saw(tmp_path):
+    import json
+
+    from collat_export.onnx_export import trained_modalities
+    from collat_export.weights import demo_checkpoint
+
+    assert trained_modalities(str(demo_checkpoint("mrod")), "mrod") == ["dce", "dsc"]  # the shipped card
+    assert trained_modalities(None, "mrod") == []  # random weights saw nothing: the server withholds the grade
+    assert trained_modalities(str(demo_checkpoint("hypo")), "hypo") is None
+    (tmp_path / "model_card.json").write_text(json.dumps({"training": {"cases": 3}}))
+    assert trained_modalities(str(tmp_path / "checkpoint.pt"), "mrod") == ["dce"]  # cards before the field: DCE only
