@@ -18,8 +18,11 @@ def _modalities(training: dict) -> str:
     text = " and ".join(k.upper() for k in kinds)
     if "dsc" in kinds:
         text += " (DSC as served: converted to its Delta R2* enhancement before the network)"
-    motion = training.get("motion", "none")
-    return text + ("; half the series moving between frames" if motion == "mixed" else "")
+    if training.get("motion") == "mixed":
+        text += "; half the series moving between frames"
+    if training.get("pose") == "mixed":
+        text += "; two in three with the head turned in-plane (up to 15 degrees)"
+    return text
 
 
 def _cps_section(result: dict) -> str:
