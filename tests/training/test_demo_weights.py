@@ -12,14 +12,17 @@ from collat_export.weights import demo_checkpoint
 HELD_OUT = [0, 1, 2]
 
 
-# Measured on seeds 0-19 with the shipped weights, maps as served: mean R^2 0.915, mean SSIM 0.948 (targets met).
+# Measured on seeds 0-19 with the shipped weights, maps as served (network grid): DCE mean R^2 0.882 / SSIM 0.947,
+# DSC 0.846 / 0.937 (targets 0.85 / 0.90 for DCE, 0.80 / 0.90 for DSC).
 @pytest.mark.slow
-def test_mrod_demo_weights_reach_the_map_targets():
+@pytest.mark.parametrize("modality", ["dce", "dsc"])
+def test_mrod_demo_weights_reach_the_map_targets(modality):
     loaded = load_checkpoint(demo_checkpoint("mrod"), model="mrod")
     assert loaded.preset.name == "tiny"
-    report = evaluate_mrod(loaded.network, loaded.preset, HELD_OUT)
-    assert report.summary["mean_r2"] >= TARGETS["mrod"]["mean_r2"]
-    assert report.summary["mean_ssim"] >= TARGETS["mrod"]["mean_ssim"]
+    report = evaluate_mrod(loaded.network, loaded.preset, HELD_OUT, modality=modality)
+    targets = TARGETS["mrod_dsc" if modality == "dsc" else "mrod"]
+    assert report.summary["mean_r2"] >= targets["mean_r2"]
+    assert report.summary["mean_ssim"] >= targets["mean_ssim"]
     # The raw output differs from the served maps only outside the brain, where SSIM's windows at the edge look.
     assert report.summary["mean_ssim_raw"] < report.summary["mean_ssim"]
     assert abs(report.summary["mean_r2_raw"] - report.summary["mean_r2"]) < 0.01
