@@ -137,22 +137,29 @@ def infer_side(values: np.ndarray, valid: np.ndarray) -> str:
     return "left" if means["left"] < means["right"] else "right"
 
 
+def territory_pairs(values: np.ndarray, valid: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3) brightness of the usable territory voxels and (n, 3) of their mirrors: a voxel is usable when it and
+    its mirror are valid (brain seen by the series). ``values``: (x, y, z, 3) on the assessment grid in
+    :data:`CPS_PHASES` order."""
+    usable = mca_territory(side) & valid & mirror(valid)
+    return values[usable], mirror(values)[usable]
+
+
+def darker_fractions(values: np.ndarray, mirrored: np.ndarray, ratios: dict[str, float],
+                     floor: float) -> dict[str, float]:
+    """Per CPS phase, the fraction of the pairs whose voxel is below ``1 - ratio`` times a mirror that shows
+    contrast (>= ``floor``)."""
+    count = max(len(values), 1)
+    return {phase: float(((values[:, i] < (1.0 - ratios[phase]) * mirrored[:, i]) & (mirrored[:, i] >= floor)).sum()
+                         / count) for i, phase in enumerate(CPS_PHASES)}
+
+
 def hypoperfused_fractions(values: np.ndarray, valid: np.ndarray, side: str, ratios: dict[str, float],
                            floor: float) -> tuple[dict[str, float], int]:
-    """Per CPS phase, the fraction of the usable territory darker than ``1 - ratio`` times its mirror.
-
-    ``values``: brightness (x, y, z, 3) on the assessment grid in :data:`CPS_PHASES` order; ``valid``: where the
-    values are brain seen by the series. A voxel is usable when it and its mirror are valid.
-    """
-    usable = mca_territory(side) & valid & mirror(valid)
-    mirrored = mirror(values)
-    fractions = {}
-    count = int(usable.sum())
-    for i, phase in enumerate(CPS_PHASES):
-        seen = usable & (mirrored[..., i] >= floor)
-        darker = values[..., i] < (1.0 - ratios[phase]) * mirrored[..., i]
-        fractions[phase] = float((darker & seen).sum() / max(count, 1))
-    return fractions, count
+    """Per CPS phase, the fraction of the usable territory darker than ``1 - ratio`` times its mirror, and how many
+    voxels are usable (see :func:`territory_pairs`)."""
+    inside, mirrored = territory_pairs(values, valid, side)
+    return darker_fractions(inside, mirrored, ratios, floor), len(inside)
 
 
 def assess_collaterals(maps: np.ndarray, mask: np.ndarray, voxel_to_mni: np.ndarray, side: str | None = None,

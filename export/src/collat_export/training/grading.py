@@ -31,9 +31,9 @@ from collat_ensemble.template import default_template
 from collat_ensemble.territory import (
     CPS_PHASES,
     brightness,
+    darker_fractions,
     infer_side,
-    mca_territory,
-    mirror,
+    territory_pairs,
     to_assessment_grid,
 )
 
@@ -62,8 +62,7 @@ class GradingCase:
 
 def _reduce(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     side = infer_side(values, valid)
-    usable = mca_territory(side) & valid & mirror(valid)
-    return values[usable], mirror(values)[usable], side
+    return *territory_pairs(values, valid, side), side
 
 
 def grading_case(net: torch.nn.Module, preset: Preset, seed: int, modality: str, motion: bool) -> GradingCase:
@@ -121,22 +120,16 @@ def collect(net: torch.nn.Module, preset: Preset, seeds: Iterable[int], modaliti
 
 
 def scores(values: np.ndarray, mirrored: np.ndarray, ratios: dict[str, float], floor: float) -> int:
-    """The grade the rule gives one reduced case (the same comparison as ``hypoperfused_fractions``)."""
-    count = max(len(values), 1)
-    seen = mirrored >= floor
-    fractions = [float(((values[:, i] < (1.0 - ratios[p]) * mirrored[:, i]) & seen[:, i]).sum() / count)
-                 for i, p in enumerate(CPS_PHASES)]
-    return collateral_perfusion_score(*fractions)
+    """The grade the rule gives one reduced case (the server's comparison, :func:`darker_fractions`)."""
+    fractions = darker_fractions(values, mirrored, ratios, floor)
+    return collateral_perfusion_score(*(fractions[p] for p in CPS_PHASES))
 
 
 def _fractions_by_ratio(case: GradingCase, source: str, floor: float) -> np.ndarray:
     """(phases, ratios): the hypoperfused fraction of each CPS phase at every ratio of :data:`RATIO_GRID`."""
-    v, m = case.values[source], case.mirrored[source]
-    count = max(len(v), 1)
-    seen = m >= floor
-    grid = np.array(RATIO_GRID)[None, :]
-    return np.stack([((v[:, i:i + 1] < (1.0 - grid) * m[:, i:i + 1]) & seen[:, i:i + 1]).sum(axis=0) / count
-                     for i in range(len(CPS_PHASES))])
+    columns = [darker_fractions(case.values[source], case.mirrored[source], dict.fromkeys(CPS_PHASES, r), floor)
+               for r in RATIO_GRID]
+    return np.array([[column[p] for column in columns] for p in CPS_PHASES])
 
 
 def grades_vectorized(c: np.ndarray, e: np.ndarray, late: np.ndarray) -> np.ndarray:
