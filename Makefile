@@ -38,6 +38,9 @@ test: lint pacs-peers
 	$(BIN)/python -m pytest
 
 WEIGHTS := export/src/collat_export/weights
+# The served 3D-MROD-Net: the tiny demo weights, or MROD_CHECKPOINT=$(WEIGHTS)/mrod_fine/checkpoint.pt for the fine
+# preset's maps on the 128x128x20 grid (a repository built from the other one is rebuilt: it says which it holds).
+MROD_CHECKPOINT ?= $(WEIGHTS)/mrod_tiny/checkpoint.pt
 CPU_REPOSITORY := build/model_repository
 HOST ?= 127.0.0.1
 HTTP_PORT ?= 8000
@@ -48,14 +51,18 @@ METRICS_PORT ?= 8002
 # Triton's Python backend), the Python pre/post-processing steps and the three ensembles.
 # The networks' model.py is copied in (it must not import the project), and the registration template is built in,
 # so a change to either, or to the steps' layout, rebuilds the repository.
-$(CPU_REPOSITORY)/stroke_triage/config.pbtxt: $(STAMP) $(WEIGHTS)/mrod_tiny/checkpoint.pt $(WEIGHTS)/hypo_tiny/checkpoint.pt \
+$(CPU_REPOSITORY)/stroke_triage/config.pbtxt: $(STAMP) $(MROD_CHECKPOINT) $(WEIGHTS)/hypo_tiny/checkpoint.pt \
 		ensemble/src/collat_ensemble/server/network_model.py ensemble/src/collat_ensemble/server/pipelines.py \
 		ensemble/src/collat_ensemble/template.py contract/src/collat_contract/tensors.py
 	rm -rf $(CPU_REPOSITORY)
 	$(BIN)/collat-export repository --target python-onnx --out $(CPU_REPOSITORY) \
-		--mrod-checkpoint $(WEIGHTS)/mrod_tiny/checkpoint.pt --hypo-checkpoint $(WEIGHTS)/hypo_tiny/checkpoint.pt
+		--mrod-checkpoint $(MROD_CHECKPOINT) --hypo-checkpoint $(WEIGHTS)/hypo_tiny/checkpoint.pt
+	echo "$(MROD_CHECKPOINT)" > $(CPU_REPOSITORY)/.mrod_checkpoint
 
-export-demo: $(CPU_REPOSITORY)/stroke_triage/config.pbtxt
+# A repository built from another MROD checkpoint than the one asked for now is rebuilt.
+export-demo:
+	@[ "$$(cat $(CPU_REPOSITORY)/.mrod_checkpoint 2>/dev/null)" = "$(MROD_CHECKPOINT)" ] || rm -rf $(CPU_REPOSITORY)
+	@$(MAKE) --no-print-directory $(CPU_REPOSITORY)/stroke_triage/config.pbtxt
 
 # The README's first command: phantom case -> real tritonserver -> collat-client -> demo-output/.
 demo: export-demo

@@ -111,3 +111,37 @@ def test_a_diffusion_step_without_its_template_does_not_load(tmp_path):
     with pytest.raises(RuntimeError, match="registration template .* is missing"):
         STEPS[step.name]().initialize({"model_config": json.dumps(config), "model_repository": str(tmp_path),
                                        "model_version": "1"})
+
+
+def _hypoperfusion_document(case, repository) -> dict:
+    clinical = np.array([json.dumps({"nihss": case.nihss, "age": 70, "side": "unknown"}).encode()], dtype=object)
+    slabs, _, core, brain, context = adapter(names.PREPROCESS_DIFFUSION, repository).run(
+        case.dwi, case.adc, case.diffusion_affine, case.diffusion_affine, clinical)
+    ramp = np.linspace(0.0, 0.9, 128, dtype=np.float32)[None, None, None, None, :]  # a probability across the head
+    shape = (len(slabs), *UNET.outputs[0].dims)
+    # A little noise so that few voxels tie at the calibrated cut; the same bytes on every call.
+    probabilities = (ramp + np.random.default_rng(0).uniform(0, 0.01, size=shape)).astype(np.float32)
+    *_, doc = adapter(names.POSTPROCESS_HYPOPERFUSION, repository).run(probabilities, core, brain, context)
+    served = document(doc)
+    Metrics.model_validate(served)
+    return served["hypoperfusion"]
+
+
+def test_the_u_nets_volume_calibration_travels_from_its_model_json_to_the_lesion(case_right_good, tmp_path):
+    """model.json (from the weights' card) -> the postprocessing step -> a lesion of the calibrated volume."""
+    plain = _hypoperfusion_document(case_right_good, tmp_path / "plain")
+    assert plain["lesion_rule"]["calibrated"] is False and plain["lesion_rule"]["probability_threshold"] == 0.5
+    calibration = {"coefficients": {"intercept": 0.0, "network": 0.5, "core": 0.0, "nihss": 0.0},
+                   "fitted_on": "a test"}  # V = sqrt(1 + V_net) - 1: far smaller
+    folder = tmp_path / "calibrated" / UNET.triton_name / "1"
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps({"preset": "tiny", "lesion_calibration": calibration}))
+    calibrated = _hypoperfusion_document(case_right_good, tmp_path / "calibrated")
+    rule = calibrated["lesion_rule"]
+    assert rule["calibrated"] and rule["network_ml"] == plain["hypoperfusion_ml"]
+    expected = max(np.sqrt(1.0 + plain["hypoperfusion_ml"]) - 1.0, calibrated["core_ml"])
+    assert calibrated["hypoperfusion_ml"] == pytest.approx(expected, abs=0.5)
+    assert rule["probability_threshold"] > 0.5
+    (folder / "model.json").write_text(json.dumps({"lesion_calibration": {"coefficients": {"intercept": 1}}}))
+    with pytest.raises(RuntimeError, match="model card of .*calibration"):
+        adapter(names.POSTPROCESS_HYPOPERFUSION, tmp_path / "calibrated")

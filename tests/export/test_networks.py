@@ -16,6 +16,7 @@ from collat_export.networks import (
 from collat_export.networks.hypo import AttentionGate
 from collat_export.networks.mrod import MBConv3d
 from collat_export.presets import B0_REPEATS, B0_WIDTHS, get_preset
+from collat_export.training.loop import fine_training_loss, load_initial_state
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +50,49 @@ def test_mrod_accepts_a_single_slice_and_tiny_grid():
 def test_mrod_rejects_bad_geometry_with_the_rule(shape, message):
     with pytest.raises(InputShapeError, match=message.replace("[", r"\[").replace("]", r"\]")):
         check_mrod_input(shape, frames=60)
+
+
+def _fine_with_a_trained_coarse_path():
+    """A fine network whose coarse path holds a tiny network's weights, and that tiny network."""
+    tiny = build_network(get_preset("mrod", "tiny")).eval()
+    fine = build_network(get_preset("mrod", "fine")).eval()
+    load_initial_state(fine, tiny.state_dict())
+    return tiny, fine
+
+
+def test_fine_mrod_starts_as_its_coarse_path_on_the_input_grid():
+    tiny, fine = _fine_with_a_trained_coarse_path()
+    x = torch.from_numpy(example_inputs(get_preset("mrod", "fine"), batch=2, slices=10)["MROD_INPUT"])
+    with torch.no_grad():
+        out = fine(x)
+        coarse_grid = torch.nn.functional.interpolate(x, scale_factor=(0.6, 0.5, 0.5), mode="trilinear")
+        tiny_maps = tiny.regression_head(tiny._features(coarse_grid))  # pre-tanh, on the 64x64x6 grid
+        expected = torch.tanh(torch.nn.functional.interpolate(tiny_maps, size=(10, 128, 128), mode="trilinear"))
+    assert coarse_grid.shape[2:] == (6, 64, 64) and out.shape == (2, 5, 10, 128, 128)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        fine.fine.out.weight.normal_(0.0, 0.1)
+        assert float((fine(x) - out).abs().mean()) > 1e-3, "the fine head must change the maps once trained"
+
+
+def test_fine_mrod_needs_multiples_of_64_and_refuses_foreign_weights():
+    p = get_preset("mrod", "fine")
+    with pytest.raises(InputShapeError, match="multiples of 64"):
+        run_torch(build_network(p), p, example_inputs(p, height=96, width=128))
+    hypo = build_network(get_preset("hypo", "tiny")).state_dict()
+    with pytest.raises(ValueError, match="do not fit"):
+        load_initial_state(build_network(p), hypo)
+
+
+def test_fine_training_loss_trains_the_fine_head_only():
+    tiny, fine = _fine_with_a_trained_coarse_path()
+    x = torch.from_numpy(example_inputs(get_preset("mrod", "fine"), slices=4)["MROD_INPUT"])
+    target, mask = torch.rand(1, 5, 4, 128, 128) * 2 - 1, torch.ones(1, 4, 128, 128, dtype=torch.bool)
+    loss = fine_training_loss(fine, x, target, mask, np.random.default_rng(0), crop=32)
+    loss.backward()
+    assert float(loss) > 0
+    assert fine.fine.out.weight.grad is not None and float(fine.fine.out.weight.grad.abs().sum()) > 0
+    assert all(p.grad is None for n, p in fine.named_parameters() if not n.startswith("fine."))
 
 
 def test_mrod_full_preset_has_the_efficientnet_b0_encoder():

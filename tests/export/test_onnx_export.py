@@ -113,3 +113,18 @@ def test_openvino_matches_pytorch_for_both_networks_and_presets(model, preset_na
     parity = meta["parity_openvino"]
     assert parity["candidate"] == "openvino" and parity["reference"] == "pytorch"
     assert parity["max_abs_diff"] <= FP32_PARITY_TOLERANCE
+
+
+def test_the_fine_preset_exports_with_its_head_and_a_run_time_grid(tmp_path):
+    """The fine head (trained: not zero) and its resampling to a grid read at run time survive ONNX, in both CPU
+    runtimes, on a grid other than the tracing one."""
+    torch.manual_seed(5)
+    p = get_preset("mrod", "fine")
+    net = build_network(p).eval()
+    with torch.no_grad():
+        net.fine.out.weight.normal_(0.0, 0.2)
+    report = export_onnx(net, p, tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert report.passed and meta["preset"] == "fine" and meta["parity_openvino"]["max_abs_diff"] <= \
+        FP32_PARITY_TOLERANCE
+    assert report.input_shapes["MROD_INPUT"] == [2, 60, 11, 192, 64]  # a multiple of 64: the coarse path's rule

@@ -57,11 +57,16 @@ def test_info_reports_parameters_and_flops():
     result = run_cli("info", "--json")
     assert result.returncode == 0, result.stderr
     rows = {(r["model"], r["preset"]): r for r in json.loads(result.stdout)}
-    assert set(rows) == {("mrod", "full"), ("mrod", "tiny"), ("hypo", "full"), ("hypo", "tiny")}
+    assert set(rows) == {("mrod", "full"), ("mrod", "tiny"), ("mrod", "fine"), ("hypo", "full"), ("hypo", "tiny")}
     for model in ("mrod", "hypo"):
         assert rows[(model, "full")]["parameters"] > 5 * rows[(model, "tiny")]["parameters"]
         assert rows[(model, "full")]["gflops"] > rows[(model, "tiny")]["gflops"] > 0
     assert rows[("mrod", "tiny")]["input"]["MROD_INPUT"] == [1, 60, 12, 64, 64]
+    # The fine preset: the tiny network plus a full-resolution head, on the DCE-MRA grid.
+    assert rows[("mrod", "fine")]["input"]["MROD_INPUT"] == [1, 60, 20, 128, 128]
+    assert rows[("mrod", "tiny")]["parameters"] < rows[("mrod", "fine")]["parameters"] < \
+        1.1 * rows[("mrod", "tiny")]["parameters"]
+    assert rows[("mrod", "fine")]["gflops"] > rows[("mrod", "tiny")]["gflops"]
 
 
 def test_onnx_command_with_bad_checkpoint_fails_in_one_line(tmp_path):

@@ -52,3 +52,16 @@ def test_demo_cards_say_not_for_clinical_use():
     for model in ("mrod", "hypo"):
         card = demo_checkpoint(model).with_name("model_card.md").read_text()
         assert "NOT for clinical use" in card and "phantom" in card
+
+
+def test_the_fine_demo_weights_load_as_the_fine_preset_on_the_dce_mra_grid():
+    """Shipped beside the tiny ones (selectable with MROD_CHECKPOINT); their card records the input-grid scores."""
+    import json
+
+    folder = demo_checkpoint("mrod").parent.with_name("mrod_fine")
+    loaded = load_checkpoint(folder / "checkpoint.pt", model="mrod")
+    assert loaded.preset.name == "fine" and (loaded.preset.geometry.slices, loaded.preset.geometry.height) == (20, 128)
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["not_for_clinical_use"] and "NOT for clinical use" in (folder / "model_card.md").read_text()
+    assert card["evaluation"]["summary"]["mean_r2_input_grid"] > 0.7  # tiny: 0.57 (seeds 0-19)
+    assert card["evaluation_dsc"]["summary"]["mean_r2_input_grid"] > 0.6  # tiny: 0.55

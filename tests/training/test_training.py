@@ -66,6 +66,41 @@ def test_one_epoch_of_mrod_training_writes_a_checkpoint_and_card(tmp_path):
     assert "NOT for clinical use" in (out / "model_card.md").read_text()
 
 
+def test_a_fine_network_trains_from_the_tiny_weights_and_keeps_its_samples(tmp_path):
+    """The fine preset starts from a tiny checkpoint (its coarse path), trains its head, and the samples it made are
+    kept for the next run."""
+    from collat_export.weights import demo_checkpoint
+
+    out, cache = tmp_path / "fine", tmp_path / "samples"
+    command = [sys.executable, "-m", "collat_export.training.cli", "mrod", "--preset", "fine", "--cases", "2",
+               "--epochs", "1", "--workers", "1", "--eval-seeds", "0-0", "--init", str(demo_checkpoint("mrod")),
+               "--sample-cache", str(cache), "--crop", "32", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "the fine head new" in result.stderr and "coarse path run once" in result.stderr
+    loaded = load_checkpoint(out / "checkpoint.pt")
+    tiny = load_checkpoint(demo_checkpoint("mrod")).network.state_dict()
+    assert loaded.preset.name == "fine" and loaded.preset.geometry.height == 128
+    state = loaded.network.state_dict()
+    assert all(torch.equal(state[k].half(), v.half()) for k, v in tiny.items()), "the coarse path stays as trained"
+    assert float(state["fine.out.weight"].abs().sum()) > 0, "the head trained"
+    kept = sorted(p.name for p in cache.rglob("*.npz"))
+    assert kept == ["1000000.npz", "1000001.npz"]
+    stamps = [p.stat().st_mtime_ns for p in sorted(cache.rglob("*.npz"))]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert [p.stat().st_mtime_ns for p in sorted(cache.rglob("*.npz"))] == stamps, "reused, not made again"
+
+
+def test_the_volume_calibration_is_fitted_on_training_seeds_only(tmp_path):
+    from collat_export.weights import demo_checkpoint
+
+    result = subprocess.run([sys.executable, "-m", "collat_export.training.cli", "fit-volume", "--checkpoint",
+                             str(demo_checkpoint("hypo")), "--seeds", "0-9"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "training seeds" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_one_epoch_of_unet_training_on_crops():
     preset = get_preset("hypo", "tiny")
     samples = [hypo_sample(generate_case(1_000_123))]

@@ -76,7 +76,9 @@ def _print_table(metrics, console) -> None:
     if metrics.hypoperfusion is not None:
         h = metrics.hypoperfusion
         row("ADC core", f"{h.core_ml:.1f} mL", "defuse3.core_ml")
-        row("hypoperfusion", f"{h.hypoperfusion_ml:.1f} mL")
+        rule = h.lesion_rule
+        row("hypoperfusion", f"{h.hypoperfusion_ml:.1f} mL" + (
+            f" (volume-calibrated; network {rule.network_ml:.1f} mL)" if rule.calibrated else ""))
         row("mismatch volume", f"{h.mismatch_ml:.1f} mL", "defuse3.mismatch_ml")
         row("mismatch ratio", f"{h.mismatch_ratio:.2f}" + (" (capped)" if h.mismatch_ratio_capped else ""),
             "defuse3.mismatch_ratio")

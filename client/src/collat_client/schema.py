@@ -112,6 +112,17 @@ class ClinicalEcho(_Strict):
     dwi_b_value: float | None
 
 
+class LesionRule(_Strict):
+    """How the lesion was cut from the network's probability: SPEC's probability >= 0.5, or the weights' own
+    volume calibration (their model card), which moves the cut so the volume matches what the network's volume,
+    the core and the NIHSS stood for on its training phantoms."""
+
+    calibrated: bool
+    network_ml: float = Field(ge=0, description="the network's own lesion: probability >= 0.5, with the core")
+    probability_threshold: float = Field(ge=0, le=1, description="where the lesion starts in probability")
+    calibration: dict[str, Any] | None = Field(description="form, coefficients and what it was fitted on")
+
+
 class HypoperfusionMetrics(_Strict):
     core_ml: float = Field(ge=0, description="counted on the scan's own grid")
     hypoperfusion_ml: float = Field(ge=0, description="counted on the scan's own grid")
@@ -120,6 +131,7 @@ class HypoperfusionMetrics(_Strict):
     mismatch_ratio_capped: bool
     defuse3: Defuse3 | None = Field(description="null when a quality check failed (quality.decisions_withheld)")
     dawn: Dawn | None = Field(description="null without an age, or when a quality check failed")
+    lesion_rule: LesionRule
     side: KnownSide
     side_inferred: bool
     adc_units_assumed: Literal["mm2/s", "1e-3 mm2/s", "1e-6 mm2/s"]

@@ -5,10 +5,20 @@ One function for everyone who turns a probability map into numbers: the serving 
 served ``LESION_MASK``, every client-side summary. The lesion is the voxels of the brain whose
 probability reaches :data:`~.clinical.LESION_PROBABILITY_THRESHOLD`, united with the ADC core:
 the core is hypoperfused by definition, whatever the network says about it.
+
+A U-Net's weights may come with a volume calibration (:class:`VolumeCalibration`, in their model
+card): the phantom-trained demo U-Net shrinks every lesion towards the typical one (small lesions
+grow, mid-sized ones shrink), which flips DEFUSE 3 decisions near its 15 mL and 1.8 limits. The
+calibration maps the network's own volume (threshold 0.5), the core and the NIHSS to the volume
+the lesion has on the training phantoms, and the lesion then takes that many voxels in the
+network's order of probability (its ranking, AUC 0.9 and more, is what it does well), never
+fewer than the core, never a voxel below :data:`MIN_CANDIDATE_PROBABILITY`. Without one the
+lesion is SPEC's probability >= 0.5.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +43,60 @@ def lesion_mask(probability: np.ndarray, core: np.ndarray, brain: np.ndarray) ->
         | np.asarray(core, dtype=bool)
 
 
+# A calibrated lesion never takes a voxel the network gives less than this: the calibration corrects the extent of
+# what the network found, it does not paint a lesion where the network saw none.
+MIN_CANDIDATE_PROBABILITY = 0.05
+
+
+@dataclass(frozen=True)
+class VolumeCalibration:
+    """``log(1 + V) = intercept + network log(1 + V_net) + core log(1 + V_core) + nihss NIHSS`` (volumes in mL):
+    the expected lesion volume V from the network's threshold-0.5 volume, the ADC core and the NIHSS, fitted by
+    least squares on training phantoms (``collat-train fit-volume``) for one set of weights."""
+
+    intercept: float
+    network: float
+    core: float
+    nihss: float
+    fitted_on: str
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> VolumeCalibration:
+        try:
+            c = doc["coefficients"]
+            values = [float(c[k]) for k in ("intercept", "network", "core", "nihss")]
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"not a lesion volume calibration ({exc})") from None
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError("a lesion volume calibration needs finite coefficients")
+        return cls(*values, str(doc.get("fitted_on", "")))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"form": "log(1 + V) = intercept + network log(1 + V_net) + core log(1 + V_core) + nihss NIHSS",
+                "coefficients": {"intercept": self.intercept, "network": self.network, "core": self.core,
+                                 "nihss": self.nihss}, "fitted_on": self.fitted_on}
+
+    def expected_ml(self, network_ml: float, core_ml: float, nihss: float) -> float:
+        z = self.intercept + self.network * math.log1p(network_ml) + self.core * math.log1p(core_ml) + \
+            self.nihss * nihss
+        return max(0.0, math.expm1(min(z, 20.0)))
+
+
+def calibrated_lesion(probability: np.ndarray, core: np.ndarray, brain: np.ndarray, voxel_ml: float,
+                      target_ml: float) -> tuple[np.ndarray, float]:
+    """The core and the most probable brain voxels beyond it until the lesion holds ``target_ml`` (or every voxel
+    of at least :data:`MIN_CANDIDATE_PROBABILITY`), and the probability where it stopped."""
+    probability, core = np.asarray(probability), np.asarray(core, dtype=bool)
+    candidates = np.asarray(brain, dtype=bool) & ~core & (probability >= MIN_CANDIDATE_PROBABILITY)
+    values = probability[candidates]
+    wanted = int(round((target_ml - float(core.sum()) * voxel_ml) / voxel_ml))
+    wanted = min(max(wanted, 0), values.size)
+    if wanted == 0:
+        return core.copy(), 1.0
+    threshold = float(np.partition(values, values.size - wanted)[values.size - wanted])
+    return core | (candidates & (probability >= threshold)), threshold
+
+
 @dataclass(frozen=True)
 class HypoperfusionAssessment:
     lesion: np.ndarray  # bool, on the grid of the inputs
@@ -41,6 +105,9 @@ class HypoperfusionAssessment:
     mismatch: Mismatch
     defuse3: Decision
     dawn: DawnResult | None  # None without an age: DAWN's groups depend on it
+    network_ml: float  # the network's own lesion (probability >= 0.5, with the core)
+    threshold: float  # the probability the lesion starts at: 0.5, or where a calibration stopped
+    calibration: VolumeCalibration | None = None
 
     def as_metrics(self) -> dict[str, Any]:
         """The volumes and decisions as the METRICS document reports them (rounded for reading, not for deciding:
@@ -53,23 +120,37 @@ class HypoperfusionAssessment:
             "mismatch_ratio_capped": self.mismatch.ratio_capped,
             "defuse3": self.defuse3.as_dict(),
             "dawn": None if self.dawn is None else self.dawn.as_dict(),
+            "lesion_rule": {"calibrated": self.calibration is not None,
+                            "network_ml": round(self.network_ml, 2),
+                            "probability_threshold": round(self.threshold, 4),
+                            "calibration": None if self.calibration is None else self.calibration.as_dict()},
         }
 
 
 def assess_hypoperfusion(probability: np.ndarray, core: np.ndarray, brain: np.ndarray, affine: np.ndarray, *,
-                         nihss: float, age: float | None) -> HypoperfusionAssessment:
+                         nihss: float, age: float | None, calibration: VolumeCalibration | None = None,
+                         ) -> HypoperfusionAssessment:
     """Lesion, core and lesion volumes (from ``affine``'s voxel size), mismatch, DEFUSE 3 and DAWN."""
     lesion = lesion_mask(probability, core, brain)
     core_ml = volume_ml(core, affine)
+    network_ml = volume_ml(lesion, affine)
+    threshold = LESION_PROBABILITY_THRESHOLD
+    if calibration is not None:
+        voxel = volume_ml(np.ones((1, 1, 1), dtype=bool), affine)
+        lesion, threshold = calibrated_lesion(probability, core, brain, voxel,
+                                              calibration.expected_ml(network_ml, core_ml, nihss))
     hypo_ml = volume_ml(lesion, affine)
     mm = mismatch(hypo_ml, core_ml)
     dawn = None if age is None else dawn_eligibility(age, nihss, core_ml)
-    return HypoperfusionAssessment(lesion, core_ml, hypo_ml, mm, defuse3_target_mismatch(core_ml, mm), dawn)
+    return HypoperfusionAssessment(lesion, core_ml, hypo_ml, mm, defuse3_target_mismatch(core_ml, mm), dawn,
+                                   network_ml, threshold, calibration)
 
 
 def assess_on_scan(probability_mni: np.ndarray, core: np.ndarray, brain: np.ndarray, grid: NativeGrid, *,
-                   nihss: float, age: float | None) -> tuple[np.ndarray, HypoperfusionAssessment]:
+                   nihss: float, age: float | None, calibration: VolumeCalibration | None = None,
+                   ) -> tuple[np.ndarray, HypoperfusionAssessment]:
     """The U-Net's probability (MNI 2 mm grid) brought onto the scan's RAS grid through the registration, and
     everything counted there, on the scan's own voxels (``core`` and ``brain`` are on that grid)."""
     probability = mni_to_input_grid(probability_mni, grid) * np.asarray(brain, dtype=np.float32)
-    return probability, assess_hypoperfusion(probability, core, brain, grid.ras_affine, nihss=nihss, age=age)
+    return probability, assess_hypoperfusion(probability, core, brain, grid.ras_affine, nihss=nihss, age=age,
+                                             calibration=calibration)

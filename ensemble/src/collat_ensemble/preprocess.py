@@ -121,8 +121,9 @@ def to_enhancement(on_grid: np.ndarray, mask: np.ndarray, bolus: Bolus) -> np.nd
 
 def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: float, *, frames: int,
                       frame_interval: float, slices: int, height: int, width: int,
-                      template: Template | None = None) -> PreparedPerfusion:
-    """Network input of 3D-MROD-Net for one series (x, y, z, t), and the series' registration to MNI space."""
+                      template: Template | None = None, register: bool = True) -> PreparedPerfusion:
+    """Network input of 3D-MROD-Net for one series (x, y, z, t), and the series' registration to MNI space
+    (``register=False``: none, for training samples, which never grade)."""
     series = np.asarray(series)
     validate_series(series, affine, frame_seconds)
     ras, ras_affine, orientation = reorient_to_ras(series.astype(np.float32, copy=False), affine)
@@ -140,7 +141,8 @@ def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: flo
     if bolus.kind is None:
         raise InputValidationError(f"not a perfusion series: {bolus.reason}")
     on_grid = to_enhancement(on_grid, mask, bolus)
-    registration, problem = register_baseline(ras, ras_affine, template or default_template())
+    registration, problem = register_baseline(ras, ras_affine, template or default_template()) if register else \
+        (None, "not registered")
     lo, hi = float(on_grid[mask].min()), float(on_grid[mask].max())
     scaled = np.full(on_grid.shape, INPUT_LOW, dtype=np.float32)
     if hi > lo:

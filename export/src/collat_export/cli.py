@@ -49,13 +49,15 @@ def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _network(model: str, preset: str, checkpoint: Path | None):
+def _network(model: str, preset: str, checkpoint: Path | None, *, checkpoint_says: bool = False):
+    """``checkpoint_says``: a self-describing checkpoint's own preset wins over ``preset`` (which then only names
+    the random weights' preset), so that a repository can pair a fine 3D-MROD-Net with a tiny U-Net."""
     from .checkpoint import load_checkpoint
     from .networks import build_network
     from .presets import get_preset
 
     if checkpoint is not None:
-        loaded = load_checkpoint(checkpoint, model=model, preset=preset)
+        loaded = load_checkpoint(checkpoint, model=model, preset=None if checkpoint_says else preset)
         return loaded.network, loaded.preset
     click.echo(f"note: no --checkpoint for {model}: exporting randomly initialised weights "
                "(plumbing only, not a trained model)", err=True)
@@ -92,21 +94,19 @@ def info(as_json: bool) -> None:
     from .flops import count_flops, parameter_count
     from .io_spec import example_inputs, network_io
     from .networks import build_network
-    from .presets import get_preset
+    from .presets import PRESETS
 
     torch.set_grad_enabled(False)
     rows = []
-    for model in MODEL_KINDS:
-        for name in PRESET_NAMES:
-            p = get_preset(model, name)
-            net = build_network(p).eval()
-            inputs = example_inputs(p)
-            tensors = [torch.from_numpy(inputs[t.name]) for t in network_io(p).inputs]
-            rows.append({
-                "model": model, "preset": name, "parameters": parameter_count(net),
-                "gflops": round(count_flops(net, *tensors) / 1e9, 2),
-                "input": {k: list(v.shape) for k, v in inputs.items()}, "notes": p.notes,
-            })
+    for (model, name), p in PRESETS.items():
+        net = build_network(p).eval()
+        inputs = example_inputs(p)
+        tensors = [torch.from_numpy(inputs[t.name]) for t in network_io(p).inputs]
+        rows.append({
+            "model": model, "preset": name, "parameters": parameter_count(net),
+            "gflops": round(count_flops(net, *tensors) / 1e9, 2),
+            "input": {k: list(v.shape) for k, v in inputs.items()}, "notes": p.notes,
+        })
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -325,7 +325,7 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
                             max_queue_size=max_queue_size)
             click.echo(f"wrote {out / io.triton_name / 'config.pbtxt'}")
             continue
-        network, presets[model] = _network(model, preset, checkpoint)
+        network, presets[model] = _network(model, preset, checkpoint, checkpoint_says=True)
         with tempfile.TemporaryDirectory() as tmp:
             report = export_onnx(network, presets[model], tmp, checkpoint=str(checkpoint) if checkpoint else None)
             click.echo(f"{model}: {report.line()}")

@@ -15,6 +15,7 @@ from collat_contract.tensors import NetworkIO, mrod_io, unet_io
 from collat_ensemble.serving.perfusion import NetworkGrid
 
 from .networks import check_hypo_input, check_mrod_input
+from .networks.mrod import SPATIAL_MULTIPLE
 from .presets import Preset
 
 
@@ -23,6 +24,17 @@ def network_io(preset: Preset) -> NetworkIO:
     if preset.model == "mrod":
         return mrod_io(g.channels, preset.config.phases)  # type: ignore[union-attr]
     return unet_io(g.channels, g.slices, g.height, g.width)
+
+
+def inplane_pool(preset: Preset) -> int:
+    """How much a 3D-MROD-Net shrinks H and W before its encoder (a fine preset's coarse path), else 1."""
+    cfg = preset.config
+    return round(1 / cfg.coarse_scale[-1]) if getattr(cfg, "fine_channels", 0) else 1  # type: ignore[union-attr]
+
+
+def spatial_multiple(preset: Preset) -> int:
+    """What a 3D-MROD-Net's H and W must be multiples of."""
+    return SPATIAL_MULTIPLE * inplane_pool(preset)
 
 
 def perfusion_grid(preset: Preset) -> NetworkGrid:
@@ -47,7 +59,8 @@ def example_inputs(preset: Preset, batch: int = 1, seed: int = 0, *, slices: int
 def validate_inputs(preset: Preset, inputs: dict[str, np.ndarray]) -> None:
     """Raise :class:`InputShapeError` with the rule before any convolution sees a bad shape."""
     if preset.model == "mrod":
-        check_mrod_input(inputs[network_io(preset).inputs[0].name].shape, preset.geometry.channels)
+        check_mrod_input(inputs[network_io(preset).inputs[0].name].shape, preset.geometry.channels,
+                         inplane_pool(preset))
     else:
         check_hypo_input(inputs["IMAGE"].shape, inputs["NIHSS"].shape, preset.geometry.channels,
                          preset.geometry.slices)

@@ -20,7 +20,7 @@ import torch
 
 from collat_ensemble.server.versions import ONNX_OPSET
 
-from .io_spec import example_inputs, network_io, run_torch, validate_inputs
+from .io_spec import example_inputs, network_io, run_torch, spatial_multiple, validate_inputs
 from .presets import Preset
 
 FP32_PARITY_TOLERANCE = 1e-4
@@ -70,8 +70,9 @@ def parity_inputs(preset: Preset) -> dict[str, np.ndarray]:
     """A batch of 2 and, for MROD, a grid other than the tracing grid: exercises every dynamic axis."""
     g = preset.geometry
     if preset.model == "mrod":
+        step = spatial_multiple(preset)
         return example_inputs(preset, batch=2, seed=1, slices=max(1, g.slices // 2 + 1),
-                              height=g.height + 32, width=max(32, g.width - 32))
+                              height=g.height + step, width=max(step, g.width - step))
     return example_inputs(preset, batch=2, seed=1)
 
 
@@ -141,6 +142,19 @@ def trained_modalities(checkpoint: str | None, model: str) -> list[str] | None:
     return [str(m) for m in training.get("modalities", ["dce"])]
 
 
+def lesion_calibration(checkpoint: str | None, model: str) -> dict | None:
+    """The U-Net weights' lesion volume calibration from their model card (``collat-train fit-volume``), which the
+    server's postprocessing applies; None without one (the lesion is then probability >= 0.5)."""
+    if model != "hypo" or checkpoint is None:
+        return None
+    card = Path(checkpoint).with_name("model_card.json")
+    try:
+        value = json.loads(card.read_text()).get("lesion_calibration")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *,
                 tolerance: float = FP32_PARITY_TOLERANCE, checkpoint: str | None = None) -> ParityReport:
     """Write ``model.onnx`` and ``model.json`` into ``out_dir``; raise :class:`ParityError` past tolerance."""
@@ -188,6 +202,7 @@ def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *
         "checkpoint": checkpoint,
         "not_for_clinical_use": not_for_clinical_use(checkpoint),
         "modalities": trained_modalities(checkpoint, preset.model),
+        "lesion_calibration": lesion_calibration(checkpoint, preset.model),
         "torch_version": torch.__version__,
         "parity": asdict(report),
         "parity_openvino": asdict(reports[1]) if len(reports) > 1 else None,

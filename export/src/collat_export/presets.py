@@ -11,13 +11,13 @@ and what the exported models declare to Triton.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 ModelKind = Literal["mrod", "hypo"]
-PresetName = Literal["full", "tiny"]
+PresetName = Literal["full", "tiny", "fine"]
 MODEL_KINDS: tuple[str, ...] = ("mrod", "hypo")
-PRESET_NAMES: tuple[str, ...] = ("full", "tiny")
+PRESET_NAMES: tuple[str, ...] = ("full", "tiny", "fine")
 
 # EfficientNet-B0 stage table (Tan & Le 2019): expansion, kernel, stride, repeats, width.
 B0_EXPANSION = (1, 6, 6, 6, 6, 6, 6)
@@ -46,6 +46,8 @@ class MRODConfig:
     decoder_channels: tuple[int, ...] = (128, 64, 48, 32)
     phases: int = 5
     ordinal_bins: int = 5
+    fine_channels: int = 0  # > 0: a full-resolution head beside a coarse encoder-decoder (networks.mrod)
+    coarse_scale: tuple[float, ...] = (0.6, 0.5, 0.5)  # fine path: the coarse grid / the input grid (D, H, W)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,12 @@ def _narrow(width: int, factor: float, floor: int = 8) -> int:
 
 
 _TINY_FACTOR = 0.25
+_TINY_MROD = MRODConfig(
+    stem_channels=_narrow(B0_STEM, _TINY_FACTOR),
+    stage_channels=tuple(_narrow(c, _TINY_FACTOR) for c in B0_WIDTHS),
+    aspp_channels=32,
+    decoder_channels=(32, 24, 16, 16),
+)
 
 PRESETS: dict[tuple[str, str], Preset] = {
     ("mrod", "full"): Preset(
@@ -116,14 +124,16 @@ PRESETS: dict[tuple[str, str], Preset] = {
     ("mrod", "tiny"): Preset(
         "mrod",
         "tiny",
-        MRODConfig(
-            stem_channels=_narrow(B0_STEM, _TINY_FACTOR),
-            stage_channels=tuple(_narrow(c, _TINY_FACTOR) for c in B0_WIDTHS),
-            aspp_channels=32,
-            decoder_channels=(32, 24, 16, 16),
-        ),
+        _TINY_MROD,
         Geometry(channels=60, slices=12, height=64, width=64, frame_seconds=1.6),
         "B0 topology at a quarter of the widths; 64x64 in-plane grid for CPU demos.",
+    ),
+    ("mrod", "fine"): Preset(
+        "mrod",
+        "fine",
+        replace(_TINY_MROD, fine_channels=16),
+        Geometry(channels=60, slices=20, height=128, width=128, frame_seconds=1.6),
+        "The tiny network as the coarse path (on 64x64x12) plus a full-resolution head: maps on 128x128x20.",
     ),
     ("hypo", "full"): Preset(
         "hypo",

@@ -119,6 +119,9 @@ def summary_lines(metrics: Metrics) -> list[tuple[str, tuple[int, int, int]]]:
         lines.append((f"ADC core {h.core_ml:.1f} mL   hypoperfusion {h.hypoperfusion_ml:.1f} mL   "
                       f"mismatch {h.mismatch_ml:.1f} mL   ratio {h.mismatch_ratio:.2f}"
                       f"{'+' if h.mismatch_ratio_capped else ''}   side {h.side}", white))
+        if h.lesion_rule.calibrated:
+            lines.append((f"hypoperfusion volume calibrated from the network's {h.lesion_rule.network_ml:.1f} mL "
+                          "(the weights' model card)", (200, 200, 200)))
         given = h.clinical
         lines.append((f"inputs: NIHSS {given.nihss}, age {'unknown' if given.age is None else f'{given.age:g}'}, "
                       f"side given {given.side}, DWI b-value "

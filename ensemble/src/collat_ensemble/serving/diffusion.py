@@ -19,7 +19,7 @@ from collat_contract.clinical import ClinicalInputError, check_clinical
 from .. import quality
 from ..errors import InputValidationError
 from ..geometry import reorient_from_ras
-from ..hypoperfusion import assess_on_scan
+from ..hypoperfusion import VolumeCalibration, assess_on_scan
 from ..preprocess import SLAB_STRIDE, NativeGrid, average_slabs, prepare_diffusion, slab_starts
 from ..template import Template
 from .context import StepTimer, orientation_code, orientation_from_dict, orientation_to_dict, read_affine
@@ -96,9 +96,11 @@ def _grid(context: dict[str, Any]) -> NativeGrid:
 
 
 def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, context: dict[str, Any],
+                calibration: VolumeCalibration | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
     """-> hypoperfusion probability (FP32), lesion and core masks (UINT8) on the DWI's grid, the hypoperfusion
-    part of the metrics (its ``quality`` section included), and this step's timings."""
+    part of the metrics (its ``quality`` section included), and this step's timings. ``calibration``: the served
+    U-Net's lesion volume calibration, from its model card."""
     timer = StepTimer()
     waited = round((timer.start - float(context["preprocess_diffusion_end"])) * 1000.0, 2)
     probabilities = np.asarray(probabilities, dtype=np.float32)
@@ -113,7 +115,7 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, 
                                    f"{grid.ras_shape}")
     clinical, d = context["clinical"], context["diffusion"]
     prob, assessment = assess_on_scan(average_slabs(probabilities, starts), core, brain, grid, nihss=clinical["nihss"],
-                                      age=clinical["age"])
+                                      age=clinical["age"], calibration=calibration)
     checks = context["quality_checks"] + [c.as_dict() for c in quality.lesion_checks(
         assessment.hypoperfusion_ml, assessment.core_ml, float(d["brain_ml"]))]
     gates = quality.summary(checks)

@@ -98,4 +98,6 @@ def network_model_info(repository: Path, name: str) -> dict[str, Any]:
             modalities = data.get("modalities")
             if isinstance(modalities, list) and all(isinstance(m, str) for m in modalities):
                 info["modalities"] = modalities
+            if isinstance(data.get("lesion_calibration"), dict):
+                info["lesion_calibration"] = data["lesion_calibration"]
     return info

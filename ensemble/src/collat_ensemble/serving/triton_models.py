@@ -23,6 +23,7 @@ import numpy as np
 from collat_contract import names
 
 from ..errors import InputValidationError
+from ..hypoperfusion import VolumeCalibration
 from ..preprocess import SLAB_STRIDE, check_stride
 from ..template import TEMPLATE_FILE, Template, load_template
 from . import context as ctx
@@ -151,11 +152,19 @@ class PostprocessHypoperfusion(_Step):
     arity = (4, 4)
 
     def setup(self) -> None:
-        self.models = {self.params["network_model"]: self.model_info("network_model")}
+        info = self.model_info("network_model")
+        # The weights' own volume calibration; a card that carries a broken one stops the server at load.
+        calibration = info.pop("lesion_calibration", None)
+        try:
+            self.calibration = None if calibration is None else VolumeCalibration.from_dict(calibration)
+        except ValueError as exc:
+            raise RuntimeError(f"{self.name}: the model card of {self.params['network_model']}: {exc}") from None
+        self.models = {self.params["network_model"]: info}
 
     def run(self, probabilities, core, brain, context):
         prob, lesion, core_mask, part, timings = diffusion.postprocess(probabilities, core, brain,
-                                                                       ctx.decode(context, "context"))
+                                                                       ctx.decode(context, "context"),
+                                                                       self.calibration)
         doc = metrics.document(names.HYPOPERFUSION_PIPELINE, hypoperfusion=part, timings_ms=timings,
                                models=self.models)
         return prob, lesion, core_mask, ctx.encode(doc)

@@ -12,6 +12,16 @@ residual layer of ``3x1x1``, ``3x3x3``, ``3x1x1`` convolutions (as in 3D-MDRNN),
 skip connections at strides 16, 8, 4 and 2. The heads add the last doubling back to the
 input resolution. The ordinal head (K SID bins per phase) exists for training only and
 is not exported.
+
+Fine path (``fine_channels`` > 0, the ``fine`` preset): the encoder-decoder above is the
+coarse path and runs on the input resampled by ``coarse_scale`` (a 128x128x20 grid becomes the
+tiny preset's 64x64x12, so a tiny network's weights are its coarse path as they are), and a
+full-resolution head adds what that grid cannot hold. The phase maps are, to a first
+approximation, a fine anatomy (grey/white matter, vessels, partial volume with CSF) times
+smooth haemodynamics; the coarse path estimates the haemodynamics, while the fine head sees
+every input voxel's own curve (a 1x1x1 projection of the T frames) beside the coarse features
+and maps brought back to the input grid, and adds a correction to the coarse maps before the
+tanh. Its last convolution starts at zero, so a fine network starts as its coarse path does.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..presets import MRODConfig
@@ -30,8 +41,9 @@ class InputShapeError(ValueError):
     """An input tensor does not have the geometry a network accepts."""
 
 
-def check_mrod_input(shape: tuple[int, ...] | torch.Size, frames: int) -> None:
-    """Reject shapes the encoder cannot take, with the rule in the message."""
+def check_mrod_input(shape: tuple[int, ...] | torch.Size, frames: int, inplane_pool: int = 1) -> None:
+    """Reject shapes the encoder cannot take, with the rule in the message (``inplane_pool``: the fine path's
+    pooling before the encoder, which multiplies the rule)."""
     if len(shape) != 5:
         raise InputShapeError(f"MROD-Net expects [N, T, D, H, W], got {len(shape)} dimensions {tuple(shape)}")
     n, t, d, h, w = (int(s) for s in shape)
@@ -39,9 +51,10 @@ def check_mrod_input(shape: tuple[int, ...] | torch.Size, frames: int) -> None:
         raise InputShapeError(f"MROD-Net was built for T={frames} frames, got T={t}")
     if n < 1 or d < 1:
         raise InputShapeError(f"batch and slice counts must be >= 1, got N={n}, D={d}")
-    if h % SPATIAL_MULTIPLE or w % SPATIAL_MULTIPLE or h == 0 or w == 0:
+    multiple = SPATIAL_MULTIPLE * inplane_pool
+    if h % multiple or w % multiple or h == 0 or w == 0:
         raise InputShapeError(
-            f"H and W must be positive multiples of {SPATIAL_MULTIPLE} (the encoder's total stride), "
+            f"H and W must be positive multiples of {multiple} (the encoder's total stride), "
             f"got H={h}, W={w}; pad or resample the in-plane grid"
         )
 
@@ -200,6 +213,7 @@ class MRODNet(nn.Module):
         )
         self.regression_head = nn.Conv3d(cin, cfg.phases, 1)
         self.ordinal_head = nn.Conv3d(cin, cfg.phases * cfg.ordinal_bins, 1)
+        self.fine = FineHead(cfg.frames, cin, cfg.fine_channels, cfg.phases) if cfg.fine_channels else None
 
     def _features(self, x: Tensor) -> Tensor:
         x = self.stem(x)
@@ -212,13 +226,52 @@ class MRODNet(nn.Module):
             x = block(x, skips[stage_idx])
         return self.final_up(x)
 
+    def _maps_and_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Pre-tanh maps at the input's resolution and the features the ordinal head reads."""
+        if self.fine is None:
+            f = self._features(x)
+            return self.regression_head(f), f
+        f, coarse = self.coarse(x)
+        up_f = to_grid_of(f, x)
+        return self.fine(x, up_f, to_grid_of(coarse, x)), up_f
+
+    def coarse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """A fine network's coarse path: features and pre-tanh maps on the ``coarse_scale`` grid."""
+        small = F.interpolate(x, scale_factor=tuple(self.config.coarse_scale), mode="trilinear",
+                              align_corners=False)
+        f = self._features(small)
+        return f, self.regression_head(f)
+
     def forward(self, x: Tensor) -> Tensor:
-        return torch.tanh(self.regression_head(self._features(x)))
+        return torch.tanh(self._maps_and_features(x)[0])
 
     def forward_train(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Regression maps and ordinal logits ``[N, phases, K, D, H, W]`` (softmax over K in the loss)."""
-        f = self._features(x)
-        logits = self.ordinal_head(f)
+        maps, f = self._maps_and_features(x)
+        logits = self.ordinal_head(f)  # on the upsampled features: equal to upsampling the coarse logits
         n, _, d, h, w = logits.shape
         logits = logits.reshape(n, self.config.phases, self.config.ordinal_bins, d, h, w)
-        return torch.tanh(self.regression_head(f)), logits
+        return torch.tanh(maps), logits
+
+
+def to_grid_of(x: Tensor, like: Tensor) -> Tensor:
+    """``x`` resampled linearly onto ``like``'s D, H and W (an ONNX Resize to a shape read at run time)."""
+    return F.interpolate(x, size=like.shape[2:], mode="trilinear", align_corners=False)
+
+
+class FineHead(nn.Module):
+    """Full-resolution correction of the coarse maps from each voxel's own curve (see the module docstring)."""
+
+    def __init__(self, frames: int, coarse_channels: int, channels: int, phases: int) -> None:
+        super().__init__()
+        self.project = _conv_bn_act(frames, channels, (1, 1, 1))
+        self.merge = _conv_bn_act(channels + coarse_channels + phases, channels, (1, 3, 3))
+        self.residual = ResidualLayer3d(channels)
+        self.out = nn.Conv3d(channels, phases, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor, coarse_features: Tensor, coarse_maps: Tensor) -> Tensor:
+        """``coarse_*`` already upsampled to ``x``'s grid; training passes in-plane crops of all three."""
+        merged = self.merge(torch.cat([self.project(x), coarse_features, coarse_maps], dim=1))
+        return coarse_maps + self.out(self.residual(merged))

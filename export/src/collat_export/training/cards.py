@@ -25,6 +25,37 @@ def _modalities(training: dict) -> str:
     return text
 
 
+def _size_bands(evaluation: dict) -> str:
+    """Volume error and DEFUSE 3 accuracy per true lesion size, served (calibrated) and the network's own."""
+    bands = evaluation.get("by_size")
+    if not bands:
+        return ""
+    rows = "\n".join(f"| {name} | {b['cases']} | {b['mean_volume_error_ml']:+.1f} | "
+                     f"{b['mean_abs_volume_error_ml']:.1f} | {b['defuse3_accuracy']:.3f} | "
+                     f"{b['network_mean_volume_error_ml']:+.1f} | "
+                     f"{b['network_defuse3_accuracy']:.3f} |" for name, b in bands.items())
+    return f"""
+By true lesion size (served lesion, and the network's own threshold-0.5 lesion):
+
+| lesion | cases | volume error mL | abs error mL | DEFUSE 3 accuracy | network volume error mL | network DEFUSE 3 |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+{rows}
+"""
+
+
+def _calibration_section(calibration: dict) -> str:
+    c = calibration.get("coefficients", {})
+    return f"""
+## Lesion volume calibration (applied by the server)
+
+`{calibration.get('form')}` with intercept {c.get('intercept', 0):.4f}, network {c.get('network', 0):.4f},
+core {c.get('core', 0):.4f}, nihss {c.get('nihss', 0):.4f}; fitted on {calibration.get('fitted_on')}
+(`collat-train fit-volume`). The served lesion takes the calibrated volume in the network's order of probability
+(never less than the ADC core, never a voxel below probability 0.05); METRICS `hypoperfusion.lesion_rule` says
+so and gives the network's own volume beside it.
+"""
+
+
 def _cps_section(result: dict) -> str:
     rows = []
     for source in ("network", "conventional"):
@@ -114,6 +145,7 @@ The served path: each case in a random head pose (0.9 x 0.9 x 5 mm), registered 
 | --- | ---: |
 {_table(evaluation_native)}
 
+{_size_bands(evaluation_native)}
 Reproduce: `collat-train evaluate --model {model} --checkpoint checkpoint.pt --space native --seeds \
 {evaluation_native.get('seeds', [0, 0])[0]}-{evaluation_native.get('seeds', [0, 0])[-1]}`
 """
@@ -131,6 +163,8 @@ Reproduce: `collat-train evaluate --model mrod --checkpoint checkpoint.pt --moda
 """
     if card.get("evaluation_cps"):
         md += _cps_section(card["evaluation_cps"])
+    if card.get("lesion_calibration"):
+        md += _calibration_section(card["lesion_calibration"])
     md_path = out_dir / "model_card.md"
     md_path.write_text(md)
     return md_path, json_path

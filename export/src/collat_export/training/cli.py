@@ -40,7 +40,7 @@ def main() -> None:
 
 def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, batch: int, lr: float, workers: int,
            eval_seeds: str, init: Path | None, space: str = "mni", modality: str = "dce", motion: str = "none",
-           pose: str = "template", **extra) -> None:
+           pose: str = "template", sample_cache: Path | None = None, **extra) -> None:
     from ..checkpoint import save_checkpoint
     from ..presets import get_preset
     from .cards import write_model_card
@@ -55,7 +55,8 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     held = parse_seed_range(eval_seeds)
     _echo(f"generating {cases} phantom cases (seeds {seeds[0]}-{seeds[-1]}) with {workers} workers")
     samples = []
-    for i, s in enumerate(build_samples(model, preset, seeds, workers, space, modality, motion, pose)):
+    for i, s in enumerate(build_samples(model, preset, seeds, workers, space, modality, motion, pose,
+                                        cache=sample_cache)):
         samples.append(s)
         if (i + 1) % 10 == 0 or i + 1 == cases:
             _echo(f"  {i + 1}/{cases} cases")
@@ -66,10 +67,19 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     if init is not None:
         from ..checkpoint import load_checkpoint
 
-        init_state = load_checkpoint(init, model=model, preset=preset_name).network.state_dict()
-        _echo(f"fine-tuning from {init}")
-    result = (train_mrod if model == "mrod" else train_hypo)(preset, train, val, cfg, progress=_echo,
-                                                             init_state=init_state)
+        source = load_checkpoint(init, model=model)
+        init_state = source.network.state_dict()
+        _echo(f"fine-tuning from {init}" + ("" if source.preset.name == preset_name else
+                                           f" ({source.preset.name} preset: its layers, the {preset_name} head new)"))
+    out.mkdir(parents=True, exist_ok=True)
+    if model == "mrod":
+        def keep_best(network, epoch: int) -> None:  # a stopped run keeps its best weights so far
+            save_checkpoint(out / "checkpoint.pt", network, preset, {"cases": cases, "seeds": [seeds[0], seeds[-1]],
+                                                                     "partial": f"best of the first {epoch} epochs"})
+
+        result = train_mrod(preset, train, val, cfg, progress=_echo, init_state=init_state, on_best=keep_best)
+    else:
+        result = train_hypo(preset, train, val, cfg, progress=_echo, init_state=init_state)
     training = {"initialized_from": str(init) if init else None,
                 **({"modalities": ["dce", "dsc"] if modality == "mixed" else [modality], "motion": motion,
                     "pose": pose} if model == "mrod" else {}),
@@ -99,7 +109,10 @@ _common = [
     click.option("--threads", type=int, default=2, show_default=True),
     click.option("--seed", type=int, default=0, show_default=True, help="Initialisation and shuffling."),
     click.option("--init", type=click.Path(path_type=Path), default=None,
-                 help="Start from this checkpoint (fine-tuning) instead of random weights."),
+                 help="Start from this checkpoint (fine-tuning) instead of random weights; a tiny 3D-MROD-Net "
+                      "checkpoint starts a fine one's coarse path."),
+    click.option("--sample-cache", type=click.Path(path_type=Path), default=None,
+                 help="Keep each generated training sample in this folder and reuse it on the next run."),
 ]
 
 
@@ -120,11 +133,14 @@ def _with_common(f):
               help="mixed: half the series move between frames.")
 @click.option("--pose", type=click.Choice(["template", "mixed"]), default="template", show_default=True,
               help="mixed: two series in three with the head turned in-plane (up to 15 degrees), maps alike.")
-def mrod(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, batch, lr, patience, modality,
-         motion, pose) -> None:
+@click.option("--crop", type=int, default=64, show_default=True,
+              help="fine preset: the in-plane crop its full-resolution head trains on.")
+def mrod(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, sample_cache, batch, lr, patience,
+         modality, motion, pose, crop) -> None:
     """Train 3D-MROD-Net (0.75 masked L2 + 0.25 ordinal CE on SID bins)."""
     _train("mrod", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, modality=modality,
-           motion=motion, pose=pose, threads=threads, seed=seed, patience=patience)
+           motion=motion, pose=pose, sample_cache=sample_cache, threads=threads, seed=seed, patience=patience,
+           crop=crop)
 
 
 @main.command()
@@ -135,11 +151,21 @@ def mrod(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
 @click.option("--crop", type=int, default=64, show_default=True, help="In-plane training crop (0 = whole slab).")
 @click.option("--space", type=click.Choice(["mni", "native", "mixed"]), default="mni", show_default=True,
               help="Phantom DWIs in MNI space, in a native pose (registered as served), or every other one native.")
-def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, batch, lr, slabs_per_case,
-         crop, space) -> None:
+def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, sample_cache, batch, lr,
+         slabs_per_case, crop, space) -> None:
     """Train the hypoperfusion U-Net (BCE + Dice + volume error)."""
-    _train("hypo", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, space=space, threads=threads,
-           seed=seed, slabs_per_case=slabs_per_case, crop=crop)
+    _train("hypo", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, space=space,
+           sample_cache=sample_cache, threads=threads, seed=seed, slabs_per_case=slabs_per_case, crop=crop)
+
+
+def _rewrite_card_document(checkpoint: Path, card: dict) -> None:
+    """Both card files from a changed card document (what it records of training and evaluation kept)."""
+    from .cards import write_model_card
+
+    extra = {k: card[k] for k in ("evaluation_dsc", "evaluation_cps", "lesion_calibration") if k in card}
+    write_model_card(checkpoint.parent, model=card["model"], preset=card["preset"], command=card.get("command", ""),
+                     training=card.get("training", {}), evaluation=card.get("evaluation", {}),
+                     evaluation_native=card.get("evaluation_native"), extra=extra)
 
 
 def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation: dict) -> None:
@@ -150,7 +176,7 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
     previous = checkpoint.parent / "model_card.json"
     card = json.loads(previous.read_text()) if previous.is_file() else {}
     native = evaluation.get("space") == "native"
-    extra = {k: card[k] for k in ("evaluation_dsc", "evaluation_cps") if k in card}
+    extra = {k: card[k] for k in ("evaluation_dsc", "evaluation_cps", "lesion_calibration") if k in card}
     kept = card.get("evaluation", {})
     if evaluation.get("model") == "cps":
         extra["evaluation_cps"] = evaluation
@@ -198,7 +224,8 @@ def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str
         seed_list = parse_seed_range(seeds)
         loaded = load_checkpoint(checkpoint, model=model)
         report = evaluate_mrod(loaded.network, loaded.preset, seed_list, None if as_json else _echo, modality) \
-            if model == "mrod" else evaluate_hypo(loaded.network, seed_list, None if as_json else _echo, space=space)
+            if model == "mrod" else evaluate_hypo(loaded.network, seed_list, None if as_json else _echo, space=space,
+                                                  calibration=card_calibration(checkpoint))
     except (CheckpointError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -210,8 +237,71 @@ def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str
     click.echo(f"{model} on {len(seed_list)} held-out phantom cases (seeds {seed_list[0]}-{seed_list[-1]}):")
     for k, v in report.summary.items():
         click.echo(f"  {k:26} {v:8.4f}")
+    for band, figures in report.by_size.items():
+        click.echo(f"  {band:10} {figures['cases']:4d} cases  volume error {figures['mean_volume_error_ml']:+7.1f} mL "
+                   f"(network {figures['network_mean_volume_error_ml']:+7.1f})  DEFUSE 3 accuracy "
+                   f"{figures['defuse3_accuracy']:.3f} (network {figures['network_defuse3_accuracy']:.3f})")
     for k, ok in report.passed().items():
         click.echo(f"  target {k} >= {report.as_dict()['targets'][k]}: {'met' if ok else 'NOT met'}")
+
+
+def card_calibration(checkpoint: Path):
+    """The lesion volume calibration in the checkpoint's model card, as the server will apply it (None: none)."""
+    from collat_ensemble.hypoperfusion import VolumeCalibration
+
+    card = checkpoint.parent / "model_card.json"
+    doc = json.loads(card.read_text()).get("lesion_calibration") if card.is_file() else None
+    try:
+        return None if doc is None else VolumeCalibration.from_dict(doc)
+    except ValueError as exc:
+        raise ValueError(f"{card}: {exc}") from None
+
+
+@main.command("fit-volume")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
+@click.option("--seeds", default="1300000-1300079", show_default=True,
+              help="FIRST-LAST training phantom seeds (>= 1,000,000) to fit on.")
+@click.option("--space", type=click.Choice(["mni", "native"]), default="native", show_default=True)
+@click.option("--write", is_flag=True, help="Store the calibration in the checkpoint's model card (the server "
+                                            "applies it from there once the repository is rebuilt).")
+def fit_volume(checkpoint: Path, seeds: str, space: str, write: bool) -> None:
+    """Fit the U-Net's lesion volume calibration on training phantoms.
+
+    The phantom-trained U-Net pulls every lesion towards the typical size (small ones grow, mid-sized ones
+    shrink). The calibration maps its volume, the core and the NIHSS to the true volume on training seeds; the
+    served lesion then takes that many voxels in the network's order of probability.
+
+    \b
+    Example:
+      collat-train fit-volume --checkpoint weights/hypo_tiny/checkpoint.pt --seeds 1300000-1300079 --write
+    """
+    from collat_ensemble.phantom import EVALUATION_SEED_LIMIT
+
+    from ..checkpoint import CheckpointError, load_checkpoint
+    from .data import parse_seed_range
+    from .evaluate import fit_volume_calibration, hypo_rows
+
+    try:
+        seed_list = parse_seed_range(seeds)
+        if seed_list[0] < EVALUATION_SEED_LIMIT:
+            raise ValueError(f"the calibration is fitted on training seeds (>= {EVALUATION_SEED_LIMIT:,}), got {seeds}")
+        loaded = load_checkpoint(checkpoint, model="hypo")
+        rows = hypo_rows(loaded.network, seed_list, _echo, space=space)
+        calibration = fit_volume_calibration(rows, f"phantom seeds {seed_list[0]}-{seed_list[-1]} ({space} space)")
+    except (CheckpointError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    doc = calibration.as_dict()
+    click.echo(json.dumps(doc, indent=2))
+    if write:
+        card_path = checkpoint.parent / "model_card.json"
+        if not card_path.is_file():
+            click.echo(f"error: {card_path}: no model card beside the checkpoint to hold the calibration", err=True)
+            sys.exit(2)
+        card = json.loads(card_path.read_text())
+        card["lesion_calibration"] = doc
+        _rewrite_card_document(checkpoint, card)
+        _echo(f"calibration written to {card_path} (and model_card.md)")
 
 
 def _grading_cases(checkpoint: Path, seeds: str, workers: int, training: bool, quiet: bool):

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
 from collat_ensemble.geometry import reorient_to_ras, resample
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, PhantomCase, generate_case, turn_in_plane
+from collat_ensemble.phantom.case import PHANTOM_VERSION
 from collat_ensemble.preprocess import (
     MNI_2MM_AFFINE,
     MNI_2MM_SHAPE,
@@ -46,10 +48,11 @@ class HypoSample:
     nihss: float  # NIHSS / 21
 
 
-def mrod_sample(case: PhantomCase, preset: Preset) -> MRODSample:
+def mrod_sample(case: PhantomCase, preset: Preset, register: bool = True) -> MRODSample:
     g = preset.geometry
     prep = prepare_perfusion(case.perfusion, case.perfusion_affine, case.frame_seconds, frames=g.channels,
-                             frame_interval=g.frame_seconds, slices=g.slices, height=g.height, width=g.width)
+                             frame_interval=g.frame_seconds, slices=g.slices, height=g.height, width=g.width,
+                             register=register)
     target = volume_to_network_grid(case.reference_maps, case.perfusion_affine, prep.grid)
     mask = volume_to_network_grid(case.brain_mask.astype(np.float32), case.perfusion_affine, prep.grid) > 0.5
     return MRODSample(prep.network_input.astype(np.float16), target.astype(np.float16), mask, prep.mask.astype(bool),
@@ -105,19 +108,49 @@ def _build(args: tuple[int, str, Preset | None, str, str, str, str]) -> MRODSamp
     if model == "hypo":
         return hypo_sample(generate_case(seed, space=case_space(seed, space)))
     case = generate_case(seed, modality=case_modality(seed, modality), motion=case_motion(seed, motion))  # type: ignore[arg-type]
-    return mrod_sample(turned(case, seed) if case_turned(seed, pose) else case, preset)  # type: ignore[arg-type]
+    return mrod_sample(turned(case, seed) if case_turned(seed, pose) else case, preset,  # type: ignore[arg-type]
+                       register=False)
+
+
+def _cache_path(cache: Path, job: tuple) -> Path:
+    """One file per sample, named by everything that makes it (the phantom's version included)."""
+    seed, model, preset, space, modality, motion, pose = job
+    options = (f"{model}-{preset.name}-{preset.geometry.slices}x{preset.geometry.height}x{preset.geometry.width}-"
+               f"{space}-{modality}-{motion}-{pose}-v{PHANTOM_VERSION}")
+    return cache / options / f"{seed}.npz"
+
+
+def _build_cached(args: tuple[tuple, Path | None]) -> MRODSample | HypoSample:
+    job, cache = args
+    path = None if cache is None else _cache_path(cache, job)
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            if job[1] == "hypo":
+                return HypoSample(z["volume"], z["lesion"], float(z["nihss"]))
+            return MRODSample(z["x"], z["target"], z["mask"], z["input_mask"])
+    sample = _build(job)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fields = {k: v for k, v in vars(sample).items() if k != "grid"}
+        tmp = path.with_suffix(".partial.npz")
+        np.savez(tmp, **fields)
+        tmp.replace(path)
+    return sample
 
 
 def build_samples(model: str, preset: Preset, seeds: list[int], workers: int = 1, space: str = "mni",
-                  modality: str = "dce", motion: str = "none", pose: str = "template") -> Iterator:
+                  modality: str = "dce", motion: str = "none", pose: str = "template",
+                  cache: Path | None = None) -> Iterator:
     """Samples in seed order, generated in ``workers`` processes (``space``: mni, native or mixed, hypo only;
-    ``modality``: dce, dsc or mixed, ``motion``: none or mixed and ``pose``: template or mixed, mrod only)."""
-    jobs = [(s, model, preset, space, modality, motion, pose) for s in seeds]
+    ``modality``: dce, dsc or mixed, ``motion``: none or mixed and ``pose``: template or mixed, mrod only).
+    ``cache``: a folder where each sample is kept once made (a full-grid case takes seconds to make and a
+    training run or its re-run needs hundreds)."""
+    jobs = [((s, model, preset, space, modality, motion, pose), cache) for s in seeds]
     if workers <= 1:
-        yield from map(_build, jobs)
+        yield from map(_build_cached, jobs)
         return
     with get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(_build, jobs, chunksize=1)
+        yield from pool.imap(_build_cached, jobs, chunksize=1)
 
 
 def training_seeds(cases: int, base: int = TRAINING_SEED_BASE) -> list[int]:

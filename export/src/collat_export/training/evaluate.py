@@ -23,8 +23,9 @@ import torch
 
 from collat_client.evaluation import auc, dice, phase_metrics, volume_difference_ml
 from collat_contract.names import PHASE_NAMES
+from collat_ensemble.clinical import defuse3_target_mismatch, mismatch
 from collat_ensemble.geometry import reorient_to_ras
-from collat_ensemble.hypoperfusion import assess_on_scan
+from collat_ensemble.hypoperfusion import VolumeCalibration, assess_on_scan
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, generate_case
 from collat_ensemble.preprocess import (
     SLAB_STRIDE,
@@ -56,6 +57,7 @@ class EvaluationReport:
     summary: dict[str, float] = field(default_factory=dict)
     space: str = "mni"
     modality: str = "dce"  # mrod: the perfusion series' kind
+    by_size: dict[str, dict[str, float]] = field(default_factory=dict)  # hypo: figures per lesion-size band
 
     @property
     def targets(self) -> dict[str, float]:
@@ -69,7 +71,7 @@ class EvaluationReport:
         return {"model": self.model, "space": self.space, **kind, "seeds": [self.seeds[0], self.seeds[-1]],
                 "cases": len(self.seeds),
                 "summary": self.summary, "targets": self.targets, "passed": self.passed(),
-                "cases_detail": self.rows}
+                **({"by_size": self.by_size} if self.by_size else {}), "cases_detail": self.rows}
 
 
 def _check_seeds(seeds: list[int]) -> None:
@@ -100,7 +102,7 @@ def evaluate_mrod(net: torch.nn.Module, preset: Preset, seeds: list[int],
     report = EvaluationReport("mrod", seeds, modality=modality)
     for seed in seeds:
         case = generate_case(seed, modality=case_modality(seed, modality))  # type: ignore[arg-type]
-        sample = mrod_sample(case, preset)
+        sample = mrod_sample(case, preset, register=False)
         raw = predict_maps(net, sample.x)
         to_xyz = (3, 2, 1, 0)
         target = np.transpose(sample.target.astype(np.float32), to_xyz)
@@ -129,37 +131,72 @@ def evaluate_mrod(net: torch.nn.Module, preset: Preset, seeds: list[int],
     return report
 
 
-def evaluate_hypo(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], None] | None = None, *,
-                  space: str = "mni") -> EvaluationReport:
-    """The served path on phantom cases: registration (for native-space cases), the core on the scan's grid, the
-    U-Net on the MNI grid, everything counted back on the scan's grid against the truth there."""
-    _check_seeds(seeds)
+# Lesion-size bands (true hypoperfusion lesion, mL) for the volume error and DEFUSE 3 accuracy by size.
+SIZE_BANDS: tuple[tuple[str, float, float], ...] = (("<10 mL", 0.0, 10.0), ("10-50 mL", 10.0, 50.0),
+                                                    ("50-100 mL", 50.0, 100.0), (">=100 mL", 100.0, float("inf")))
+
+
+def hypo_rows(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], None] | None = None, *,
+              space: str = "mni", calibration: VolumeCalibration | None = None) -> list[dict]:
+    """One row per phantom case through the served path: registration (for native-space cases), the core on the
+    scan's grid, the U-Net on the MNI grid, everything counted back on the scan's grid against the truth there."""
     net.eval()
-    report = EvaluationReport("hypo", seeds, space=space)
+    rows = []
     for seed in seeds:
         case = generate_case(seed, space=space)
         prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=case.stroke.side)
         prob, found = assess_on_scan(predict_lesion(net, prep.slabs, prep.nihss), prep.core, prep.brain, prep.grid,
-                                     nihss=case.nihss, age=case.age)
+                                     nihss=case.nihss, age=case.age, calibration=calibration)
         truth_lesion = np.asarray(reorient_to_ras(case.lesion, case.diffusion_affine)[0])
         hypo_ml, decision = found.hypoperfusion_ml, found.defuse3.eligible
         ipsi = hemisphere(prob.shape, prep.grid.mni_affine, case.stroke.side)
         vd, avd = volume_difference_ml(found.lesion, truth_lesion, prep.grid.voxel_ml)
+        network_decision = defuse3_target_mismatch(found.core_ml, mismatch(found.network_ml, found.core_ml)).eligible
         row = {"seed": seed, "dice": dice(found.lesion, truth_lesion),
                "auc": auc(prob, truth_lesion, ipsi & prep.brain),
                "volume_diff_ml": vd, "abs_volume_diff_ml": avd, "pred_ml": hypo_ml,
-               "truth_ml": case.truth["hypoperfusion_ml"],
+               "network_ml": found.network_ml, "threshold": found.threshold,
+               "truth_ml": case.truth["hypoperfusion_ml"], "nihss": case.nihss,
                "core_ml": found.core_ml, "truth_core_ml": case.truth["core_ml"], "defuse3": decision,
-               "defuse3_truth": case.truth["defuse3_target_mismatch"],
+               "defuse3_network": network_decision, "defuse3_truth": case.truth["defuse3_target_mismatch"],
                "registration": prep.registration.method, "similarity": prep.registration.similarity}
         if case.mni_to_native is not None:
             row["registration_error_mm"] = registration_error_mm(prep.grid.native_to_mni, case.mni_to_native)
-        report.rows.append(row)
+        rows.append(row)
         if progress:
             progress(f"seed {seed}: Dice {row['dice']:.3f} volume {hypo_ml:.1f}/{row['truth_ml']:.1f} mL "
-                     f"core {found.core_ml:.1f}/{row['truth_core_ml']:.1f} mL DEFUSE3 {decision}/{row['defuse3_truth']}"
+                     f"(network {found.network_ml:.1f}) core {found.core_ml:.1f}/{row['truth_core_ml']:.1f} mL "
+                     f"DEFUSE3 {decision}/{row['defuse3_truth']}"
                      + (f" registration {row['registration_error_mm']:.2f} mm" if "registration_error_mm" in row
                         else ""))
+    return rows
+
+
+def by_size(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Volume error and DEFUSE 3 accuracy per band of true lesion size, with and without the calibration."""
+    bands = {}
+    for name, low, high in SIZE_BANDS:
+        chosen = [r for r in rows if low <= r["truth_ml"] < high]
+        if not chosen:
+            continue
+        bands[name] = {
+            "cases": len(chosen),
+            "mean_volume_error_ml": float(np.mean([r["pred_ml"] - r["truth_ml"] for r in chosen])),
+            "mean_abs_volume_error_ml": float(np.mean([abs(r["pred_ml"] - r["truth_ml"]) for r in chosen])),
+            "defuse3_accuracy": float(np.mean([r["defuse3"] == r["defuse3_truth"] for r in chosen])),
+            "network_mean_volume_error_ml": float(np.mean([r["network_ml"] - r["truth_ml"] for r in chosen])),
+            "network_defuse3_accuracy": float(np.mean([r["defuse3_network"] == r["defuse3_truth"] for r in chosen])),
+        }
+    return bands
+
+
+def evaluate_hypo(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], None] | None = None, *,
+                  space: str = "mni", calibration: VolumeCalibration | None = None) -> EvaluationReport:
+    """Held-out scores of :func:`hypo_rows`; ``calibration``: the weights' lesion volume calibration (their
+    card's), so the figures are the served ones; the network's own (threshold 0.5) decisions are scored beside."""
+    _check_seeds(seeds)
+    report = EvaluationReport("hypo", seeds, space=space)
+    report.rows = hypo_rows(net, seeds, progress, space=space, calibration=calibration)
     dices = [r["dice"] for r in report.rows]
     report.summary = {
         "median_dice": float(statistics.median(dices)),
@@ -167,6 +204,7 @@ def evaluate_hypo(net: torch.nn.Module, seeds: list[int], progress: Callable[[st
         "mean_auc": float(np.nanmean([r["auc"] for r in report.rows])),
         "mean_abs_volume_diff_ml": float(np.mean([r["abs_volume_diff_ml"] for r in report.rows])),
         "defuse3_accuracy": float(np.mean([r["defuse3"] == r["defuse3_truth"] for r in report.rows])),
+        "network_defuse3_accuracy": float(np.mean([r["defuse3_network"] == r["defuse3_truth"] for r in report.rows])),
         "mean_core_relative_error": float(np.mean([abs(r["core_ml"] - r["truth_core_ml"]) / max(r["truth_core_ml"], 1.0)
                                                    for r in report.rows])),
     }
@@ -174,7 +212,18 @@ def evaluate_hypo(net: torch.nn.Module, seeds: list[int], progress: Callable[[st
     if errors:
         report.summary["mean_registration_error_mm"] = float(np.mean(errors))
         report.summary["max_registration_error_mm"] = float(np.max(errors))
+    report.by_size = by_size(report.rows)
     return report
+
+
+def fit_volume_calibration(rows: list[dict], fitted_on: str) -> VolumeCalibration:
+    """Least squares of log(1 + true volume) on log(1 + network volume), log(1 + core) and the NIHSS."""
+    if len(rows) < 8:
+        raise ValueError(f"a volume calibration needs at least 8 cases, got {len(rows)}")
+    design = np.array([[1.0, np.log1p(r["network_ml"]), np.log1p(r["core_ml"]), float(r["nihss"])] for r in rows])
+    target = np.log1p(np.array([r["truth_ml"] for r in rows]))
+    coefficients = np.linalg.lstsq(design, target, rcond=None)[0]
+    return VolumeCalibration(*(float(c) for c in coefficients), fitted_on)
 
 
 def stride_study(net: torch.nn.Module, seeds: list[int], strides: tuple[int, ...] = (4, 8, 16), space: str = "native",

@@ -20,7 +20,8 @@ import torch
 
 from collat_ensemble.preprocess import SLAB, slab_starts
 
-from ..networks import build_network
+from ..networks import MRODNet, build_network
+from ..networks.mrod import to_grid_of
 from ..presets import Preset
 from .data import HypoSample, MRODSample
 from .losses import hypo_loss, mrod_loss
@@ -34,7 +35,7 @@ class TrainConfig:
     patience: int = 10
     lr_decay: float = 0.97  # per epoch, U-Net
     slabs_per_case: int = 4  # U-Net samples drawn per case and epoch
-    crop: int = 64  # U-Net in-plane crop while training (0 = whole slab)
+    crop: int = 64  # U-Net in-plane crop while training (0 = whole slab); fine 3D-MROD-Net: the fine head's crop
     seed: int = 0
     threads: int = 2
 
@@ -71,26 +72,105 @@ def _mrod_batch(samples: list[MRODSample], rng: np.random.Generator, augment: bo
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ms))
 
 
+CROP_MARGIN = 2  # voxels at a crop's edge left out of the fine loss: its convolutions see zero padding there
+
+
+def load_initial_state(net: torch.nn.Module, state: dict) -> None:
+    """Load weights to start from; a coarse (tiny) 3D-MROD-Net's into a fine one leaves only the fine head new,
+    which starts at zero (the fine network then begins as the coarse one)."""
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that differ
+        raise ValueError(f"the initial weights do not fit this network: {str(exc).splitlines()[1].strip()}") from None
+    foreign = [k for k in missing if not k.startswith("fine.")] + list(unexpected)
+    if foreign:
+        raise ValueError(f"the initial weights do not fit this network: {', '.join(foreign[:5])}")
+
+
+def fine_training_loss(net: MRODNet, x: torch.Tensor, t: torch.Tensor, m: torch.Tensor, rng: np.random.Generator,
+                       crop: int, coarse: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """A fine 3D-MROD-Net's loss: its coarse path is a trained tiny network and stays as it is (frozen, run on
+    the whole volume, whose global context the maps' normalization needs); the fine head learns the masked L2 of
+    the full-resolution maps on one in-plane crop (a whole 128x128x20 head costs seconds per step on a CPU).
+    A frozen coarse path gives each sample the same features every epoch, so the loop computes them once."""
+    with torch.no_grad():
+        f, maps = net.coarse(x) if coarse is None else coarse  # ``coarse``: computed once per sample beforehand
+        up_f, up_maps = to_grid_of(f.float(), x), to_grid_of(maps.float(), x)
+    size_h, size_w = min(crop, x.shape[-2]), min(crop, x.shape[-1])
+    y0 = int(rng.integers(0, x.shape[-2] - size_h + 1))
+    x0 = int(rng.integers(0, x.shape[-1] - size_w + 1))
+    window = (..., slice(y0, y0 + size_h), slice(x0, x0 + size_w))
+    fine = torch.tanh(net.fine(x[window], up_f[window], up_maps[window]))
+    inside = torch.zeros_like(m[window], dtype=torch.bool)
+    inside[..., CROP_MARGIN:size_h - CROP_MARGIN, CROP_MARGIN:size_w - CROP_MARGIN] = True
+    weight = (m[window] & inside).unsqueeze(1).to(fine.dtype)
+    return (((fine - t[window]) ** 2) * weight).sum() / (weight.sum() * fine.shape[1]).clamp_min(1.0)
+
+
+def _coarse_outputs(net: MRODNet, samples: list[MRODSample]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The frozen coarse path's features and maps of each sample, and of its left-right mirror image (the flip
+    augmentation), kept in float16."""
+    out = []
+    with torch.no_grad():
+        for s in samples:
+            x = torch.from_numpy(s.x.astype(np.float32))[None]
+            pairs = [net.coarse(x), net.coarse(torch.flip(x, dims=(-1,)))]
+            out.append(tuple(torch.cat([p[k] for p in pairs]).half() for k in (0, 1)))
+    return out
+
+
+def _fine_batch(samples: list[MRODSample], coarse: list[tuple[torch.Tensor, torch.Tensor]],
+                rng: np.random.Generator):
+    """A training batch for the fine head: inputs, targets, masks (flipped left-right with p = 0.5) and the
+    coarse outputs of the same (flipped or not) inputs."""
+    xs, ts, ms, fs, cs = [], [], [], [], []
+    for s, (f, maps) in zip(samples, coarse, strict=True):
+        flip = rng.random() < 0.5
+        x, t, m = s.x.astype(np.float32), s.target.astype(np.float32), s.mask
+        if flip:
+            x, t, m = x[..., ::-1], t[..., ::-1], m[..., ::-1]
+        xs.append(np.ascontiguousarray(x)), ts.append(np.ascontiguousarray(t)), ms.append(np.ascontiguousarray(m))
+        fs.append(f[int(flip)]), cs.append(maps[int(flip)])
+    return (torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ms)),
+            (torch.stack(fs), torch.stack(cs)))
+
+
 def train_mrod(preset: Preset, train: list[MRODSample], val: list[MRODSample], cfg: TrainConfig,
-               progress: Progress = print, init_state: dict | None = None) -> TrainResult:
+               progress: Progress = print, init_state: dict | None = None,
+               on_best: Callable[[torch.nn.Module, int], None] | None = None) -> TrainResult:
+    """``on_best(network, epoch)``: called at each new best validation loss, so a long run that is stopped keeps
+    its best weights so far."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     net = build_network(preset)
     if init_state is not None:  # fine-tuning: start from given weights
-        net.load_state_dict(init_state)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+        load_initial_state(net, init_state)
+    trained = net.fine.parameters() if net.fine is not None else net.parameters()
+    opt = torch.optim.Adam(trained, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=cfg.patience)
     best, best_state, best_epoch, history = math.inf, None, -1, []
     start = time.perf_counter()
+    if net.fine is not None:
+        net.eval()
+        coarse = _coarse_outputs(net, train)
+        progress(f"coarse path run once on {len(train)} training samples ({time.perf_counter() - start:.0f} s)")
     for epoch in range(cfg.epochs):
         net.train()
+        if net.fine is not None:  # the coarse path's batch norms keep the statistics it was trained with
+            net.eval()
+            net.fine.train()
         order = rng.permutation(len(train))
         losses = []
         for i in range(0, len(order), cfg.batch):
-            x, t, m = _mrod_batch([train[j] for j in order[i:i + cfg.batch]], rng, augment=True)
-            pred, logits = net.forward_train(x)
-            loss = mrod_loss(pred, logits, t, m)
+            chosen = order[i:i + cfg.batch]
+            if net.fine is not None:
+                x, t, m, outputs = _fine_batch([train[j] for j in chosen], [coarse[j] for j in chosen], rng)
+                loss = fine_training_loss(net, x, t, m, rng, cfg.crop, outputs)
+            else:
+                x, t, m = _mrod_batch([train[j] for j in chosen], rng, augment=True)
+                pred, logits = net.forward_train(x)
+                loss = mrod_loss(pred, logits, t, m)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -100,12 +180,18 @@ def train_mrod(preset: Preset, train: list[MRODSample], val: list[MRODSample], c
             val_losses = []
             for i in range(0, len(val), cfg.batch):
                 x, t, m = _mrod_batch(val[i:i + cfg.batch], rng, augment=False)
-                pred, logits = net.forward_train(x)
-                val_losses.append(float(mrod_loss(pred, logits, t, m)))
+                if net.fine is not None:  # what the fine head learns, on the whole volume
+                    weight = m.unsqueeze(1).float()
+                    val_losses.append(float((((net(x) - t) ** 2) * weight).sum() / (weight.sum() * t.shape[1])))
+                else:
+                    pred, logits = net.forward_train(x)
+                    val_losses.append(float(mrod_loss(pred, logits, t, m)))
         val_loss = float(np.mean(val_losses)) if val_losses else float(np.mean(losses))
         sched.step(val_loss)
         if val_loss < best:
             best, best_state, best_epoch = val_loss, copy.deepcopy(net.state_dict()), epoch
+            if on_best is not None:
+                on_best(net, epoch + 1)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                         "lr": opt.param_groups[0]["lr"]})
         progress(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} val {val_loss:.4f} "
