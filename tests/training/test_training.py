@@ -9,7 +9,7 @@ import torch
 from collat_ensemble.phantom import generate_case
 from collat_export.checkpoint import load_checkpoint
 from collat_export.presets import get_preset
-from collat_export.training.data import hypo_sample, parse_seed_range, training_seeds
+from collat_export.training.data import build_samples, hypo_sample, parse_seed_range, training_seeds
 from collat_export.training.evaluate import evaluate_hypo
 from collat_export.training.loop import TrainConfig, train_hypo
 from collat_export.training.losses import hypo_loss, mrod_loss, ordinal_targets
@@ -87,9 +87,9 @@ def test_a_fine_network_trains_from_the_tiny_weights_and_keeps_its_samples(tmp_p
     kept = sorted(p.name for p in cache.rglob("*.npz"))
     assert kept == ["1000000.npz", "1000001.npz"]
     stamps = [p.stat().st_mtime_ns for p in sorted(cache.rglob("*.npz"))]
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr
+    (again,) = build_samples("mrod", loaded.preset, [1_000_000], modality="dce", motion="none", cache=cache)
     assert [p.stat().st_mtime_ns for p in sorted(cache.rglob("*.npz"))] == stamps, "reused, not made again"
+    assert again.x.shape == (60, 20, 128, 128) and again.grid is None  # read back from the kept file
 
 
 def test_the_volume_calibration_is_fitted_on_training_seeds_only(tmp_path):
