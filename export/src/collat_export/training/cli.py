@@ -158,36 +158,35 @@ def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
            sample_cache=sample_cache, threads=threads, seed=seed, slabs_per_case=slabs_per_case, crop=crop)
 
 
+_CARD_EXTRAS = ("evaluation_dsc", "evaluation_cps", "lesion_calibration")  # kept beside the main evaluation
+
+
 def _rewrite_card_document(checkpoint: Path, card: dict) -> None:
     """Both card files from a changed card document (what it records of training and evaluation kept)."""
     from .cards import write_model_card
 
-    extra = {k: card[k] for k in ("evaluation_dsc", "evaluation_cps", "lesion_calibration") if k in card}
-    write_model_card(checkpoint.parent, model=card["model"], preset=card["preset"], command=card.get("command", ""),
-                     training=card.get("training", {}), evaluation=card.get("evaluation", {}),
-                     evaluation_native=card.get("evaluation_native"), extra=extra)
+    write_model_card(checkpoint.parent, model=card["model"], preset=card["preset"],
+                     command=card.get("command", "unknown"), training=card.get("training", {}),
+                     evaluation=card.get("evaluation", {}), evaluation_native=card.get("evaluation_native"),
+                     extra={k: card[k] for k in _CARD_EXTRAS if k in card})
 
 
 def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation: dict) -> None:
     """A re-evaluation (new metric, more seeds, another modality) updates the card; how the weights were trained
     does not change. A DSC or CPS evaluation is kept beside the DCE one."""
-    from .cards import write_model_card
-
     previous = checkpoint.parent / "model_card.json"
     card = json.loads(previous.read_text()) if previous.is_file() else {}
-    native = evaluation.get("space") == "native"
-    extra = {k: card[k] for k in ("evaluation_dsc", "evaluation_cps", "lesion_calibration") if k in card}
-    kept = card.get("evaluation", {})
+    card = {**card, "model": card.get("model", evaluation["model"]), "preset": preset_name,
+            "command": card.get("command", "unknown"), "training": card.get("training", training)}
     if evaluation.get("model") == "cps":
-        extra["evaluation_cps"] = evaluation
+        card["evaluation_cps"] = evaluation
     elif evaluation.get("modality") == "dsc":
-        extra["evaluation_dsc"] = evaluation
-    elif not native:
-        kept = evaluation
-    write_model_card(checkpoint.parent, model=card.get("model", evaluation["model"]), preset=preset_name,
-                     command=card.get("command", "unknown"), training=card.get("training", training),
-                     evaluation=kept, evaluation_native=evaluation if native else card.get("evaluation_native"),
-                     extra=extra)
+        card["evaluation_dsc"] = evaluation
+    elif evaluation.get("space") == "native":
+        card["evaluation_native"] = evaluation
+    else:
+        card["evaluation"] = evaluation
+    _rewrite_card_document(checkpoint, card)
     _echo(f"model card rewritten in {checkpoint.parent}")
 
 
@@ -249,12 +248,13 @@ def card_calibration(checkpoint: Path):
     """The lesion volume calibration in the checkpoint's model card, as the server will apply it (None: none)."""
     from collat_ensemble.hypoperfusion import VolumeCalibration
 
-    card = checkpoint.parent / "model_card.json"
-    doc = json.loads(card.read_text()).get("lesion_calibration") if card.is_file() else None
+    from ..onnx_export import lesion_calibration
+
+    doc = lesion_calibration(str(checkpoint), "hypo")  # what the export puts into model.json for the server
     try:
         return None if doc is None else VolumeCalibration.from_dict(doc)
     except ValueError as exc:
-        raise ValueError(f"{card}: {exc}") from None
+        raise ValueError(f"{checkpoint.parent / 'model_card.json'}: {exc}") from None
 
 
 @main.command("fit-volume")
