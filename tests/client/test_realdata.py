@@ -70,6 +70,17 @@ def test_the_xa30_study_sorts_t1_and_report_out():
     assert "Enhanced SR Storage" in rows["series 99 'PhoenixZIPReport'"]["reason"]
 
 
+def test_perfusion_series_none_leaves_the_bold_series_out_and_keeps_the_diffusion_series():
+    """The study's BOLD run looks like a DSC series to the folder reader (the server refuses it: no bolus), so
+    the user can run the study's diffusion series alone."""
+    assert read_study(XA30, allow_b_value=True).perfusion.label == "series 7 'func-bold_task-fa_run-1'"
+    study = read_study(XA30, allow_b_value=True, perfusion_series="none")
+    rows = {r["series"]: r for r in study.table()}
+    assert study.perfusion is None and study.dwi.label == "series 12 'DWI_dir80_PA_TRACEW'"
+    assert rows["series 7 'func-bold_task-fa_run-1'"]["outcome"] == "left out"
+    assert rows["series 7 'func-bold_task-fa_run-1'"]["reason"].endswith("--perfusion-series none: not run")
+
+
 def test_the_philips_scrambled_multi_b_folder_gives_a_b1000_trace_and_adc():
     study = read_study(REALDATA / "philips_classic_dwi")
     assert study.dwi.b_value == 1000 and study.dwi.data.shape == (112, 112, 32)

@@ -101,3 +101,29 @@ def test_a_b2500_dwi_is_refused_and_when_allowed_its_decisions_are_withheld(serv
     assert gate["value"] == 2500.0 and gate["verdict"] == "fail"
     assert metrics["hypoperfusion"]["defuse3"] is None and metrics["hypoperfusion"]["dawn"] is None
     assert any("b-value is 2500" in reason for reason in metrics["quality"]["decisions_withheld"])
+
+
+def test_a_study_whose_time_series_has_no_bolus_says_how_to_run_its_diffusion_alone(server, native_case, tmp_path):
+    """A BOLD-like 4D series (the XA30 study has one) is taken as the study's perfusion and refused by the
+    server; the error names the series and the way out, and ``--perfusion-series none`` runs the DWI and ADC."""
+    case = native_case
+    rng = np.random.default_rng(0)
+    still = case.perfusion[..., :1].astype(float) * (1.0 + 0.005 * rng.standard_normal((1, 1, 1, 30)))
+    write_classic(tmp_path / "study" / "bold", still, case.perfusion_affine, number=5, description="func_bold",
+                  frame_seconds=1.0, slope=float(still.max()) / 60000.0)
+    write_classic(tmp_path / "study" / "dwi", case.dwi[..., None].astype(float), case.diffusion_affine, number=7,
+                  description="ep2d_diff_TRACEW", image_type=TRACE, b_values=[1000.0],
+                  slope=float(case.dwi.max()) / 60000.0)
+    write_classic(tmp_path / "study" / "adc", case.adc * 1e6, case.diffusion_affine, number=8,
+                  description="ep2d_diff_ADC", image_type=ADC_TYPE)
+    args = ["infer", str(tmp_path / "study"), "--nihss", str(case.nihss), "--age", str(case.age), "--side", "left",
+            "--json", "--out", str(tmp_path / "out"), "--url", server.http_url]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "no contrast bolus" in refused.stderr
+    assert "series 5 'func_bold' was taken as its perfusion series: --perfusion-series none" in refused.stderr
+    assert "Traceback" not in refused.output and not (tmp_path / "out").exists()
+    alone = CliRunner().invoke(cli, [*args, "--perfusion-series", "none"])
+    assert alone.exit_code == 0, alone.output
+    metrics = json.loads(alone.stdout)
+    assert metrics["collateral"] is None and metrics["hypoperfusion"]["core_ml"] > 0
+    assert not (tmp_path / "out" / "collateral_maps.nii.gz").exists()

@@ -73,13 +73,13 @@ def test_a_fine_network_trains_from_the_tiny_weights_and_keeps_its_samples(tmp_p
 
     out, cache = tmp_path / "fine", tmp_path / "samples"
     command = [sys.executable, "-m", "collat_export.training.cli", "mrod", "--preset", "fine", "--cases", "2",
-               "--epochs", "1", "--workers", "1", "--eval-seeds", "0-0", "--init", str(demo_checkpoint("mrod")),
+               "--epochs", "1", "--workers", "1", "--eval-seeds", "0-0", "--init", str(demo_checkpoint("mrod", "tiny")),
                "--sample-cache", str(cache), "--crop", "32", "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "the fine head new" in result.stderr and "coarse path run once" in result.stderr
     loaded = load_checkpoint(out / "checkpoint.pt")
-    tiny = load_checkpoint(demo_checkpoint("mrod")).network.state_dict()
+    tiny = load_checkpoint(demo_checkpoint("mrod", "tiny")).network.state_dict()
     assert loaded.preset.name == "fine" and loaded.preset.geometry.height == 128
     state = loaded.network.state_dict()
     assert all(torch.equal(state[k].half(), v.half()) for k, v in tiny.items()), "the coarse path stays as trained"

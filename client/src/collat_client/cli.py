@@ -157,7 +157,8 @@ def _print_study(study, console) -> None:
 @click.option("--side", default="unknown", show_default=True, help="left, right, bilateral or unknown")
 @click.option("--b-value", "b_value", type=float, help="the DWI's b-value in s/mm^2 when its file does not say "
               "(NIfTI); read from the header for DICOM")
-@click.option("--perfusion-series", help="in a DICOM study: the perfusion series (number or SeriesInstanceUID)")
+@click.option("--perfusion-series", help="in a DICOM study: the perfusion series (number or SeriesInstanceUID), "
+              "or 'none' to run its diffusion series alone")
 @click.option("--dwi-series", help="in a DICOM study: the DWI series (number or SeriesInstanceUID)")
 @click.option("--adc-series", help="in a DICOM study: the ADC series (number or SeriesInstanceUID)")
 @click.option("--allow-b-value", is_flag=True, help="run a DWI whose b-value is not about 1000 s/mm^2 "
@@ -229,9 +230,15 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
         raise FileExistsError(f"{out}: would overwrite {', '.join(clashes[:3])} (use --force)")
     spinner = console.status("starting", spinner="dots") if console.is_terminal and not as_json else _Quiet()
     with _client(url or _default_url(protocol), protocol, timeout, retries) as client, spinner as s:
-        result: InferenceResult = client.infer(perfusion=None if study is not None else scan, dwi=dwi, adc=adc,
-                                               clinical=clinical, study=study, allow_b_value=allow_b_value,
-                                               progress=lambda m: s.update(m))
+        try:
+            result: InferenceResult = client.infer(perfusion=None if study is not None else scan, dwi=dwi, adc=adc,
+                                                   clinical=clinical, study=study, allow_b_value=allow_b_value,
+                                                   progress=lambda m: s.update(m))
+        except InvalidInput as exc:
+            if study is None or study.perfusion is None or study.dwi is None:
+                raise
+            raise InvalidInput(f"{exc} (the study's {study.perfusion.label} was taken as its perfusion series: "
+                               "--perfusion-series none runs its diffusion series alone)") from None
         s.update("writing")
         written = result.save(out, overwrite=force)
         if dicom_out is not None:

@@ -138,7 +138,14 @@ def _ambiguous(folder: Path, what: str, flag: str, candidates: list[_Candidate])
     return InvalidInput(f"{folder}: {len(candidates)} {what} candidates, choose one with {flag}: {listed}")
 
 
+NO_SERIES = "none"  # --perfusion-series none: run the study's diffusion series alone
+
+
 def _choose_perfusion(study: Study, candidates: list[_Candidate], name: str | None) -> None:
+    if name is not None and name.lower() == NO_SERIES:  # the user's word: a series we cannot judge without a server
+        for c in candidates:
+            c.why = "--perfusion-series none: not run"
+        return
     usable = []
     for c in candidates:
         frames, slices = c.image.volumes, min(c.image.data.shape[:3])

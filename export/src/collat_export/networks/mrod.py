@@ -254,9 +254,14 @@ class MRODNet(nn.Module):
         return torch.tanh(maps), logits
 
 
+def to_grid(x: Tensor, size: tuple[int, int, int]) -> Tensor:
+    """``x`` resampled linearly onto a D, H, W grid, as the fine network does it (training crops use it too)."""
+    return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
 def to_grid_of(x: Tensor, like: Tensor) -> Tensor:
     """``x`` resampled linearly onto ``like``'s D, H and W (an ONNX Resize to a shape read at run time)."""
-    return F.interpolate(x, size=like.shape[2:], mode="trilinear", align_corners=False)
+    return to_grid(x, like.shape[2:])
 
 
 class FineHead(nn.Module):

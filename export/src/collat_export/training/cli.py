@@ -395,10 +395,6 @@ def fit_cps(checkpoint: Path, seeds: str, workers: int, out: Path | None) -> Non
         _echo(f"rule written to {out}")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @main.command("stride-study")
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="A hypoperfusion U-Net checkpoint.")
 @click.option("--seeds", default="0-19", show_default=True, help="FIRST-LAST held-out phantom seeds (< 1,000,000).")
@@ -424,3 +420,7 @@ def stride_study_command(checkpoint: Path, seeds: str, space: str, strides: tupl
     for stride, r in results.items():
         click.echo(f"stride {stride:>2}: {r['windows']:>2} windows  median Dice {r['median_dice']:.4f}  "
                    f"DEFUSE 3 accuracy {r['defuse3_accuracy']:.2f}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

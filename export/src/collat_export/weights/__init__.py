@@ -1,7 +1,9 @@
-"""Phantom-trained demo weights of the ``tiny`` presets, shipped with the package.
+"""Phantom-trained demo weights shipped with the package, one folder per network and preset.
 
 Trained on synthetic digital-phantom cases for pipeline validation; NOT for clinical use.
-Each folder holds ``checkpoint.pt`` (self-describing, FP16 tensors) and its model card.
+Each folder (``<model>_<preset>``) holds ``checkpoint.pt`` (self-describing, FP16 tensors) and its model card.
+The served 3D-MROD-Net is the ``fine`` one (maps on the input's own grid); ``mrod_tiny`` is its coarse path,
+trained first, and stays shipped as the lighter network and the fine network's starting point.
 """
 
 from __future__ import annotations
@@ -9,13 +11,15 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-DEMO_FOLDERS = {"mrod": "mrod_tiny", "hypo": "hypo_tiny"}
+DEMO_PRESETS = {"mrod": "fine", "hypo": "tiny"}  # what `make demo` and the tests serve
 
 
-def demo_checkpoint(model: str) -> Path:
-    """Path of the shipped demo checkpoint of ``model`` ("mrod" or "hypo")."""
-    try:
-        folder = DEMO_FOLDERS[model]
-    except KeyError:
-        raise ValueError(f"no demo weights for {model!r}; choose one of {', '.join(DEMO_FOLDERS)}") from None
-    return Path(str(resources.files("collat_export.weights").joinpath(folder, "checkpoint.pt")))
+def demo_checkpoint(model: str, preset: str | None = None) -> Path:
+    """Path of the shipped checkpoint of ``model`` ("mrod" or "hypo"): the served one, or ``preset``'s."""
+    if model not in DEMO_PRESETS:
+        raise ValueError(f"no demo weights for {model!r}; choose one of {', '.join(DEMO_PRESETS)}")
+    path = Path(str(resources.files("collat_export.weights").joinpath(f"{model}_{preset or DEMO_PRESETS[model]}",
+                                                                        "checkpoint.pt")))
+    if not path.is_file():
+        raise ValueError(f"no shipped {model} weights of the {preset!r} preset")
+    return path
