@@ -38,17 +38,16 @@ test: lint pacs-peers
 	$(BIN)/python -m pytest
 
 WEIGHTS := export/src/collat_export/weights
-# The served 3D-MROD-Net: the fine demo weights (maps on the 128x128x20 input grid), or
-# MROD_CHECKPOINT=$(WEIGHTS)/mrod_tiny/checkpoint.pt for the lighter tiny network on its 64x64x12 grid (a repository
-# built from the other one is rebuilt: it says which it holds).
-MROD_CHECKPOINT ?= $(WEIGHTS)/mrod_fine/checkpoint.pt
+# The served 3D-MROD-Net: the tiny demo weights, or MROD_CHECKPOINT=$(WEIGHTS)/mrod_fine/checkpoint.pt for the fine
+# preset's maps on the 128x128x20 grid (a repository built from the other one is rebuilt: it says which it holds).
+MROD_CHECKPOINT ?= $(WEIGHTS)/mrod_tiny/checkpoint.pt
 CPU_REPOSITORY := build/model_repository
 HOST ?= 127.0.0.1
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-# The CPU model repository: both networks with the phantom-trained demo weights (OpenVINO, else ONNX Runtime, in
+# The CPU model repository: both tiny networks with the phantom-trained demo weights (ONNX Runtime in
 # Triton's Python backend), the Python pre/post-processing steps and the three ensembles.
 # The networks' model.py is copied in (it must not import the project), and the registration template is built in,
 # so a change to either, or to the steps' layout, rebuilds the repository.
