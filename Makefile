@@ -38,9 +38,10 @@ test: lint pacs-peers
 	$(BIN)/python -m pytest
 
 WEIGHTS := export/src/collat_export/weights
-# The served 3D-MROD-Net: the tiny demo weights, or MROD_CHECKPOINT=$(WEIGHTS)/mrod_fine/checkpoint.pt for the fine
-# preset's maps on the 128x128x20 grid (a repository built from the other one is rebuilt: it says which it holds).
-MROD_CHECKPOINT ?= $(WEIGHTS)/mrod_tiny/checkpoint.pt
+# The served 3D-MROD-Net: the fine demo weights (maps on the input's 128x128x20 grid), or
+# MROD_CHECKPOINT=$(WEIGHTS)/mrod_tiny/checkpoint.pt for the 5x faster tiny one (a repository built from the other
+# one is rebuilt: it says which it holds).
+MROD_CHECKPOINT ?= $(WEIGHTS)/mrod_fine/checkpoint.pt
 CPU_REPOSITORY := build/model_repository
 HOST ?= 127.0.0.1
 HTTP_PORT ?= 8000

@@ -41,7 +41,10 @@ def test_jobs_cover_both_networks_with_profiles_from_config_and_sidecar(trt_repo
     assert unet.min["IMAGE"] == (1, 4, 16, 128, 128) and unet.max["IMAGE"] == (32, 4, 16, 128, 128)
     assert unet.max["NIHSS"] == (32, 1)
     mrod = jobs["mrod_net"].profile
-    assert mrod.opt["MROD_INPUT"] == (2, 60, 12, 64, 64) and mrod.max["MROD_INPUT"][0] == 4
+    # The served fine network: its own 128x128x20 grid at the optimum, and never below 64 in-plane (its coarse path
+    # halves the grid before an encoder whose total stride is 32).
+    assert mrod.opt["MROD_INPUT"] == (2, 60, 20, 128, 128) and mrod.max["MROD_INPUT"] == (4, 60, 40, 256, 256)
+    assert mrod.min["MROD_INPUT"] == (1, 60, 1, 64, 64)
     assert jobs["mrod_net"].plan == tmp_path / "mrod_net" / "model.plan"
 
 

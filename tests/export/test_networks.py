@@ -69,16 +69,34 @@ def _fine_with_a_trained_coarse_path():
 def test_fine_mrod_starts_as_its_coarse_path_on_the_input_grid():
     tiny, fine = _fine_with_a_trained_coarse_path()
     x = torch.from_numpy(example_inputs(get_preset("mrod", "fine"), batch=2, slices=10)["MROD_INPUT"])
+
+    def tiny_on_the_input_grid(series: torch.Tensor) -> torch.Tensor:
+        coarse_grid = torch.nn.functional.interpolate(series, scale_factor=(0.6, 0.5, 0.5), mode="trilinear")
+        assert coarse_grid.shape[2:] == (6, 64, 64)
+        tiny_maps = tiny.regression_head(tiny._features(coarse_grid))  # pre-tanh, on the 64x64x6 grid
+        return torch.tanh(torch.nn.functional.interpolate(tiny_maps, size=(10, 128, 128), mode="trilinear"))
+
     with torch.no_grad():
         out = fine(x)
-        coarse_grid = torch.nn.functional.interpolate(x, scale_factor=(0.6, 0.5, 0.5), mode="trilinear")
-        tiny_maps = tiny.regression_head(tiny._features(coarse_grid))  # pre-tanh, on the 64x64x6 grid
-        expected = torch.tanh(torch.nn.functional.interpolate(tiny_maps, size=(10, 128, 128), mode="trilinear"))
-    assert coarse_grid.shape[2:] == (6, 64, 64) and out.shape == (2, 5, 10, 128, 128)
+        mirrored = torch.flip(tiny_on_the_input_grid(torch.flip(x, dims=[-1])), dims=[-1])
+        expected = 0.5 * (tiny_on_the_input_grid(x) + mirrored)  # the fine preset averages over the mirror
+    assert out.shape == (2, 5, 10, 128, 128)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         fine.fine.out.weight.normal_(0.0, 0.1)
         assert float((fine(x) - out).abs().mean()) > 1e-3, "the fine head must change the maps once trained"
+
+
+def test_fine_mrod_maps_of_a_mirrored_series_are_the_mirrored_maps():
+    p = get_preset("mrod", "fine")
+    net = build_network(p).eval()
+    with torch.no_grad():
+        net.fine.out.weight.normal_(0.0, 0.1)  # a head that does something
+        x = torch.from_numpy(example_inputs(p, slices=4)["MROD_INPUT"])
+        out, out_of_mirror = net(x), net(torch.flip(x, dims=[-1]))
+        single_pass = torch.tanh(net._maps_and_features(x)[0])
+    torch.testing.assert_close(out_of_mirror, torch.flip(out, dims=[-1]), atol=1e-5, rtol=1e-5)
+    assert float((out - single_pass).abs().mean()) > 1e-4  # the average is not one pass
 
 
 def test_fine_mrod_needs_multiples_of_64_and_refuses_foreign_weights():

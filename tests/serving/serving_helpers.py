@@ -57,9 +57,10 @@ def infer(client, pipeline: str, arrays: dict[str, np.ndarray], *, names: list[s
     return out
 
 
-def build_cpu_repository(out: Path, *extra: str) -> Path:
+def build_cpu_repository(out: Path, *extra: str, mrod_preset: str | None = None) -> Path:
+    """The CPU model repository with the shipped weights (the served 3D-MROD-Net, or ``mrod_preset``'s)."""
     subprocess.run([sys.executable, "-m", "collat_export.cli", "repository", "--target", "python-onnx",
-                    "--out", str(out), "--mrod-checkpoint", str(demo_checkpoint("mrod")),
+                    "--out", str(out), "--mrod-checkpoint", str(demo_checkpoint("mrod", mrod_preset)),
                     "--hypo-checkpoint", str(demo_checkpoint("hypo")), *extra],
                    check=True, capture_output=True, text=True)
     return out

@@ -75,7 +75,7 @@ def test_stroke_triage_metrics_agree_with_the_phantom_truth(triage_ras, left_cas
                                       "postprocess_hypoperfusion"}
     assert hypo["registration"]["method"] == "verified_mni" and doc["quality"]["decisions_withheld"] == []
     assert set(doc["models"]) == {"mrod_net", "hypoperfusion_unet"}
-    assert doc["models"]["mrod_net"]["preset"] == "tiny" and len(doc["models"]["mrod_net"]["sha256"]) == 64
+    assert doc["models"]["mrod_net"]["preset"] == "fine" and len(doc["models"]["mrod_net"]["sha256"]) == 64
 
 
 def test_maps_of_a_las_and_a_coronal_copy_overlay_the_ras_result_exactly(http_client, left_case, triage_ras):

@@ -3,6 +3,8 @@
 Three held-out cases here (the full 20 via ``collat-train evaluate``; figures in the model cards).
 """
 
+import json
+
 import pytest
 
 from collat_export.checkpoint import load_checkpoint
@@ -12,9 +14,10 @@ from collat_export.weights import demo_checkpoint
 HELD_OUT = [0, 1, 2]
 
 
-# The fine weights, seeds 0-19, on the input grid inside the brain: DCE mean R^2 0.909 / SSIM 0.932, DSC
-# 0.843 / 0.889 (seeds 0-2: 0.904 / 0.925 and 0.840 / 0.887). Issue 19 asks 0.92; these floors guard what shipped.
-SERVED_MAP_FLOORS = {"dce": (0.88, 0.90), "dsc": (0.80, 0.85)}
+# The served fine weights (mirror average), seeds 0-19, on the input grid inside the brain: DCE mean R^2 0.930 /
+# SSIM 0.945, DSC 0.872 / 0.906 (seeds 0-2: 0.926 / 0.937 and 0.870 / 0.903). Issue 19 asks 0.92: DCE is held to
+# it here; DSC falls short, and its floors guard what shipped.
+SERVED_MAP_FLOORS = {"dce": (0.92, 0.92), "dsc": (0.86, 0.89)}
 
 
 @pytest.mark.slow
@@ -31,11 +34,11 @@ def test_the_fine_mrod_weights_map_on_the_input_grid(modality):
     assert abs(report.summary["mean_r2_raw"] - report.summary["mean_r2"]) < 0.01
 
 
-# The served tiny weights (also the fine network's coarse path), seeds 0-19 on their 64x64x12 grid: DCE
+# The tiny weights (the served fine network's coarse path), seeds 0-19 on their 64x64x12 grid: DCE
 # mean R^2 0.882 / SSIM 0.947, DSC 0.846 / 0.937 (targets 0.85 / 0.90 for DCE, 0.80 / 0.90 for DSC).
 @pytest.mark.slow
 def test_the_tiny_mrod_weights_reach_the_network_grid_targets():
-    loaded = load_checkpoint(demo_checkpoint("mrod"), model="mrod")
+    loaded = load_checkpoint(demo_checkpoint("mrod", "tiny"), model="mrod")
     assert loaded.preset.name == "tiny"
     report = evaluate_mrod(loaded.network, loaded.preset, HELD_OUT, modality="dce")
     assert report.summary["mean_r2"] >= TARGETS["mrod"]["mean_r2"]
@@ -59,8 +62,11 @@ def test_the_shipped_weights_record_how_they_were_made():
     assert [s["weight"] for s in training["interpolated_from"]] == [0.5, 0.5]
     assert training["interpolated_from"][1]["training"]["cases"] == 160
     fine = load_checkpoint(demo_checkpoint("mrod", "fine"), model="mrod").training
-    assert fine["best_epoch"] == 21 and len(fine["history"]) == 22 and fine["modalities"] == ["dce", "dsc"]
-    assert fine["initialized_from_training"]["initialized_from"].endswith("mrod_tiny/checkpoint.pt")
+    assert fine["best_epoch"] == 23 and len(fine["history"]) == 25 and fine["modalities"] == ["dce", "dsc"]
+    assert fine["initialized_from"].endswith("mrod_fine/checkpoint.pt")  # the second fine weights; the card has
+    card = json.loads(demo_checkpoint("mrod", "fine").with_name("model_card.json").read_text())  # the whole chain
+    assert card["training"]["initialized_from_training"]["initialized_from_training"]["initialized_from"].endswith(
+        "mrod_tiny/checkpoint.pt")
 
 
 def test_demo_cards_say_not_for_clinical_use():
@@ -70,15 +76,14 @@ def test_demo_cards_say_not_for_clinical_use():
 
 
 def test_the_fine_demo_weights_load_as_the_fine_preset_on_the_dce_mra_grid():
-    """Selectable with MROD_CHECKPOINT; the card records both modalities' input-grid scores and the CPS agreement."""
-    import json
-
+    """The served 3D-MROD-Net; the card records both modalities' input-grid scores and the CPS agreement."""
     folder = demo_checkpoint("mrod", "fine").parent
     loaded = load_checkpoint(folder / "checkpoint.pt", model="mrod")
     assert folder.name == "mrod_fine" and loaded.preset.name == "fine"
     assert (loaded.preset.geometry.slices, loaded.preset.geometry.height) == (20, 128)
     card = json.loads((folder / "model_card.json").read_text())
     assert card["not_for_clinical_use"] and "NOT for clinical use" in (folder / "model_card.md").read_text()
-    assert card["evaluation"]["summary"]["mean_r2_input_grid"] > 0.9  # tiny: 0.57 (seeds 0-19)
-    assert card["evaluation_dsc"]["summary"]["mean_r2_input_grid"] > 0.84  # tiny: 0.55
+    assert card["evaluation"]["summary"]["mean_r2_input_grid"] >= 0.92  # tiny: 0.57 (seeds 0-19)
+    assert card["evaluation"]["summary"]["mean_ssim_input_grid"] >= 0.92
+    assert card["evaluation_dsc"]["summary"]["mean_r2_input_grid"] > 0.87  # tiny: 0.55
     assert card["evaluation_cps"]["network"]["all"]["cases"] == 400

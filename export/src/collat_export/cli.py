@@ -193,7 +193,7 @@ def _build_and_check_engine(onnx_path: Path, out: Path, fp16: bool, min_shapes, 
     meta = json.loads(meta_path.read_text())
     inputs = tuple(TensorSpec(t["name"], t["datatype"], tuple(t["dims"])) for t in meta["inputs"])
     batch = max_batch or BATCHING[meta["triton_name"]].max_batch_size
-    profile = default_profile(inputs, meta["geometry"], batch)
+    profile = default_profile(inputs, meta["geometry"], batch, meta.get("spatial_multiple"))
     profile = ShapeProfile({**profile.min, **parse_shapes(min_shapes)}, {**profile.opt, **parse_shapes(opt_shapes)},
                            {**profile.max, **parse_shapes(max_shapes)})
     profile.validate(inputs)

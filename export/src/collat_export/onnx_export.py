@@ -198,6 +198,8 @@ def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *
         "opset": ONNX_OPSET,
         "inputs": [asdict(t) for t in io.inputs],
         "outputs": [asdict(t) for t in io.outputs],
+        # A fine 3D-MROD-Net halves H and W before its encoder: engine profiles must not go below this.
+        "spatial_multiple": spatial_multiple(preset) if preset.model == "mrod" else None,
         "sha256": sha256_file(onnx_path),
         "checkpoint": checkpoint,
         "not_for_clinical_use": not_for_clinical_use(checkpoint),

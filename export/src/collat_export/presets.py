@@ -48,6 +48,10 @@ class MRODConfig:
     ordinal_bins: int = 5
     fine_channels: int = 0  # > 0: a full-resolution head beside a coarse encoder-decoder (networks.mrod)
     coarse_scale: tuple[float, ...] = (0.6, 0.5, 0.5)  # fine path: the coarse grid / the input grid (D, H, W)
+    # The maps averaged with those of the left-right mirrored series, mirrored back (twice the compute): the
+    # network is trained on strokes of either side, and the average keeps the anatomy while halving what is
+    # noise-driven in each pass (fine preset, seeds 0-19: DCE R^2 on the input grid +0.012).
+    mirror_average: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ PRESETS: dict[tuple[str, str], Preset] = {
     ("mrod", "fine"): Preset(
         "mrod",
         "fine",
-        replace(_TINY_MROD, fine_channels=16),
+        replace(_TINY_MROD, fine_channels=16, mirror_average=True),
         Geometry(channels=60, slices=20, height=128, width=128, frame_seconds=1.6),
         "The tiny network as the coarse path (on 64x64x12) plus a full-resolution head: maps on 128x128x20.",
     ),

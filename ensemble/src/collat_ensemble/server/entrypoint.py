@@ -72,7 +72,8 @@ def engine_jobs(repository: Path, cache: Path) -> list[EngineJob]:
         meta = json.loads(sidecar.read_text())
         max_batch = int(_config_value((folder / "config.pbtxt").read_text(), "max_batch_size") or 1)
         inputs = tuple(SimpleNamespace(name=i["name"], dims=tuple(i["dims"])) for i in meta["inputs"])
-        profile = default_profile(inputs, meta.get("geometry", {}), max_batch)  # type: ignore[arg-type]
+        profile = default_profile(inputs, meta.get("geometry", {}), max_batch,  # type: ignore[arg-type]
+                                  meta.get("spatial_multiple"))
         jobs.append(EngineJob(model, onnx, cache / model / "model.plan", profile))
     return jobs
 

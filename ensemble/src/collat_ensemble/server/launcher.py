@@ -283,6 +283,8 @@ class TritonServer:
         self._regions.clear()
         if self._workdir is not None:
             shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+            with contextlib.suppress(OSError):  # kept only while it holds the log (no log_file given)
+                self._workdir.rmdir()
 
     def __enter__(self) -> TritonServer:
         return self.start()

@@ -74,8 +74,10 @@ def parse_shapes(items: tuple[str, ...] | list[str]) -> dict[str, tuple[int, ...
     return table
 
 
-def default_profile(inputs: tuple[TensorSpec, ...], geometry: dict[str, Any], max_batch: int) -> ShapeProfile:
-    """Batch 1..max_batch; MROD's dynamic slices/in-plane from 1/32 up to twice the preset grid."""
+def default_profile(inputs: tuple[TensorSpec, ...], geometry: dict[str, Any], max_batch: int,
+                    spatial_multiple: int | None = None) -> ShapeProfile:
+    """Batch 1..max_batch; MROD's dynamic slices from 1 and in-plane from its spatial multiple (32, or 64 for
+    a fine preset, whose coarse path halves the grid first), up to twice the preset grid."""
     lo: dict[str, tuple[int, ...]] = {}
     opt: dict[str, tuple[int, ...]] = {}
     hi: dict[str, tuple[int, ...]] = {}
@@ -88,7 +90,7 @@ def default_profile(inputs: tuple[TensorSpec, ...], geometry: dict[str, Any], ma
                 mins.append(d), opts.append(d), maxs.append(d)
                 continue
             nominal = int(preset_dims[dynamic_seen] or 32)
-            floor = 1 if dynamic_seen == 0 else 32
+            floor = 1 if dynamic_seen == 0 else int(spatial_multiple or 32)
             mins.append(floor), opts.append(nominal), maxs.append(max(nominal * 2, floor))
             dynamic_seen += 1
         lo[spec.name], opt[spec.name], hi[spec.name] = tuple(mins), tuple(opts), tuple(maxs)

@@ -22,6 +22,10 @@ smooth haemodynamics; the coarse path estimates the haemodynamics, while the fin
 every input voxel's own curve (a 1x1x1 projection of the T frames) beside the coarse features
 and maps brought back to the input grid, and adds a correction to the coarse maps before the
 tanh. Its last convolution starts at zero, so a fine network starts as its coarse path does.
+
+``mirror_average`` (on for ``fine``): the served maps are the mean of the maps of the series and of its
+left-right mirror image (mirrored back), as segmentation networks average over flips at test time. Training
+runs single passes (``forward_train``); the average is a property of the served function and exported with it.
 """
 
 from __future__ import annotations
@@ -243,7 +247,12 @@ class MRODNet(nn.Module):
         return f, self.regression_head(f)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.tanh(self._maps_and_features(x)[0])
+        maps = torch.tanh(self._maps_and_features(x)[0])
+        if not self.config.mirror_average:
+            return maps
+        # W is the input's x axis (left-right after preprocessing's reorientation to RAS).
+        mirrored = torch.tanh(self._maps_and_features(torch.flip(x, dims=[-1]))[0])
+        return 0.5 * (maps + torch.flip(mirrored, dims=[-1]))
 
     def forward_train(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Regression maps and ordinal logits ``[N, phases, K, D, H, W]`` (softmax over K in the loss)."""
