@@ -39,7 +39,7 @@ test: lint pacs-peers
 
 WEIGHTS := export/src/collat_export/weights
 # The served 3D-MROD-Net: the fine demo weights (maps on the input's 128x128x20 grid), or
-# MROD_CHECKPOINT=$(WEIGHTS)/mrod_tiny/checkpoint.pt for the 5x faster tiny one (a repository built from the other
+# MROD_CHECKPOINT=$(WEIGHTS)/mrod_tiny/checkpoint.pt for the 10x faster tiny one (a repository built from the other
 # one is rebuilt: it says which it holds).
 MROD_CHECKPOINT ?= $(WEIGHTS)/mrod_fine/checkpoint.pt
 CPU_REPOSITORY := build/model_repository

@@ -4,8 +4,8 @@ Trained on synthetic digital-phantom cases for pipeline validation; NOT for clin
 Each folder (``<model>_<preset>``) holds ``checkpoint.pt`` (self-describing, FP16 tensors) and its model card.
 ``mrod_fine`` is the served 3D-MROD-Net: its maps come out on the input's own grid (128x128x20 for the phantom's
 DCE-MRA), which the issue-19 scores are measured on. ``mrod_tiny`` is its frozen coarse path and stays selectable
-(``demo_checkpoint("mrod", "tiny")``, ``make serve MROD_CHECKPOINT=...``): five times faster, for load tests and
-quick checks, with maps on a 64x64x12 grid brought back to the input's.
+(``demo_checkpoint("mrod", "tiny")``, ``make serve MROD_CHECKPOINT=...``): ten times faster (the fine one makes two
+passes), for load tests and quick checks, with maps on a 64x64x12 grid brought back to the input's.
 """
 
 from __future__ import annotations
