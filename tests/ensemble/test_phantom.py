@@ -58,6 +58,22 @@ def test_core_lies_inside_the_lesion_with_low_adc(case_left_poor):
     assert c.truth["hypoperfusion_ml"] > c.truth["core_ml"] > 0
 
 
+def test_hypoperfused_tissue_beyond_the_core_shows_its_mild_adc_decline(case_left_poor):
+    """Phantom v3: the Tmax > 6 s tissue outside the core diffuses 6 % less than its mirror, well above the core
+    threshold; so the hypoperfusion is on the diffusion images, as the U-Net's task needs."""
+    c = case_left_poor
+    adc = np.where(c.core, np.nan, c.adc)
+    mirror = adc[::-1]  # the MNI 2 mm grid is symmetric about x = 0 (91 columns, the midline the middle one)
+    penumbra = c.lesion & ~c.core & (c.tmax > 6.5) & ~c.core[::-1] & ~c.lesion[::-1]
+    penumbra &= (c.adc > 0.6e-3) & (c.adc < 1.0e-3) & (mirror > 0.6e-3) & (mirror < 1.0e-3)  # tissue, no CSF
+    assert penumbra.sum() > 1000
+    ratio = float(np.nanmedian(adc[penumbra] / mirror[penumbra]))
+    assert ratio == pytest.approx(0.94, abs=0.01)
+    assert np.nanpercentile(adc[penumbra], 1) > 620e-6  # not core
+    healthy = ~c.lesion & ~c.lesion[::-1] & (c.adc > 0.6e-3) & (c.adc < 1.0e-3) & (mirror > 0.6e-3) & (mirror < 1.0e-3)
+    assert float(np.nanmedian(adc[healthy] / mirror[healthy])) == pytest.approx(1.0, abs=0.01)
+
+
 def test_better_collaterals_mean_smaller_lesions():
     grades = [generate_case(7, strength=g, side="right") for g in (0, 5)]
     assert grades[0].truth["hypoperfusion_ml"] > 3 * grades[1].truth["hypoperfusion_ml"]

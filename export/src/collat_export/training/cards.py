@@ -111,7 +111,11 @@ def write_model_card(out_dir: Path, *, model: str, preset: str, command: str, tr
 * Chosen: {training.get('selection') or 'not recorded'}
 * Reproduce: `{command}`"""
     else:
-        provenance = f"""* Training data: {training.get('cases')} phantom cases, seeds {training.get('seeds')}
+        version = f", phantom version {training['phantom_version']}" if "phantom_version" in training else ""
+        start = f"* Fine-tuned from `{training['initialized_from']}` (its training: `initialized_from_training` in " \
+                f"model_card.json where recorded)\n" if training.get("initialized_from") else ""
+        seeds = training.get("seeds")
+        provenance = f"""{start}* Training data: {training.get('cases')} phantom cases{version}, seeds {seeds}
   (evaluation seeds lie below 1,000,000)
 * Best validation epoch: {training.get('best_epoch')} of {cfg.get('epochs')};
   training time {training.get('seconds', 0):.0f} s on CPU

@@ -41,6 +41,8 @@ def main() -> None:
 def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, batch: int, lr: float, workers: int,
            eval_seeds: str, init: Path | None, space: str = "mni", modality: str = "dce", motion: str = "none",
            pose: str = "template", sample_cache: Path | None = None, **extra) -> None:
+    from collat_ensemble.phantom.case import PHANTOM_VERSION
+
     from ..checkpoint import save_checkpoint
     from ..presets import get_preset
     from .cards import write_model_card
@@ -83,8 +85,9 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     training = {"initialized_from": str(init) if init else None,
                 **({"modalities": ["dce", "dsc"] if modality == "mixed" else [modality], "motion": motion,
                     "pose": pose} if model == "mrod" else {}),
-                "cases": cases, "seeds": [seeds[0], seeds[-1]], "validation_cases": n_val,
-                "config": cfg.as_dict(), "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                "cases": cases, "seeds": [seeds[0], seeds[-1]], "phantom_version": PHANTOM_VERSION,
+                "validation_cases": n_val, "config": cfg.as_dict(), "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss,
                 "seconds": round(result.seconds, 1), "history": result.history, "git_commit": _git_commit()}
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "checkpoint.pt", result.network, preset, training)
@@ -200,7 +203,7 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
               help="hypo: phantoms with the DWI/ADC in MNI space, or native scans in a random pose (registered).")
 @click.option("--modality", type=click.Choice(["dce", "dsc", "mixed"]), default="dce", show_default=True,
               help="mrod: the phantom series' kind (mixed: odd seeds DSC).")
-@click.option("--workers", type=int, default=1, show_default=True, help="cps: processes.")
+@click.option("--workers", type=int, default=1, show_default=True, help="cps and hypo: processes.")
 @click.option("--update-card", is_flag=True,
               help="Rewrite model_card.md/.json next to the checkpoint with this evaluation (training record kept).")
 def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str, modality: str, workers: int,
@@ -224,7 +227,7 @@ def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str
         loaded = load_checkpoint(checkpoint, model=model)
         report = evaluate_mrod(loaded.network, loaded.preset, seed_list, None if as_json else _echo, modality) \
             if model == "mrod" else evaluate_hypo(loaded.network, seed_list, None if as_json else _echo, space=space,
-                                                  calibration=card_calibration(checkpoint))
+                                                  calibration=card_calibration(checkpoint), workers=workers)
     except (CheckpointError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
