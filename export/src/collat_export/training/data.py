@@ -7,10 +7,11 @@ hundred cases in memory on a 24 GiB machine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -146,11 +147,19 @@ def build_samples(model: str, preset: Preset, seeds: list[int], workers: int = 1
     ``cache``: a folder where each sample is kept once made (a full-grid case takes seconds to make and a
     training run or its re-run needs hundreds)."""
     jobs = [((s, model, preset, space, modality, motion, pose), cache) for s in seeds]
+    yield from forked_imap(_build_cached, jobs, workers)
+
+
+def forked_imap(job: Callable[[Any], Any], jobs: list, workers: int, chunksize: int = 1,
+                initializer: Callable[[], None] | None = None) -> Iterator:
+    """``job`` over ``jobs`` in order, in ``workers`` forked processes (in this one when 1): a fork shares what the
+    parent set up (a network, a template) instead of pickling it per job. ``initializer`` runs once in each worker
+    (never in this process)."""
     if workers <= 1:
-        yield from map(_build_cached, jobs)
+        yield from map(job, jobs)
         return
-    with get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(_build_cached, jobs, chunksize=1)
+    with get_context("fork").Pool(workers, initializer=initializer) as pool:
+        yield from pool.imap(job, jobs, chunksize=chunksize)
 
 
 def training_seeds(cases: int, base: int = TRAINING_SEED_BASE) -> list[int]:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 
 import numpy as np
 import torch
@@ -41,7 +39,7 @@ from collat_ensemble.preprocess import (
 from collat_ensemble.registration import registration_error_mm
 
 from ..presets import Preset
-from .data import case_modality, mrod_sample
+from .data import case_modality, forked_imap, mrod_sample
 
 # Quality the demo weights must reach (issue: demo weights).
 # The maps' R^2 target was 0.90 for DCE-only weights; since the tiny network also serves DSC, moving and turned
@@ -168,8 +166,11 @@ _SHARED: dict = {}  # the network and the calibration, set before the worker pro
 
 
 def _hypo_job(args: tuple[int, str]) -> dict:
-    torch.set_num_threads(1)
     return hypo_row(_SHARED["net"], *args, calibration=_SHARED["calibration"])
+
+
+def _one_torch_thread() -> None:  # each worker process: N workers share the cores, not N x the cores
+    torch.set_num_threads(1)
 
 
 def hypo_rows(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], None] | None = None, *,
@@ -179,16 +180,15 @@ def hypo_rows(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], 
     _SHARED.update(net=net, calibration=calibration)
     jobs = [(seed, space) for seed in seeds]
     rows: list[dict] = []
-    with get_context("fork").Pool(workers) if workers > 1 else nullcontext() as pool:
-        for row in (pool.imap(_hypo_job, jobs) if pool is not None else map(_hypo_job, jobs)):
-            rows.append(row)
-            if progress:
-                progress(f"seed {row['seed']}: Dice {row['dice']:.3f} volume {row['pred_ml']:.1f}/"
-                         f"{row['truth_ml']:.1f} mL (network {row['network_ml']:.1f}) core {row['core_ml']:.1f}/"
-                         f"{row['truth_core_ml']:.1f} mL "
-                         f"DEFUSE3 {row['defuse3']}/{row['defuse3_truth']}"
-                         + (f" registration {row['registration_error_mm']:.2f} mm" if "registration_error_mm" in row
-                            else ""))
+    for row in forked_imap(_hypo_job, jobs, workers, initializer=_one_torch_thread):
+        rows.append(row)
+        if progress:
+            progress(f"seed {row['seed']}: Dice {row['dice']:.3f} volume {row['pred_ml']:.1f}/"
+                     f"{row['truth_ml']:.1f} mL (network {row['network_ml']:.1f}) core {row['core_ml']:.1f}/"
+                     f"{row['truth_core_ml']:.1f} mL "
+                     f"DEFUSE3 {row['defuse3']}/{row['defuse3_truth']}"
+                     + (f" registration {row['registration_error_mm']:.2f} mm" if "registration_error_mm" in row
+                        else ""))
     return rows
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import numpy as np
 import torch
@@ -38,7 +37,7 @@ from collat_ensemble.territory import (
 )
 
 from ..presets import Preset
-from .data import turned
+from .data import forked_imap, turned
 from .evaluate import predict_maps
 
 SOURCES = ("network", "conventional")
@@ -111,11 +110,7 @@ def collect(net: torch.nn.Module, preset: Preset, seeds: Iterable[int], modaliti
             if progress and len(cases) % 20 == 0:
                 progress(f"  {len(cases)}/{len(jobs)} series")
 
-    if workers <= 1:
-        gather(map(_job, jobs))
-    else:
-        with get_context("fork").Pool(workers) as pool:
-            gather(pool.imap(_job, jobs, chunksize=2))
+    gather(forked_imap(_job, jobs, workers, chunksize=2))
     return cases
 
 
