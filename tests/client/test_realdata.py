@@ -4,12 +4,10 @@ that reason."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from realdata import AVAILABLE, MISSING, REALDATA
 
 from collat_client.cli import main as cli
 from collat_client.dicom import read_study
@@ -18,10 +16,7 @@ from collat_client.images import read_diffusion, read_perfusion
 from collat_ensemble.errors import InputValidationError
 from collat_ensemble.preprocess import detect_adc_scale, prepare_perfusion
 
-# ../shared/realdata beside the repository, or wherever COLLAT_REALDATA says.
-REALDATA = Path(os.environ.get("COLLAT_REALDATA") or Path(__file__).resolve().parents[3] / "shared" / "realdata")
-pytestmark = pytest.mark.skipif(not (REALDATA / "README.md").exists(),
-                                reason=f"the real scanner corpus is not at {REALDATA}")
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=MISSING)
 XA30 = REALDATA / "siemens_xa30_enhanced"
 
 

@@ -81,7 +81,8 @@ def test_the_documents_carry_what_the_steps_computed(served_documents, case_righ
     # The stand-in network calls the whole brain hypoperfused: the misread scan the hemisphere gate is there for.
     assert {c.name: c.verdict for c in triage.quality.checks} == {
         "registration_similarity": "pass", "template_coverage": "pass", "head_scale": "pass",
-        "brain_volume_ml": "pass", "b_value": "unknown", "lesion_within_hemisphere": "fail"}
+        "brain_volume_ml": "pass", "b_value": "unknown", "lesion_within_hemisphere": "fail",
+        "core_in_training_domain": "unknown"}  # the test repository's U-Net has no model card
     assert h.defuse3 is None and h.dawn is None and triage.near_threshold == []
     assert len(triage.quality.decisions_withheld) == 1 and "larger than a hemisphere" in \
         triage.quality.decisions_withheld[0]
@@ -145,3 +146,27 @@ def test_the_u_nets_volume_calibration_travels_from_its_model_json_to_the_lesion
     (folder / "model.json").write_text(json.dumps({"lesion_calibration": {"coefficients": {"intercept": 1}}}))
     with pytest.raises(RuntimeError, match="model card of .*calibration"):
         adapter(names.POSTPROCESS_HYPOPERFUSION, tmp_path / "calibrated")
+
+
+def test_the_u_nets_training_domain_travels_from_its_model_json_to_the_gate(case_right_good, tmp_path):
+    """model.json (from the weights' card) -> the postprocessing step -> DEFUSE 3 withheld for a core below the
+    domain, DAWN kept (it does not read the U-Net); a broken domain stops the step at load."""
+    case = case_right_good
+    folder = tmp_path / UNET.triton_name / "1"
+    folder.mkdir(parents=True)
+    clinical = np.array([json.dumps({"nihss": case.nihss, "age": 70, "side": "unknown"}).encode()], dtype=object)
+    for smallest, inside in ((case.truth["core_ml"] / 4.0, True), (case.truth["core_ml"] * 4.0, False)):
+        (folder / "model.json").write_text(json.dumps({"training_domain": {"core_ml": {"min": smallest}}}))
+        slabs, _, core, brain, context = adapter(names.PREPROCESS_DIFFUSION, tmp_path).run(
+            case.dwi, case.adc, case.diffusion_affine, case.diffusion_affine, clinical)
+        probabilities = np.zeros((len(slabs), *UNET.outputs[0].dims), np.float32)  # the lesion is the core alone
+        *_, doc = adapter(names.POSTPROCESS_HYPOPERFUSION, tmp_path).run(probabilities, core, brain, context)
+        metrics = Metrics.model_validate(document(doc))
+        gate = next(c for c in metrics.quality.checks if c.name == "core_in_training_domain")
+        assert gate.verdict == ("pass" if inside else "fail") and gate.withholds == ["defuse3"]
+        assert (metrics.hypoperfusion.defuse3 is not None) == inside and metrics.hypoperfusion.dawn is not None
+        assert metrics.quality.withheld("defuse3") != inside and not metrics.quality.withheld("dawn")
+    assert f"{case.truth['core_ml'] * 4.0:.2f} mL or more" in gate.reason
+    (folder / "model.json").write_text(json.dumps({"training_domain": {"core_ml": {"min": -2}}}))
+    with pytest.raises(RuntimeError, match="model card of .*>= 0 mL"):
+        adapter(names.POSTPROCESS_HYPOPERFUSION, tmp_path)

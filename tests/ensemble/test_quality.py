@@ -44,3 +44,42 @@ def test_a_failed_check_withholds_the_decisions_with_its_reason():
     section = quality.summary([c.as_dict() for c in checks])
     assert section["decisions_withheld"] == [next(c.reason for c in checks if c.verdict == "fail")]
     assert quality.summary([c.as_dict() for c in quality.registration_checks(**NORMAL)])["decisions_withheld"] == []
+
+
+DOMAIN = quality.TrainingDomain.from_dict({"core_ml": {"min": 0.9}, "cases": "a test's"})
+
+
+def test_a_scan_without_a_core_loses_defuse3_but_keeps_dawn():
+    """No diffusion lesion: the U-Net's hypoperfusion is its prior, so DEFUSE 3 (which reads it) is withheld; DAWN
+    reads the core, the age and the NIHSS only."""
+    failed = quality.core_domain_check(0.0, DOMAIN)
+    assert failed.verdict == "fail" and failed.withholds == ("defuse3",)
+    assert "core measures 0.0 mL" in failed.reason and "0.90 mL or more" in failed.reason
+    assert failed.limit == ">= 0.45 mL (half the smallest core the U-Net was trained on)"
+    checks = [failed.as_dict()] + [c.as_dict() for c in quality.registration_checks(**NORMAL)]
+    assert quality.withheld(checks, "defuse3") and not quality.withheld(checks, "dawn")
+    assert quality.summary(checks)["decisions_withheld"] == [failed.reason]
+
+
+def test_a_small_core_inside_the_domain_passes_and_an_unrecorded_domain_is_reported():
+    assert quality.core_domain_check(0.45, DOMAIN).verdict == "pass"
+    assert quality.core_domain_check(120.0, DOMAIN).verdict == "pass"  # large cores: DEFUSE 3 says no by the core
+    unknown = quality.core_domain_check(0.0, None)
+    assert unknown.verdict == "unknown" and "records no training domain" in unknown.reason
+    assert not quality.withheld([unknown.as_dict()], "defuse3")
+
+
+@pytest.mark.parametrize("doc, words", [
+    (None, "not a training domain"), ({"core_ml": {}}, "not a training domain"),
+    ({"core_ml": {"min": "x"}}, "not a training domain"), ({"core_ml": {"min": -1}}, ">= 0 mL"),
+    ({"core_ml": {"min": float("nan")}}, ">= 0 mL"),
+])
+def test_a_broken_training_domain_is_refused(doc, words):
+    with pytest.raises(ValueError, match=words):
+        quality.TrainingDomain.from_dict(doc)
+
+
+def test_the_registration_gates_withhold_both_decisions():
+    coverage = quality.registration_checks(**{**NORMAL, "coverage": 0.3})[1].as_dict()
+    assert coverage["withholds"] == ["defuse3", "dawn"]
+    assert quality.withheld([coverage], "defuse3") and quality.withheld([coverage], "dawn")

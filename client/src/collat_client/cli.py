@@ -82,10 +82,9 @@ def _print_table(metrics, console) -> None:
         row("mismatch volume", f"{h.mismatch_ml:.1f} mL", "defuse3.mismatch_ml")
         row("mismatch ratio", f"{h.mismatch_ratio:.2f}" + (" (capped)" if h.mismatch_ratio_capped else ""),
             "defuse3.mismatch_ratio")
-        withheld = bool(metrics.quality.decisions_withheld)
         row("DEFUSE 3 target mismatch", "WITHHELD" if h.defuse3 is None else "yes" if h.defuse3.eligible else "no")
-        dawn = "WITHHELD" if withheld else "n/a (no age)" if h.dawn is None else ("yes (" + ",".join(
-            g for g, v in h.dawn.groups.items() if v) + ")" if h.dawn.eligible else "no")
+        dawn = "WITHHELD" if metrics.quality.withheld("dawn") else "n/a (no age)" if h.dawn is None else (
+            "yes (" + ",".join(g for g, v in h.dawn.groups.items() if v) + ")" if h.dawn.eligible else "no")
         row("DAWN clinical-core mismatch", dawn, "dawn.core_ml")
         row("DWI to MNI", h.registration.method.replace("_", " ") + f" (brain overlap {h.registration.similarity:.2f})")
         row("stroke side", h.side + (" (inferred)" if h.side_inferred else ""))
@@ -254,9 +253,11 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
         return
     _print_table(result.metrics, Console())
     click.echo(f"inference {result.seconds:.1f} s; wrote {len(written)} files to {out}")
-    if result.metrics.quality.decisions_withheld:  # maps written, decisions not: exit 0, but say so on stderr
-        click.echo(f"warning: {len(result.metrics.quality.decisions_withheld)} quality check(s) failed; DEFUSE 3 and "
-                   "DAWN decisions withheld (see metrics.json quality)", err=True)
+    quality = result.metrics.quality
+    if quality.decisions_withheld:  # maps written, decisions not: exit 0, but say so on stderr
+        names = " and ".join(n for d, n in (("defuse3", "DEFUSE 3"), ("dawn", "DAWN")) if quality.withheld(d))
+        click.echo(f"warning: {len(quality.decisions_withheld)} quality check(s) failed; {names} "
+                   f"decision{'s' if ' and ' in names else ''} withheld (see metrics.json quality)", err=True)
 
 
 def _send(files: list[Path], send_to: str, calling_ae: str, folder: Path, console) -> None:

@@ -129,8 +129,9 @@ class HypoperfusionMetrics(_Strict):
     mismatch_ml: float
     mismatch_ratio: float = Field(ge=0, le=20)
     mismatch_ratio_capped: bool
-    defuse3: Defuse3 | None = Field(description="null when a quality check failed (quality.decisions_withheld)")
-    dawn: Dawn | None = Field(description="null without an age, or when a quality check failed")
+    defuse3: Defuse3 | None = Field(description="null when a quality check withholding it failed "
+                                                "(quality.decisions_withheld)")
+    dawn: Dawn | None = Field(description="null without an age, or when a quality check withholding it failed")
     lesion_rule: LesionRule
     side: KnownSide
     side_inferred: bool
@@ -161,17 +162,23 @@ class QualityCheck(_Strict):
     limit: str
     verdict: Literal["pass", "fail", "unknown"]
     reason: str = Field(description="what a failure means for the reader; empty when passed")
+    withholds: list[Literal["defuse3", "dawn"]] = Field(description="the decisions a failure withholds")
 
 
 class Quality(_Strict):
-    """Every check the inputs went through; any failure withholds the decisions, with its reason listed here."""
+    """Every check the inputs went through; any failure withholds the decisions it names (``withholds``), with its
+    reason listed here."""
 
     checks: list[QualityCheck]
     decisions_withheld: list[str]
 
+    def withheld(self, decision: Literal["defuse3", "dawn"]) -> bool:
+        """Did a failed check withhold ``decision``?"""
+        return any(c.verdict == "fail" and decision in c.withholds for c in self.checks)
+
 
 class Metrics(_Strict):
-    schema_version: Literal["1.2"]
+    schema_version: Literal["1.3"]
     pipeline: Literal[PIPELINE_NAMES]  # type: ignore[valid-type]
     collateral: CollateralMetrics | None
     hypoperfusion: HypoperfusionMetrics | None

@@ -142,17 +142,27 @@ def trained_modalities(checkpoint: str | None, model: str) -> list[str] | None:
     return [str(m) for m in training.get("modalities", ["dce"])]
 
 
-def lesion_calibration(checkpoint: str | None, model: str) -> dict | None:
-    """The U-Net weights' lesion volume calibration from their model card (``collat-train fit-volume``), which the
-    server's postprocessing applies; None without one (the lesion is then probability >= 0.5)."""
+def _unet_card_entry(checkpoint: str | None, model: str, key: str) -> dict | None:
     if model != "hypo" or checkpoint is None:
         return None
     card = Path(checkpoint).with_name("model_card.json")
     try:
-        value = json.loads(card.read_text()).get("lesion_calibration")
+        value = json.loads(card.read_text()).get(key)
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def lesion_calibration(checkpoint: str | None, model: str) -> dict | None:
+    """The U-Net weights' lesion volume calibration from their model card (``collat-train fit-volume``), which the
+    server's postprocessing applies; None without one (the lesion is then probability >= 0.5)."""
+    return _unet_card_entry(checkpoint, model, "lesion_calibration")
+
+
+def training_domain(checkpoint: str | None, model: str) -> dict | None:
+    """What the U-Net weights were trained on (``collat-train domain``), from their model card: the server withholds
+    DEFUSE 3 for a scan outside it; None without one (the gate then reports "unknown")."""
+    return _unet_card_entry(checkpoint, model, "training_domain")
 
 
 def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *,
@@ -205,6 +215,7 @@ def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *
         "not_for_clinical_use": not_for_clinical_use(checkpoint),
         "modalities": trained_modalities(checkpoint, preset.model),
         "lesion_calibration": lesion_calibration(checkpoint, preset.model),
+        "training_domain": training_domain(checkpoint, preset.model),
         "torch_version": torch.__version__,
         "parity": asdict(report),
         "parity_openvino": asdict(reports[1]) if len(reports) > 1 else None,

@@ -126,11 +126,12 @@ def summary_lines(metrics: Metrics) -> list[tuple[str, tuple[int, int, int]]]:
         lines.append((f"inputs: NIHSS {given.nihss}, age {'unknown' if given.age is None else f'{given.age:g}'}, "
                       f"side given {given.side}, DWI b-value "
                       f"{'unknown' if given.dwi_b_value is None else f'{given.dwi_b_value:g}'}", (200, 200, 200)))
-        for name, decision in (("DEFUSE 3 target mismatch", h.defuse3), ("DAWN clinical-core mismatch", h.dawn)):
+        for key, name, decision in (("defuse3", "DEFUSE 3 target mismatch", h.defuse3),
+                                    ("dawn", "DAWN clinical-core mismatch", h.dawn)):
             if decision is not None:
                 lines.append((f"{name}: {'ELIGIBLE' if decision.eligible else 'not eligible'}", white))
             else:
-                lines.append((f"{name}: WITHHELD", red if metrics.quality.decisions_withheld else amber))
+                lines.append((f"{name}: WITHHELD", red if metrics.quality.withheld(key) else amber))
     if c is not None:
         lines.append((f"{c.grade_text.replace('CPS', 'Collateral perfusion score')}, {c.contrast.kind} bolus",
                       white if c.cps_estimate is not None else amber))

@@ -96,11 +96,11 @@ def _grid(context: dict[str, Any]) -> NativeGrid:
 
 
 def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, context: dict[str, Any],
-                calibration: VolumeCalibration | None = None,
+                calibration: VolumeCalibration | None = None, domain: quality.TrainingDomain | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
     """-> hypoperfusion probability (FP32), lesion and core masks (UINT8) on the DWI's grid, the hypoperfusion
-    part of the metrics (its ``quality`` section included), and this step's timings. ``calibration``: the served
-    U-Net's lesion volume calibration, from its model card."""
+    part of the metrics (its ``quality`` section included), and this step's timings. ``calibration`` and
+    ``domain``: the served U-Net's lesion volume calibration and training domain, from its model card."""
     timer = StepTimer()
     waited = round((timer.start - float(context["preprocess_diffusion_end"])) * 1000.0, 2)
     probabilities = np.asarray(probabilities, dtype=np.float32)
@@ -116,8 +116,9 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, 
     clinical, d = context["clinical"], context["diffusion"]
     prob, assessment = assess_on_scan(average_slabs(probabilities, starts), core, brain, grid, nihss=clinical["nihss"],
                                       age=clinical["age"], calibration=calibration)
-    checks = context["quality_checks"] + [c.as_dict() for c in quality.lesion_checks(
-        assessment.hypoperfusion_ml, assessment.core_ml, float(d["brain_ml"]))]
+    found = quality.lesion_checks(assessment.hypoperfusion_ml, assessment.core_ml, float(d["brain_ml"]))
+    checks = context["quality_checks"] + [c.as_dict() for c in
+                                          found + [quality.core_domain_check(assessment.core_ml, domain)]]
     gates = quality.summary(checks)
     part = {
         **assessment.as_metrics(),
@@ -132,8 +133,9 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, 
         "clinical": clinical,
         "quality": gates,
     }
-    if gates["decisions_withheld"]:  # never a decision from an input that failed a gate
-        part["defuse3"], part["dawn"] = None, None
+    for decision in quality.BOTH_DECISIONS:  # never a decision from an input that failed a gate bearing on it
+        if quality.withheld(checks, decision):
+            part[decision] = None
     # The probability is raised to at least 1 inside the core so the returned map agrees with the lesion volume.
     outputs = [reorient_from_ras(np.ascontiguousarray(x), grid.orientation) for x in
                (np.maximum(prob, core).astype(np.float32), assessment.lesion.astype(np.uint8), core.astype(np.uint8))]

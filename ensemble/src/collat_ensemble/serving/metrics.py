@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import quality
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 DISCLAIMER = ("Research software. The served weights may be phantom-trained demo weights: "
               "not for clinical decisions.")
 
@@ -98,6 +98,7 @@ def network_model_info(repository: Path, name: str) -> dict[str, Any]:
             modalities = data.get("modalities")
             if isinstance(modalities, list) and all(isinstance(m, str) for m in modalities):
                 info["modalities"] = modalities
-            if isinstance(data.get("lesion_calibration"), dict):
-                info["lesion_calibration"] = data["lesion_calibration"]
+            for key in ("lesion_calibration", "training_domain"):  # read by the postprocessing at load
+                if isinstance(data.get(key), dict):
+                    info[key] = data[key]
     return info

@@ -22,6 +22,7 @@ import numpy as np
 
 from collat_contract import names
 
+from .. import quality
 from ..errors import InputValidationError
 from ..hypoperfusion import VolumeCalibration
 from ..preprocess import SLAB_STRIDE, check_stride
@@ -153,10 +154,12 @@ class PostprocessHypoperfusion(_Step):
 
     def setup(self) -> None:
         info = self.model_info("network_model")
-        # The weights' own volume calibration; a card that carries a broken one stops the server at load.
-        calibration = info.pop("lesion_calibration", None)
+        # The weights' own volume calibration and training domain; a card that carries a broken one stops the
+        # server at load.
+        calibration, domain = info.pop("lesion_calibration", None), info.pop("training_domain", None)
         try:
             self.calibration = None if calibration is None else VolumeCalibration.from_dict(calibration)
+            self.domain = None if domain is None else quality.TrainingDomain.from_dict(domain)
         except ValueError as exc:
             raise RuntimeError(f"{self.name}: the model card of {self.params['network_model']}: {exc}") from None
         self.models = {self.params["network_model"]: info}
@@ -164,7 +167,7 @@ class PostprocessHypoperfusion(_Step):
     def run(self, probabilities, core, brain, context):
         prob, lesion, core_mask, part, timings = diffusion.postprocess(probabilities, core, brain,
                                                                        ctx.decode(context, "context"),
-                                                                       self.calibration)
+                                                                       self.calibration, self.domain)
         doc = metrics.document(names.HYPOPERFUSION_PIPELINE, hypoperfusion=part, timings_ms=timings,
                                models=self.models)
         return prob, lesion, core_mask, ctx.encode(doc)

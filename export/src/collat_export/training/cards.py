@@ -56,6 +56,21 @@ so and gives the network's own volume beside it.
 """
 
 
+def _domain_section(domain: dict) -> str:
+    core = domain.get("core_ml", {})
+    return f"""
+## Training domain (read by the server's quality gates)
+
+* ADC core of the training cases: {core.get('min', 0):.2f} mL smallest, {core.get('p05', 0):.2f} mL 5th percentile,
+  {core.get('median', 0):.1f} mL median, {core.get('max', 0):.1f} mL largest
+* Cases: {domain.get('cases')}
+* Measured on: {domain.get('measured_on')} (`collat-train domain`)
+* A scan whose core is under half the smallest gets its maps and volumes but no DEFUSE 3 decision (quality check
+  `core_in_training_domain`): these weights never saw a diffusion scan without a stroke core, and on one they read
+  hypoperfusion from the NIHSS and the side alone.
+"""
+
+
 def _cps_section(result: dict) -> str:
     rows = []
     for source in ("network", "conventional"):
@@ -169,6 +184,8 @@ Reproduce: `collat-train evaluate --model mrod --checkpoint checkpoint.pt --moda
         md += _cps_section(card["evaluation_cps"])
     if card.get("lesion_calibration"):
         md += _calibration_section(card["lesion_calibration"])
+    if card.get("training_domain"):
+        md += _domain_section(card["training_domain"])
     md_path = out_dir / "model_card.md"
     md_path.write_text(md)
     return md_path, json_path

@@ -161,7 +161,8 @@ def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
            sample_cache=sample_cache, threads=threads, seed=seed, slabs_per_case=slabs_per_case, crop=crop)
 
 
-_CARD_EXTRAS = ("evaluation_dsc", "evaluation_cps", "lesion_calibration")  # kept beside the main evaluation
+# Kept beside the main evaluation when a card is rewritten.
+_CARD_EXTRAS = ("evaluation_dsc", "evaluation_cps", "lesion_calibration", "training_domain")
 
 
 def _rewrite_card_document(checkpoint: Path, card: dict) -> None:
@@ -305,6 +306,54 @@ def fit_volume(checkpoint: Path, seeds: str, space: str, write: bool) -> None:
         card["lesion_calibration"] = doc
         _rewrite_card_document(checkpoint, card)
         _echo(f"calibration written to {card_path} (and model_card.md)")
+
+
+@main.command("domain")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
+@click.option("--space", type=click.Choice(["mni", "native", "mixed"]), default="mixed", show_default=True,
+              help="The --space the weights' last training run was given (their card's command).")
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--write", is_flag=True, help="Store the domain in the checkpoint's model card (the server reads it "
+                                            "from there once the repository is rebuilt).")
+def domain(checkpoint: Path, space: str, workers: int, write: bool) -> None:
+    """Record the U-Net weights' training domain (the range of their training cases' ADC cores).
+
+    The server withholds DEFUSE 3 for a scan whose core lies far below it: the U-Net has then never been shown a
+    diffusion scan like it, and its hypoperfusion rests on the NIHSS and the side alone.
+
+    \b
+    Example:
+      collat-train domain --checkpoint weights/hypo_tiny/checkpoint.pt --workers 2 --write
+    """
+    from collat_ensemble.phantom.case import PHANTOM_VERSION
+
+    from .domain import domain_document, training_core_volumes
+
+    card_path = checkpoint.parent / "model_card.json"
+    try:
+        card = json.loads(card_path.read_text())
+        training = card["training"]
+        first, last = (int(v) for v in training["seeds"])
+        version = str(training.get("phantom_version", ""))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        click.echo(f"error: {card_path}: no model card with the training seeds ({exc})", err=True)
+        sys.exit(2)
+    if card.get("model") != "hypo":
+        click.echo(f"error: {card_path}: a training domain is recorded for U-Net weights, not {card.get('model')}",
+                   err=True)
+        sys.exit(2)
+    if version != PHANTOM_VERSION:
+        click.echo(f"error: {card_path}: trained on phantom version {version or 'unknown'}, this phantom is version "
+                   f"{PHANTOM_VERSION}: its seeds no longer make the training cases", err=True)
+        sys.exit(2)
+    seeds = list(range(first, last + 1))
+    _echo(f"measuring the cores of {len(seeds)} training cases ({space} space) with {workers} workers")
+    doc = domain_document(seeds, training_core_volumes(seeds, space, workers))
+    click.echo(json.dumps(doc, indent=2))
+    if write:
+        card["training_domain"] = doc
+        _rewrite_card_document(checkpoint, card)
+        _echo(f"training domain written to {card_path} (and model_card.md)")
 
 
 def _grading_cases(checkpoint: Path, seeds: str, workers: int, training: bool, quiet: bool):
