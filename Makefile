@@ -52,7 +52,7 @@ METRICS_PORT ?= 8002
 # Triton's Python backend), the Python pre/post-processing steps and the three ensembles.
 # The networks' model.py is copied in (it must not import the project), and the registration template is built in,
 # so a change to either, or to the steps' layout, rebuilds the repository. The model cards travel into model.json
-# (modalities, DSC conversion, training domain), so a changed card rebuilds it too.
+# (modalities, lesion calibration, training domain), so a changed card rebuilds it too.
 $(CPU_REPOSITORY)/stroke_triage/config.pbtxt: $(STAMP) $(MROD_CHECKPOINT) $(WEIGHTS)/hypo_tiny/checkpoint.pt \
 		$(dir $(MROD_CHECKPOINT))model_card.json $(WEIGHTS)/hypo_tiny/model_card.json \
 		ensemble/src/collat_ensemble/server/network_model.py ensemble/src/collat_ensemble/server/pipelines.py \

@@ -112,7 +112,6 @@ class TrainingDomain:
     ``training_domain``, written by ``collat-train domain``)."""
 
     min_core_ml: float  # the smallest ADC core among the training cases
-    described: str  # which cases, for the reader
 
     @classmethod
     def from_dict(cls, doc: Any) -> TrainingDomain:
@@ -122,7 +121,7 @@ class TrainingDomain:
             raise ValueError(f"not a training domain ({exc!r} missing or not a number)") from None
         if not low >= 0.0:
             raise ValueError(f"a training domain's smallest core must be a volume >= 0 mL, got {low}")
-        return cls(low, str(doc.get("cases", "")))
+        return cls(low)
 
 
 def core_domain_check(core_ml: float, domain: TrainingDomain | None) -> Check:
