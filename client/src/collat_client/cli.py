@@ -255,9 +255,9 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
     click.echo(f"inference {result.seconds:.1f} s; wrote {len(written)} files to {out}")
     quality = result.metrics.quality
     if quality.decisions_withheld:  # maps written, decisions not: exit 0, but say so on stderr
-        names = " and ".join(n for d, n in (("defuse3", "DEFUSE 3"), ("dawn", "DAWN")) if quality.withheld(d))
-        click.echo(f"warning: {len(quality.decisions_withheld)} quality check(s) failed; {names} "
-                   f"decision{'s' if ' and ' in names else ''} withheld (see metrics.json quality)", err=True)
+        names = [n for d, n in (("defuse3", "DEFUSE 3"), ("dawn", "DAWN")) if quality.withheld(d)]
+        click.echo(f"warning: {len(quality.decisions_withheld)} quality check(s) failed; {' and '.join(names)} "
+                   f"decision{'s' if len(names) > 1 else ''} withheld (see metrics.json quality)", err=True)
 
 
 def _send(files: list[Path], send_to: str, calling_ae: str, folder: Path, console) -> None:
