@@ -23,7 +23,8 @@ from collat_ensemble.template import TEMPLATE_FILE, default_template, save_templ
 
 MROD, UNET = mrod_io(60, 5), unet_io(4, 16, 128, 128)
 PARAMETERS = {
-    names.PREPROCESS_PERFUSION: {"network_grid": str(NetworkGrid(60, 1.6, 12, 64, 64))},
+    names.PREPROCESS_PERFUSION: {"network_grid": str(NetworkGrid(60, 1.6, 12, 64, 64)),
+                                 "network_model": MROD.triton_name},
     names.POSTPROCESS_COLLATERAL: {"network_model": MROD.triton_name},
     names.POSTPROCESS_HYPOPERFUSION: {"network_model": UNET.triton_name},
 }
@@ -170,3 +171,33 @@ def test_the_u_nets_training_domain_travels_from_its_model_json_to_the_gate(case
     (folder / "model.json").write_text(json.dumps({"training_domain": {"core_ml": {"min": -2}}}))
     with pytest.raises(RuntimeError, match="model card of .*>= 0 mL"):
         adapter(names.POSTPROCESS_HYPOPERFUSION, tmp_path)
+
+
+@pytest.mark.parametrize("card, version", [({"modalities": ["dce", "dsc"], "dsc_conversion": "2"}, "2"),
+                                           ({"modalities": ["dce", "dsc"]}, "1"),  # a card from before the field
+                                           ({"modalities": ["dce"]}, "2")])  # no DSC seen: the current one
+def test_the_perfusion_step_converts_dsc_as_the_served_weights_were_trained(card, version, tmp_path):
+    """model.json (from the weights' card) -> the preprocessing step -> the DSC conversion of that version."""
+    from collat_ensemble.phantom import generate_case
+    from collat_ensemble.preprocess import prepare_perfusion
+
+    case = generate_case(3, modality="dsc")
+    folder = tmp_path / MROD.triton_name / "1"
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps(card))
+    step = adapter(names.PREPROCESS_PERFUSION, tmp_path)
+    x, _, _ = step.run(case.perfusion, case.perfusion_affine, np.array([case.frame_seconds], np.float32))
+    grid = {"frames": 60, "frame_interval": 1.6, "slices": 12, "height": 64, "width": 64}
+    expected = {v: prepare_perfusion(case.perfusion, case.perfusion_affine, case.frame_seconds, **grid,
+                                     register=False, dsc_conversion=v).network_input for v in ("1", "2")}
+    assert step.dsc_conversion == version
+    np.testing.assert_allclose(x[0], expected[version], atol=1e-5)
+    assert not np.allclose(expected["1"], expected["2"], atol=1e-3)  # the versions differ: the check can fail
+
+
+def test_an_unknown_dsc_conversion_stops_the_perfusion_step_at_load(tmp_path):
+    folder = tmp_path / MROD.triton_name / "1"
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps({"modalities": ["dce", "dsc"], "dsc_conversion": "7"}))
+    with pytest.raises(RuntimeError, match="model card of mrod_net: unknown DSC conversion version '7'"):
+        adapter(names.PREPROCESS_PERFUSION, tmp_path)

@@ -84,3 +84,33 @@ def test_model_json_says_which_modalities_the_weights_saw(tmp_path):
     assert trained_modalities(str(demo_checkpoint("hypo")), "hypo") is None
     (tmp_path / "model_card.json").write_text(json.dumps({"training": {"cases": 3}}))
     assert trained_modalities(str(tmp_path / "checkpoint.pt"), "mrod") == ["dce"]  # cards before the field: DCE only
+
+
+def test_model_json_says_how_the_weights_dsc_was_converted(tmp_path):
+    import json
+
+    from collat_ensemble.contrast import DSC_CONVERSION
+    from collat_export.onnx_export import dsc_conversion
+    from collat_export.weights import demo_checkpoint
+
+    assert dsc_conversion(str(demo_checkpoint("mrod")), "mrod") == DSC_CONVERSION  # the served weights: this one
+    assert dsc_conversion(str(demo_checkpoint("mrod", "tiny")), "mrod") == "1"  # trained before version 2
+    assert dsc_conversion(str(demo_checkpoint("hypo")), "hypo") is None and dsc_conversion(None, "mrod") is None
+    (tmp_path / "model_card.json").write_text(json.dumps({"training": {"modalities": ["dce"]}}))
+    assert dsc_conversion(str(tmp_path / "checkpoint.pt"), "mrod") is None  # no DSC seen, nothing to match
+
+
+def test_weights_are_evaluated_on_the_dsc_conversion_they_were_trained_on():
+    """collat-train evaluate and fit-cps convert DSC by the weights' own version (as the server does for them):
+    the tiny weights read version 1, and version 2 would score them on an input they never saw."""
+    from collat_ensemble.contrast import DSC_CONVERSION, trained_dsc_conversion
+    from collat_export.checkpoint import load_checkpoint
+    from collat_export.training.evaluate import evaluate_mrod
+    from collat_export.weights import demo_checkpoint
+
+    tiny = load_checkpoint(demo_checkpoint("mrod", "tiny"), model="mrod")
+    fine = load_checkpoint(demo_checkpoint("mrod", "fine"), model="mrod")
+    assert trained_dsc_conversion(tiny.training) == "1" and trained_dsc_conversion(fine.training) == DSC_CONVERSION
+    own, other = (evaluate_mrod(tiny.network, tiny.preset, [1], modality="dsc", dsc_conversion=v).summary["mean_r2"]
+                  for v in ("1", "2"))
+    assert own > 0.8 and other < own - 0.05

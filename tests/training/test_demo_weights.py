@@ -14,10 +14,11 @@ from collat_export.weights import demo_checkpoint
 HELD_OUT = [0, 1, 2]
 
 
-# The served fine weights (mirror average), seeds 0-199, on the input grid inside the brain: DCE mean R^2 0.931 /
-# SSIM 0.946, DSC 0.879 / 0.912 (seeds 0-2: 0.926 / 0.937 and 0.870 / 0.903). Issue 19 asks 0.92: DCE is held to
-# it here; DSC falls short, and its floors guard what shipped.
-SERVED_MAP_FLOORS = {"dce": (0.92, 0.92), "dsc": (0.86, 0.89)}
+# The served fine weights (mirror average, DSC conversion 2), seeds 0-199, on the input grid inside the brain: DCE
+# mean R^2 0.932 / SSIM 0.944, DSC 0.914 / 0.939 (seeds 0-2: 0.927 / 0.936 and 0.899 / 0.928). Issue 19 asks 0.92:
+# DCE is held to it here, and DSC's SSIM; DSC's R^2 falls short, and its floor guards what shipped (the weights
+# before conversion 2: 0.870 on these seeds).
+SERVED_MAP_FLOORS = {"dce": (0.92, 0.92), "dsc": (0.89, 0.92)}
 
 
 @pytest.mark.slow
@@ -34,8 +35,9 @@ def test_the_fine_mrod_weights_map_on_the_input_grid(modality):
     assert abs(report.summary["mean_r2_raw"] - report.summary["mean_r2"]) < 0.01
 
 
-# The tiny weights (the served fine network's coarse path), seeds 0-19 on their 64x64x12 grid: DCE
-# mean R^2 0.882 / SSIM 0.947, DSC 0.846 / 0.937 (targets 0.85 / 0.90 for DCE, 0.80 / 0.90 for DSC).
+# The tiny weights (DSC conversion 1; the served fine network's coarse path is a retrained copy), seeds 0-19 on
+# their 64x64x12 grid: DCE mean R^2 0.882 / SSIM 0.947, DSC 0.846 / 0.937 (targets 0.85 / 0.90 for DCE, 0.80 / 0.90
+# for DSC).
 @pytest.mark.slow
 def test_the_tiny_mrod_weights_reach_the_network_grid_targets():
     loaded = load_checkpoint(demo_checkpoint("mrod", "tiny"), model="mrod")
@@ -71,11 +73,15 @@ def test_the_shipped_weights_record_how_they_were_made():
     assert card["evaluation_native"]["cases"] == 200 and set(card["evaluation_native"]["by_size"]) == {
         "<10 mL", "10-50 mL", "50-100 mL", ">=100 mL"}
     fine = load_checkpoint(demo_checkpoint("mrod", "fine"), model="mrod").training
-    assert fine["best_epoch"] == 23 and len(fine["history"]) == 25 and fine["modalities"] == ["dce", "dsc"]
-    assert fine["initialized_from"].endswith("mrod_fine/checkpoint.pt")  # the second fine weights; the card has
-    card = json.loads(demo_checkpoint("mrod", "fine").with_name("model_card.json").read_text())  # the whole chain
-    assert card["training"]["initialized_from_training"]["initialized_from_training"]["initialized_from"].endswith(
-        "mrod_tiny/checkpoint.pt")
+    assert fine["best_epoch"] == 55 and len(fine["history"]) == 60 and fine["modalities"] == ["dce", "dsc"]
+    assert fine["dsc_conversion"] == "2" and fine["initialized_from"].endswith("mrod_fine_v2b/checkpoint.pt")
+    card = json.loads(demo_checkpoint("mrod", "fine").with_name("model_card.json").read_text())  # the whole chain:
+    chain = [card["training"]]  # three runs on conversion 2, the combined start, then the version-1 fine weights
+    while "initialized_from_training" in chain[-1]:
+        chain.append(chain[-1]["initialized_from_training"])
+    assert [run.get("dsc_conversion", "1") for run in chain] == ["2", "2", "2", "1", "1", "1"]
+    assert chain[2]["combined"]["coarse_path"]["command"].startswith("collat-train mrod --preset tiny")
+    assert chain[-1]["initialized_from"].endswith("mrod_tiny/checkpoint.pt")
 
 
 def test_demo_cards_say_not_for_clinical_use():
@@ -94,5 +100,7 @@ def test_the_fine_demo_weights_load_as_the_fine_preset_on_the_dce_mra_grid():
     assert card["not_for_clinical_use"] and "NOT for clinical use" in (folder / "model_card.md").read_text()
     assert card["evaluation"]["summary"]["mean_r2_input_grid"] >= 0.92  # tiny: 0.57 (seeds 0-19)
     assert card["evaluation"]["summary"]["mean_ssim_input_grid"] >= 0.92
-    assert card["evaluation_dsc"]["summary"]["mean_r2_input_grid"] > 0.87  # tiny: 0.55
+    assert card["evaluation_dsc"]["summary"]["mean_r2_input_grid"] > 0.91  # tiny: 0.55; version-1 fine: 0.879
+    assert card["evaluation_dsc"]["summary"]["mean_ssim_input_grid"] >= 0.92
+    assert card["evaluation"]["cases"] == card["evaluation_dsc"]["cases"] == 200
     assert card["evaluation_cps"]["network"]["all"]["cases"] == 400

@@ -85,6 +85,17 @@ def detect_bolus(series: np.ndarray, mask: np.ndarray) -> Bolus:
 # global scale, so only this baseline-to-enhancement balance is fixed by it.
 DSC_TO_DCE_GAIN = 1.25
 _FLOOR = 1e-3  # of the baseline: a voxel that loses all signal (an artery at the peak) is capped, not infinite
+# How a DSC series becomes that signal is versioned, because weights read only the version they were trained on
+# (their model card's ``dsc_conversion``; a card from before the field means version 1), and the server applies the
+# served weights' version. Version 1 scales each voxel's Delta R2* by its own baseline, S0 (1 + gain Delta R2* TE):
+# the enhancement of DCE, whose reference maps (SPEC section 5) are means of S - S0 = S0 k C. But the DSC reference
+# maps are means of Delta R2*, without S0, so the same patient's two references differ (R^2 0.89-0.91 on phantom
+# seeds 0-2) for inputs the network cannot tell apart, and weights trained on both learned the DCE one (their DSC
+# maps: R^2 0.92 against the DCE reference, 0.88 against their own). Version 2 keeps each voxel's baseline and adds
+# the enhancement on one reference baseline for the whole brain, S0 + S_ref gain Delta R2* TE: its S - S0 is Delta
+# R2* to one scale, so the DCE rule applied to it gives the DSC reference (R^2 0.999 on noiseless phantoms).
+DSC_CONVERSIONS = ("1", "2")
+DSC_CONVERSION = "2"  # what training uses now
 
 
 def baseline_frames(frames: int) -> int:
@@ -92,15 +103,40 @@ def baseline_frames(frames: int) -> int:
     return max(3, frames // 10)
 
 
-def dsc_to_enhancement(series: np.ndarray, arrival: int | None = None) -> np.ndarray:
-    """A DSC series (x, y, z, t) as the DCE-like signal S0 (1 + gain x Delta R2* TE) the network was trained on.
+def check_dsc_conversion(version: str) -> str:
+    if version not in DSC_CONVERSIONS:
+        raise ValueError(f"unknown DSC conversion version {version!r} (this server knows {', '.join(DSC_CONVERSIONS)})")
+    return version
+
+
+def trained_dsc_conversion(record: dict) -> str:
+    """The DSC conversion weights read, from their training record (model card ``training``, the checkpoint's
+    training dict, or ``model.json``): the version it records; version 1 for weights trained on DSC before the
+    field; the current one for weights that saw no DSC (they get no grade on DSC either way). An unknown version
+    raises."""
+    if "dsc_conversion" in record:
+        return check_dsc_conversion(str(record["dsc_conversion"]))
+    return "1" if "dsc" in (record.get("modalities") or []) else DSC_CONVERSION
+
+
+def dsc_to_enhancement(series: np.ndarray, arrival: int | None = None, mask: np.ndarray | None = None,
+                       version: str = DSC_CONVERSION) -> np.ndarray:
+    """A DSC series (x, y, z, t) as the DCE-like signal the network reads: S0 + S_ref gain Delta R2* TE
+    (``version`` "2") or S0 (1 + gain Delta R2* TE) ("1"); see :data:`DSC_CONVERSIONS`.
 
     S0 is each voxel's mean over the frames before ``arrival`` (the bolus arrival frame), or over the first
-    :func:`baseline_frames` when it is not given.
+    :func:`baseline_frames` when it is not given; S_ref is the median S0 inside ``mask`` (the brain), or over the
+    voxels with a tenth of the largest S0 when no mask is given.
     """
+    check_dsc_conversion(version)
     series = np.asarray(series, dtype=np.float32)
     n = arrival if arrival is not None and arrival >= 2 else baseline_frames(series.shape[-1])
     s0 = series[..., :n].mean(axis=-1, keepdims=True)
     safe_s0 = np.maximum(s0, 1e-6)
     delta = -np.log(np.maximum(series, _FLOOR * safe_s0) / safe_s0)
-    return (s0 * (1.0 + DSC_TO_DCE_GAIN * delta)).astype(np.float32)
+    if version == "1":
+        return (s0 * (1.0 + DSC_TO_DCE_GAIN * delta)).astype(np.float32)
+    base = s0[..., 0]
+    inside = np.asarray(mask, dtype=bool) if mask is not None else base > 0.1 * float(base.max())
+    reference = float(np.median(base[inside])) if inside.any() else float(base.max())
+    return (s0 + np.float32(reference * DSC_TO_DCE_GAIN) * delta).astype(np.float32)

@@ -7,9 +7,9 @@ Perfusion (3D-MROD-Net, SPEC section 2): reorient to RAS (coronal DCE-MRA become
 resample time to the network's frames and frame interval, resample space onto a grid of
 the network's size covering the same field of view, build the brain mask (SPEC recipe),
 turn a DSC series (its signal dips) into the DCE-like enhancement the network was trained on
-(:func:`.contrast.dsc_to_enhancement`), scale intensities to [0, 1] by the minimum and
-maximum inside the mask and map them to [-0.9, 0.9] (the data loader's range), -0.9
-outside the mask. Output ``[T, D, H, W]`` with D = inferior->superior slices,
+(:func:`.contrast.dsc_to_enhancement`, the version its weights were trained on), scale
+intensities to [0, 1] by the minimum and maximum inside the mask and map them to [-0.9, 0.9]
+(the data loader's range), -0.9 outside the mask. Output ``[T, D, H, W]`` with D = inferior->superior slices,
 H = posterior->anterior rows, W = left->right columns. The series' pre-bolus baseline is
 registered to the MNI template, where the grade compares the hemispheres (:mod:`.territory`).
 
@@ -31,7 +31,7 @@ import numpy as np
 from collat_contract.clinical import ClinicalInputError, check_nihss, check_side
 
 from .adc_core import measure_core
-from .contrast import Bolus, baseline_frames, detect_bolus, dsc_to_enhancement
+from .contrast import DSC_CONVERSION, Bolus, baseline_frames, detect_bolus, dsc_to_enhancement
 from .errors import InputValidationError
 from .geometry import (
     Orientation,
@@ -108,22 +108,26 @@ def register_baseline(ras: np.ndarray, ras_affine: np.ndarray, template: Templat
         return None, str(exc)
 
 
-def to_enhancement(on_grid: np.ndarray, mask: np.ndarray, bolus: Bolus) -> np.ndarray:
-    """DSC becomes the DCE-like enhancement the network reads (:func:`.contrast.dsc_to_enhancement`); DCE passes."""
+def to_enhancement(on_grid: np.ndarray, mask: np.ndarray, bolus: Bolus, dsc_conversion: str = DSC_CONVERSION
+                   ) -> np.ndarray:
+    """DSC becomes the DCE-like enhancement the network reads (:func:`.contrast.dsc_to_enhancement` by version
+    ``dsc_conversion``); DCE passes."""
     if bolus.kind != "DSC":
         return on_grid
     try:
         arrival: int | None = bolus_arrival(on_grid[mask].mean(axis=0))[0]
     except InputValidationError:
         arrival = None
-    return dsc_to_enhancement(on_grid, arrival)
+    return dsc_to_enhancement(on_grid, arrival, mask, dsc_conversion)
 
 
 def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: float, *, frames: int,
                       frame_interval: float, slices: int, height: int, width: int,
-                      template: Template | None = None, register: bool = True) -> PreparedPerfusion:
+                      template: Template | None = None, register: bool = True,
+                      dsc_conversion: str = DSC_CONVERSION) -> PreparedPerfusion:
     """Network input of 3D-MROD-Net for one series (x, y, z, t), and the series' registration to MNI space
-    (``register=False``: none, for training samples, which never grade)."""
+    (``register=False``: none, for training samples, which never grade). ``dsc_conversion``: the version the
+    served weights were trained on."""
     series = np.asarray(series)
     validate_series(series, affine, frame_seconds)
     ras, ras_affine, orientation = reorient_to_ras(series.astype(np.float32, copy=False), affine)
@@ -140,7 +144,7 @@ def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: flo
     bolus = detect_bolus(in_space, mask)  # every acquired frame, not only the network's time window
     if bolus.kind is None:
         raise InputValidationError(f"not a perfusion series: {bolus.reason}")
-    on_grid = to_enhancement(on_grid, mask, bolus)
+    on_grid = to_enhancement(on_grid, mask, bolus, dsc_conversion)
     registration, problem = register_baseline(ras, ras_affine, template or default_template()) if register else \
         (None, "not registered")
     lo, hi = float(on_grid[mask].min()), float(on_grid[mask].max())

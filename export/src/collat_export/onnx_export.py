@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import torch
 
+from collat_ensemble.contrast import trained_dsc_conversion
 from collat_ensemble.server.versions import ONNX_OPSET
 
 from .io_spec import example_inputs, network_io, run_torch, spatial_multiple, validate_inputs
@@ -142,6 +143,16 @@ def trained_modalities(checkpoint: str | None, model: str) -> list[str] | None:
     return [str(m) for m in training.get("modalities", ["dce"])]
 
 
+def dsc_conversion(checkpoint: str | None, model: str) -> str | None:
+    """How the DSC series 3D-MROD-Net weights were trained on were converted (``collat_ensemble.contrast``), so
+    that the server converts a DSC series the same way for them; None when they saw no DSC. Cards from before the
+    field used version 1."""
+    if "dsc" not in (trained_modalities(checkpoint, model) or []):
+        return None
+    card = json.loads(Path(str(checkpoint)).with_name("model_card.json").read_text())
+    return trained_dsc_conversion(card["training"])
+
+
 def _unet_card_entry(checkpoint: str | None, model: str, key: str) -> dict | None:
     if model != "hypo" or checkpoint is None:
         return None
@@ -214,6 +225,7 @@ def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *
         "checkpoint": checkpoint,
         "not_for_clinical_use": not_for_clinical_use(checkpoint),
         "modalities": trained_modalities(checkpoint, preset.model),
+        "dsc_conversion": dsc_conversion(checkpoint, preset.model),
         "lesion_calibration": lesion_calibration(checkpoint, preset.model),
         "training_domain": training_domain(checkpoint, preset.model),
         "torch_version": torch.__version__,

@@ -170,7 +170,8 @@ def write_pipeline_models(root: Path, mrod: NetworkIO, unet: NetworkIO, grid: Ne
     committed layout), and those steps will not load until it is.
     """
     parameters = {
-        names.PREPROCESS_PERFUSION: {"network_grid": str(grid), "template": TEMPLATE_FILE},
+        names.PREPROCESS_PERFUSION: {"network_grid": str(grid), "template": TEMPLATE_FILE,
+                                     "network_model": mrod.triton_name},
         names.PREPROCESS_DIFFUSION: {"template": TEMPLATE_FILE, "unet_stride": str(check_stride(unet_stride))},
         names.POSTPROCESS_COLLATERAL: {"network_model": mrod.triton_name},
         names.POSTPROCESS_HYPOPERFUSION: {"network_model": unet.triton_name},

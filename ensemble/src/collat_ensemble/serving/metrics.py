@@ -92,7 +92,7 @@ def network_model_info(repository: Path, name: str) -> dict[str, Any]:
             except (OSError, json.JSONDecodeError):
                 continue
             for key in ("preset", "sha256", "weights", "checkpoint", "not_for_clinical_use", "tensorrt_version",
-                        "gpu"):
+                        "gpu", "dsc_conversion"):
                 if key in data and isinstance(data[key], str | int | float):
                     info[key] = data[key]
             modalities = data.get("modalities")

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..clinical import volume_ml
+from ..contrast import DSC_CONVERSION
 from ..errors import InputValidationError
 from ..preprocess import maps_to_grid, mask_phase_maps, prepare_perfusion
 from ..template import Template
@@ -56,8 +57,10 @@ def _scalar(value: np.ndarray, what: str) -> float:
 
 
 def preprocess(series: np.ndarray, affine: np.ndarray, frame_seconds: np.ndarray,
-               grid: NetworkGrid, template: Template | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """-> network input ``[1, T, D, H, W]`` FP32, brain mask ``[D, H, W]`` UINT8, context."""
+               grid: NetworkGrid, template: Template | None = None, dsc_conversion: str = DSC_CONVERSION,
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """-> network input ``[1, T, D, H, W]`` FP32, brain mask ``[D, H, W]`` UINT8, context. ``dsc_conversion``:
+    the version the served weights were trained on (:func:`..contrast.trained_dsc_conversion`)."""
     timer = StepTimer()
     series = np.asarray(series)
     if series.ndim != 4:
@@ -68,7 +71,8 @@ def preprocess(series: np.ndarray, affine: np.ndarray, frame_seconds: np.ndarray
     affine = read_affine(affine, "PERFUSION_AFFINE")
     dt = _scalar(frame_seconds, "FRAME_SECONDS")
     prepared = prepare_perfusion(series, affine, dt, frames=grid.frames, frame_interval=grid.frame_seconds,
-                                 slices=grid.slices, height=grid.height, width=grid.width, template=template)
+                                 slices=grid.slices, height=grid.height, width=grid.width, template=template,
+                                 dsc_conversion=dsc_conversion)
     registration = prepared.registration
     context = {
         "perfusion": {"grid": grid_to_dict(prepared.grid), "input_affine": affine.tolist(),

@@ -23,6 +23,7 @@ import numpy as np
 from collat_contract import names
 
 from .. import quality
+from ..contrast import trained_dsc_conversion
 from ..errors import InputValidationError
 from ..hypoperfusion import VolumeCalibration
 from ..preprocess import SLAB_STRIDE, check_stride
@@ -109,9 +110,14 @@ class PreprocessPerfusion(_Step):
     def setup(self) -> None:
         self.grid = perfusion.NetworkGrid.parse(self.params["network_grid"])
         self.template = _load_template(self)
+        try:  # DSC is converted as the served weights were trained on it
+            self.dsc_conversion = trained_dsc_conversion(self.model_info("network_model"))
+        except ValueError as exc:
+            raise RuntimeError(f"{self.name}: the model card of {self.params['network_model']}: {exc}") from None
 
     def run(self, series, affine, frame_seconds):
-        network_input, mask, context = perfusion.preprocess(series, affine, frame_seconds, self.grid, self.template)
+        network_input, mask, context = perfusion.preprocess(series, affine, frame_seconds, self.grid, self.template,
+                                                            self.dsc_conversion)
         return network_input, mask, ctx.encode(context)
 
 

@@ -17,7 +17,8 @@ def _modalities(training: dict) -> str:
     kinds = training.get("modalities", ["dce"])
     text = " and ".join(k.upper() for k in kinds)
     if "dsc" in kinds:
-        text += " (DSC as served: converted to its Delta R2* enhancement before the network)"
+        text += (" (DSC as served: converted to its Delta R2* enhancement before the network, conversion version "
+                 f"{training.get('dsc_conversion', '1')})")
     if training.get("motion") == "mixed":
         text += "; half the series moving between frames"
     if training.get("pose") == "mixed":

@@ -41,6 +41,7 @@ def main() -> None:
 def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, batch: int, lr: float, workers: int,
            eval_seeds: str, init: Path | None, space: str = "mni", modality: str = "dce", motion: str = "none",
            pose: str = "template", sample_cache: Path | None = None, **extra) -> None:
+    from collat_ensemble.contrast import DSC_CONVERSION
     from collat_ensemble.phantom.case import PHANTOM_VERSION
 
     from ..checkpoint import save_checkpoint
@@ -85,6 +86,7 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     training = {"initialized_from": str(init) if init else None,
                 **({"modalities": ["dce", "dsc"] if modality == "mixed" else [modality], "motion": motion,
                     "pose": pose} if model == "mrod" else {}),
+                **({"dsc_conversion": DSC_CONVERSION} if model == "mrod" and modality != "dce" else {}),
                 "cases": cases, "seeds": [seeds[0], seeds[-1]], "phantom_version": PHANTOM_VERSION,
                 "validation_cases": n_val, "config": cfg.as_dict(), "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss,
@@ -216,6 +218,8 @@ def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str
       collat-train evaluate --model hypo --checkpoint weights/hypo_tiny/checkpoint.pt --seeds 0-19
       collat-train evaluate --model cps --checkpoint weights/mrod_tiny/checkpoint.pt --seeds 0-199 --workers 2
     """
+    from collat_ensemble.contrast import trained_dsc_conversion
+
     from ..checkpoint import CheckpointError, load_checkpoint
     from .data import parse_seed_range
     from .evaluate import evaluate_hypo, evaluate_mrod
@@ -226,7 +230,8 @@ def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str
     try:
         seed_list = parse_seed_range(seeds)
         loaded = load_checkpoint(checkpoint, model=model)
-        report = evaluate_mrod(loaded.network, loaded.preset, seed_list, None if as_json else _echo, modality) \
+        report = evaluate_mrod(loaded.network, loaded.preset, seed_list, None if as_json else _echo, modality,
+                               trained_dsc_conversion(loaded.training)) \
             if model == "mrod" else evaluate_hypo(loaded.network, seed_list, None if as_json else _echo, space=space,
                                                   calibration=card_calibration(checkpoint), workers=workers)
     except (CheckpointError, ValueError) as exc:
@@ -357,6 +362,7 @@ def domain(checkpoint: Path, space: str, workers: int, write: bool) -> None:
 
 
 def _grading_cases(checkpoint: Path, seeds: str, workers: int, training: bool, quiet: bool):
+    from collat_ensemble.contrast import trained_dsc_conversion
     from collat_ensemble.phantom import EVALUATION_SEED_LIMIT
 
     from ..checkpoint import CheckpointError, load_checkpoint
@@ -371,7 +377,8 @@ def _grading_cases(checkpoint: Path, seeds: str, workers: int, training: bool, q
             raise ValueError(f"evaluation seeds must be below {EVALUATION_SEED_LIMIT:,}, got {seeds}")
         loaded = load_checkpoint(checkpoint, model="mrod")
         return seed_list, collect(loaded.network, loaded.preset, seed_list, workers=workers,
-                                  progress=None if quiet else _echo)
+                                  progress=None if quiet else _echo,
+                                  dsc_conversion=trained_dsc_conversion(loaded.training))
     except (CheckpointError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

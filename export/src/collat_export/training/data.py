@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from collat_ensemble.contrast import DSC_CONVERSION
 from collat_ensemble.geometry import reorient_to_ras, resample
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, PhantomCase, generate_case, turn_in_plane
 from collat_ensemble.phantom.case import PHANTOM_VERSION
@@ -49,11 +50,13 @@ class HypoSample:
     nihss: float  # NIHSS / 21
 
 
-def mrod_sample(case: PhantomCase, preset: Preset, register: bool = True) -> MRODSample:
+def mrod_sample(case: PhantomCase, preset: Preset, register: bool = True,
+                dsc_conversion: str = DSC_CONVERSION) -> MRODSample:
+    """``dsc_conversion``: the current version for training; the evaluated weights' own for an evaluation."""
     g = preset.geometry
     prep = prepare_perfusion(case.perfusion, case.perfusion_affine, case.frame_seconds, frames=g.channels,
                              frame_interval=g.frame_seconds, slices=g.slices, height=g.height, width=g.width,
-                             register=register)
+                             register=register, dsc_conversion=dsc_conversion)
     target = volume_to_network_grid(case.reference_maps, case.perfusion_affine, prep.grid)
     mask = volume_to_network_grid(case.brain_mask.astype(np.float32), case.perfusion_affine, prep.grid) > 0.5
     return MRODSample(prep.network_input.astype(np.float16), target.astype(np.float16), mask, prep.mask.astype(bool),
@@ -114,10 +117,12 @@ def _build(args: tuple[int, str, Preset | None, str, str, str, str]) -> MRODSamp
 
 
 def _cache_path(cache: Path, job: tuple) -> Path:
-    """One file per sample, named by everything that makes it (the phantom's version included)."""
+    """One file per sample, named by everything that makes it (the phantom's version and, where a series may be
+    DSC, the DSC conversion included)."""
     seed, model, preset, space, modality, motion, pose = job
+    conversion = f"-dsc{DSC_CONVERSION}" if model == "mrod" and modality != "dce" else ""
     options = (f"{model}-{preset.name}-{preset.geometry.slices}x{preset.geometry.height}x{preset.geometry.width}-"
-               f"{space}-{modality}-{motion}-{pose}-v{PHANTOM_VERSION}")
+               f"{space}-{modality}-{motion}-{pose}-v{PHANTOM_VERSION}{conversion}")
     return cache / options / f"{seed}.npz"
 
 

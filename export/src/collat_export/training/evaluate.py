@@ -24,6 +24,7 @@ import torch
 from collat_client.evaluation import auc, dice, phase_metrics, volume_difference_ml
 from collat_contract.names import PHASE_NAMES
 from collat_ensemble.clinical import defuse3_target_mismatch, mismatch
+from collat_ensemble.contrast import DSC_CONVERSION
 from collat_ensemble.geometry import reorient_to_ras
 from collat_ensemble.hypoperfusion import VolumeCalibration, assess_on_scan
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, generate_case
@@ -95,14 +96,16 @@ def predict_lesion(net: torch.nn.Module, slabs: np.ndarray, nihss: np.ndarray, b
 
 
 def evaluate_mrod(net: torch.nn.Module, preset: Preset, seeds: list[int],
-                  progress: Callable[[str], None] | None = None, modality: str = "dce") -> EvaluationReport:
-    """``modality``: dce, dsc, or mixed (odd seeds DSC)."""
+                  progress: Callable[[str], None] | None = None, modality: str = "dce",
+                  dsc_conversion: str = DSC_CONVERSION) -> EvaluationReport:
+    """``modality``: dce, dsc, or mixed (odd seeds DSC). ``dsc_conversion``: the version the weights were trained
+    on (``contrast.trained_dsc_conversion`` of their training record), as the server converts for them."""
     _check_seeds(seeds)
     net.eval()
     report = EvaluationReport("mrod", seeds, modality=modality)
     for seed in seeds:
         case = generate_case(seed, modality=case_modality(seed, modality))  # type: ignore[arg-type]
-        sample = mrod_sample(case, preset, register=False)
+        sample = mrod_sample(case, preset, register=False, dsc_conversion=dsc_conversion)
         raw = predict_maps(net, sample.x)
         to_xyz = (3, 2, 1, 0)
         target = np.transpose(sample.target.astype(np.float32), to_xyz)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from collat_ensemble.clinical import HALF_FRACTION, SMALL_FRACTION, collateral_perfusion_score
+from collat_ensemble.contrast import DSC_CONVERSION
 from collat_ensemble.phantom import generate_case
 from collat_ensemble.phases import PHASE_NAMES, collateral_maps
 from collat_ensemble.preprocess import mask_phase_maps, prepare_perfusion
@@ -64,13 +65,15 @@ def _reduce(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return *territory_pairs(values, valid, side), side
 
 
-def grading_case(net: torch.nn.Module, preset: Preset, seed: int, modality: str, motion: bool) -> GradingCase:
-    """One series in a native pose (the head turned in-plane by a seeded angle up to 15 degrees), graded both ways."""
+def grading_case(net: torch.nn.Module, preset: Preset, seed: int, modality: str, motion: bool,
+                 dsc_conversion: str = DSC_CONVERSION) -> GradingCase:
+    """One series in a native pose (the head turned in-plane by a seeded angle up to 15 degrees), graded both ways;
+    DSC converted by ``dsc_conversion``, the version the weights were trained on."""
     case = turned(generate_case(seed, modality=modality, motion=motion), seed)  # type: ignore[arg-type]
     g = preset.geometry
     prep = prepare_perfusion(case.perfusion, case.perfusion_affine, case.frame_seconds, frames=g.channels,
                              frame_interval=g.frame_seconds, slices=g.slices, height=g.height, width=g.width,
-                             template=default_template())
+                             template=default_template(), dsc_conversion=dsc_conversion)
     if prep.registration is None:
         raise ValueError(f"seed {seed}: the perfusion baseline did not register ({prep.registration_problem})")
     to_mni = prep.registration.native_to_mni
@@ -93,14 +96,15 @@ _SHARED: dict = {}  # the network and preset, set before the worker processes fo
 
 def _job(args: tuple[int, str, bool]) -> GradingCase:
     torch.set_num_threads(1)
-    return grading_case(_SHARED["net"], _SHARED["preset"], *args)
+    return grading_case(_SHARED["net"], _SHARED["preset"], *args, dsc_conversion=_SHARED["dsc_conversion"])
 
 
 def collect(net: torch.nn.Module, preset: Preset, seeds: Iterable[int], modalities: tuple[str, ...] = ("dce", "dsc"),
-            workers: int = 1, progress: Callable[[str], None] | None = None) -> list[GradingCase]:
+            workers: int = 1, progress: Callable[[str], None] | None = None,
+            dsc_conversion: str = DSC_CONVERSION) -> list[GradingCase]:
     """Every seed in every modality; odd seeds move (so both modalities are scored with and without motion)."""
     net.eval()
-    _SHARED.update(net=net, preset=preset)
+    _SHARED.update(net=net, preset=preset, dsc_conversion=dsc_conversion)
     jobs = [(s, m, s % 2 == 1) for s in seeds for m in modalities]
     cases: list[GradingCase] = []
 
