@@ -115,16 +115,30 @@ def run_openvino(onnx_path: Path, inputs: dict[str, np.ndarray], threads: int = 
         compiled.output(0)])
 
 
+def _card(checkpoint: str | None) -> dict | None:
+    """The weights' model card beside their checkpoint; None without a readable one."""
+    if checkpoint is None:
+        return None
+    try:
+        card = json.loads(Path(checkpoint).with_name("model_card.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
 def not_for_clinical_use(checkpoint: str | None) -> bool | None:
     """What the weights' model card says, so that every result they give can say it too (DICOM outputs print
     "research use only" from it). Random weights (no checkpoint) are never clinical; no card: unknown."""
     if checkpoint is None:
         return True
-    card = Path(checkpoint).with_name("model_card.json")
-    try:
-        return bool(json.loads(card.read_text())["not_for_clinical_use"])
-    except (OSError, ValueError, KeyError):
-        return None
+    card = _card(checkpoint)
+    return bool(card["not_for_clinical_use"]) if card is not None and "not_for_clinical_use" in card else None
+
+
+def _mrod_training(checkpoint: str | None) -> dict | None:
+    card = _card(checkpoint)
+    training = card.get("training") if card is not None else None
+    return training if isinstance(training, dict) else None
 
 
 def trained_modalities(checkpoint: str | None, model: str) -> list[str] | None:
@@ -133,34 +147,23 @@ def trained_modalities(checkpoint: str | None, model: str) -> list[str] | None:
     had no other kind); random weights have seen nothing; the U-Net has no perfusion input (None)."""
     if model != "mrod":
         return None
-    if checkpoint is None:
-        return []
-    card = Path(checkpoint).with_name("model_card.json")
-    try:
-        training = json.loads(card.read_text())["training"]
-    except (OSError, ValueError, KeyError):
-        return []
-    return [str(m) for m in training.get("modalities", ["dce"])]
+    training = _mrod_training(checkpoint)
+    return [] if training is None else [str(m) for m in training.get("modalities", ["dce"])]
 
 
 def dsc_conversion(checkpoint: str | None, model: str) -> str | None:
     """How the DSC series 3D-MROD-Net weights were trained on were converted (``collat_ensemble.contrast``), so
     that the server converts a DSC series the same way for them; None when they saw no DSC. Cards from before the
     field used version 1."""
-    if "dsc" not in (trained_modalities(checkpoint, model) or []):
+    training = _mrod_training(checkpoint) if model == "mrod" else None
+    if training is None or "dsc" not in training.get("modalities", ["dce"]):
         return None
-    card = json.loads(Path(str(checkpoint)).with_name("model_card.json").read_text())
-    return trained_dsc_conversion(card["training"])
+    return trained_dsc_conversion(training)
 
 
 def _unet_card_entry(checkpoint: str | None, model: str, key: str) -> dict | None:
-    if model != "hypo" or checkpoint is None:
-        return None
-    card = Path(checkpoint).with_name("model_card.json")
-    try:
-        value = json.loads(card.read_text()).get(key)
-    except (OSError, ValueError):
-        return None
+    card = _card(checkpoint) if model == "hypo" else None
+    value = card.get(key) if card is not None else None
     return value if isinstance(value, dict) else None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from collat_ensemble.contrast import trained_dsc_conversion
+
 DISCLAIMER = ("Trained on synthetic digital-phantom cases for pipeline validation. "
               "NOT for clinical use: it has never seen a patient scan.")
 
@@ -18,7 +20,7 @@ def _modalities(training: dict) -> str:
     text = " and ".join(k.upper() for k in kinds)
     if "dsc" in kinds:
         text += (" (DSC as served: converted to its Delta R2* enhancement before the network, conversion version "
-                 f"{training.get('dsc_conversion', '1')})")
+                 f"{trained_dsc_conversion(training)})")
     if training.get("motion") == "mixed":
         text += "; half the series moving between frames"
     if training.get("pose") == "mixed":
