@@ -15,10 +15,10 @@ HELD_OUT = [0, 1, 2]
 
 
 # The served fine weights (mirror average, DSC conversion 2), seeds 0-199, on the input grid inside the brain: DCE
-# mean R^2 0.932 / SSIM 0.944, DSC 0.914 / 0.939 (seeds 0-2: 0.927 / 0.936 and 0.899 / 0.928). Issue 19 asks 0.92:
-# DCE is held to it here, and DSC's SSIM; DSC's R^2 falls short, and its floor guards what shipped (the weights
-# before conversion 2: 0.870 on these seeds).
-SERVED_MAP_FLOORS = {"dce": (0.92, 0.92), "dsc": (0.89, 0.92)}
+# mean R^2 0.936 / SSIM 0.950, DSC 0.9205 / 0.944 (seeds 0-2: 0.931 / 0.944 and 0.909 / 0.935). Issue 19 asks 0.92
+# over the 200 (in the card, tested below); three seeds vary more, so DSC's R^2 floor here guards what shipped (the
+# weights before conversion 2: 0.870 on these seeds; the previous conversion-2 weights: 0.899).
+SERVED_MAP_FLOORS = {"dce": (0.92, 0.92), "dsc": (0.90, 0.92)}
 
 
 @pytest.mark.slow
@@ -73,14 +73,17 @@ def test_the_shipped_weights_record_how_they_were_made():
     assert card["evaluation_native"]["cases"] == 200 and set(card["evaluation_native"]["by_size"]) == {
         "<10 mL", "10-50 mL", "50-100 mL", ">=100 mL"}
     fine = load_checkpoint(demo_checkpoint("mrod", "fine"), model="mrod").training
-    assert fine["best_epoch"] == 55 and len(fine["history"]) == 60 and fine["modalities"] == ["dce", "dsc"]
-    assert fine["dsc_conversion"] == "2" and fine["initialized_from"].endswith("mrod_fine_v2b/checkpoint.pt")
+    assert fine["best_epoch"] == 11 and len(fine["history"]) == 14 and fine["modalities"] == ["dce", "dsc"]
+    assert fine["dsc_conversion"] == "2" and fine["initialized_from"] == "build/train/mrod_fine_v3/checkpoint.pt"
     card = json.loads(demo_checkpoint("mrod", "fine").with_name("model_card.json").read_text())  # the whole chain:
-    chain = [card["training"]]  # three runs on conversion 2, the combined start, then the version-1 fine weights
-    while "initialized_from_training" in chain[-1]:
+    chain = [card["training"]]  # five head runs on conversion 2 (the first four on two retrainings of the coarse
+    while "initialized_from_training" in chain[-1]:  # path), then the version-1 fine weights
         chain.append(chain[-1]["initialized_from_training"])
-    assert [run.get("dsc_conversion", "1") for run in chain] == ["2", "2", "2", "1", "1", "1"]
-    assert chain[2]["combined"]["coarse_path"]["command"].startswith("collat-train mrod --preset tiny")
+    assert [run.get("dsc_conversion", "1") for run in chain] == ["2", "2", "2", "2", "2", "1", "1", "1"]
+    coarse = [chain[1]["combined"]["coarse_path"], chain[4]["combined"]["coarse_path"]]  # the latest coarse path
+    assert coarse[0]["initialized_from_training"]["command"] == coarse[1]["command"]  # went on from the first one
+    assert all(c["command"].startswith("collat-train mrod --preset tiny") for c in coarse)
+    assert [len(c["history"]) for c in coarse] == [45, 20]
     assert chain[-1]["initialized_from"].endswith("mrod_tiny/checkpoint.pt")
 
 
@@ -100,7 +103,7 @@ def test_the_fine_demo_weights_load_as_the_fine_preset_on_the_dce_mra_grid():
     assert card["not_for_clinical_use"] and "NOT for clinical use" in (folder / "model_card.md").read_text()
     assert card["evaluation"]["summary"]["mean_r2_input_grid"] >= 0.92  # tiny: 0.57 (seeds 0-19)
     assert card["evaluation"]["summary"]["mean_ssim_input_grid"] >= 0.92
-    assert card["evaluation_dsc"]["summary"]["mean_r2_input_grid"] > 0.91  # tiny: 0.55; version-1 fine: 0.879
+    assert card["evaluation_dsc"]["summary"]["mean_r2_input_grid"] >= 0.92  # tiny: 0.55; version-1 fine: 0.879
     assert card["evaluation_dsc"]["summary"]["mean_ssim_input_grid"] >= 0.92
     assert card["evaluation"]["cases"] == card["evaluation_dsc"]["cases"] == 200
     assert card["evaluation_cps"]["network"]["all"]["cases"] == 400
