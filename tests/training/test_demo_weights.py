@@ -76,8 +76,8 @@ def test_the_shipped_weights_record_how_they_were_made():
     assert fine["best_epoch"] == 11 and len(fine["history"]) == 14 and fine["modalities"] == ["dce", "dsc"]
     assert fine["dsc_conversion"] == "2" and fine["initialized_from"] == "build/train/mrod_fine_v3/checkpoint.pt"
     card = json.loads(demo_checkpoint("mrod", "fine").with_name("model_card.json").read_text())  # the whole chain:
-    chain = [card["training"]]  # five head runs on conversion 2 (the first four on two retrainings of the coarse
-    while "initialized_from_training" in chain[-1]:  # path), then the version-1 fine weights
+    chain = [card["training"]]  # five head runs on conversion 2 (the latest two on the second retraining of the
+    while "initialized_from_training" in chain[-1]:  # coarse path, three on the first), then the version-1 fine ones
         chain.append(chain[-1]["initialized_from_training"])
     assert [run.get("dsc_conversion", "1") for run in chain] == ["2", "2", "2", "2", "2", "1", "1", "1"]
     coarse = [chain[1]["combined"]["coarse_path"], chain[4]["combined"]["coarse_path"]]  # the latest coarse path
