@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PACKAGES := -e ./contract -e ./client[test,dicom] -e ./ensemble[test,server] -e ./export[test]
 
-.PHONY: install lint test pacs-peers export-demo serve demo bench clean
+.PHONY: install lint test test-fast pacs-peers export-demo serve demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ pacs-peers:
 
 test: lint pacs-peers
 	$(BIN)/python -m pytest
+
+# The quick loop: unit and contract tests (no server, no training, nothing marked slow), under 2 minutes on 2 cores.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not serving and not training and not slow" --durations=10
 
 WEIGHTS := export/src/collat_export/weights
 # The served 3D-MROD-Net: the fine demo weights (maps on the input's 128x128x20 grid), or

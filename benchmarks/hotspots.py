@@ -16,8 +16,8 @@ import httpx
 import nibabel as nib
 import numpy as np
 
-from collat_client.images import load_nifti, row_major_float32
-from collat_client.transport.kserve import HEADER_LENGTH, encode_request
+from collat_client.imaging.volumes import load_nifti, row_major_float32
+from collat_client.sdk.transport.kserve import HEADER_LENGTH, encode_request
 from collat_ensemble import geometry
 from collat_ensemble.preprocess import prepare_perfusion
 

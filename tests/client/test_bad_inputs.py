@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from collat_client.cli import main as cli
+from collat_client.apps.cli import main as cli
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from dicom_writer import write_classic, write_enhanced, write_mosaic, write_repo
 from collat_client.dicom import read_study
 from collat_client.dicom.convert import convert_folder
 from collat_client.errors import InputFileError, InvalidInput
-from collat_client.images import read_diffusion, read_perfusion
+from collat_client.sdk.inputs import read_diffusion, read_perfusion
 
 
 def oblique_affine(angle: float = 0.3, flip_x: bool = False) -> np.ndarray:
@@ -170,13 +170,14 @@ def test_a_nifti_with_its_bval_gives_its_b_value_trace_and_adc(tmp_path):
     """BIDS and dcm2niix write a .bval beside the NIfTI: the SDK reads it as it reads the DICOM header."""
     import nibabel as nib
 
-    from collat_client.client import prepare_request
+    from collat_client.sdk.plan import plan_request
 
     affine = np.diag([2.0, 2.0, 5.0, 1.0])
     volumes = np.stack([np.full((6, 6, 4), 1000.0), np.full((6, 6, 4), 450.0), np.full((6, 6, 4), 400.0)], -1)
     nib.save(nib.Nifti1Image(volumes.astype(np.float32), affine), str(tmp_path / "dwi.nii.gz"))
     (tmp_path / "dwi.bval").write_text("0 1000 1000\n")
-    pipeline, tensors, found = prepare_request(None, tmp_path / "dwi.nii.gz", None, {"nihss": 4})
+    plan = plan_request(dwi=tmp_path / "dwi.nii.gz", clinical={"nihss": 4})
+    pipeline, tensors, found = plan.pipeline, plan.tensors, plan.volumes
     assert pipeline == "hypoperfusion_pipeline" and found["dwi"].b_value == 1000
     np.testing.assert_allclose(found["dwi"].data, np.sqrt(450.0 * 400.0), rtol=1e-5)
     np.testing.assert_allclose(found["adc"].data, -np.log(np.sqrt(450.0 * 400.0) / 1000.0) / 1000, rtol=1e-5)

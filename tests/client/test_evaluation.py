@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from collat_client.evaluation import auc, dice, mae, phase_metrics, r2, ssim, tanimoto, volume_difference_ml
+from collat_client.imaging.evaluation import auc, dice, mae, phase_metrics, r2, ssim, tanimoto, volume_difference_ml
 
 
 def test_r2_and_mae_hand_computed():

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from realdata import AVAILABLE, MISSING, REALDATA
 
-from collat_client.cli import main as cli
+from collat_client.apps.cli import main as cli
 from collat_client.dicom import read_study
 from collat_client.errors import InvalidInput
-from collat_client.images import read_diffusion, read_perfusion
+from collat_client.sdk.inputs import read_diffusion, read_perfusion
 from collat_ensemble.errors import InputValidationError
 from collat_ensemble.preprocess import detect_adc_scale, prepare_perfusion
 
@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(not AVAILABLE, reason=MISSING)
 XA30 = REALDATA / "siemens_xa30_enhanced"
 
 
+@pytest.mark.slow
 def test_the_xa30_multi_direction_dwi_builds_a_trace_and_an_adc_and_its_b2500_is_refused():
     with pytest.raises(InvalidInput, match=r"series 10 'DWI_dir80_PA': the DWI's highest b-value is 2500 s/mm\^2"):
         read_study(XA30 / "10_DWI_dir80_PA")
@@ -58,6 +59,7 @@ def test_the_xa30_bold_series_is_assembled_and_refused_as_perfusion_for_having_n
                           slices=20, height=64, width=64)
 
 
+@pytest.mark.slow
 def test_the_xa30_study_sorts_t1_and_report_out():
     rows = {r["series"]: r for r in read_study(XA30, allow_b_value=True).table()}
     assert rows["series 5 'anat-T1w_acq-tfl'"]["role"] == "other"
@@ -65,6 +67,7 @@ def test_the_xa30_study_sorts_t1_and_report_out():
     assert "Enhanced SR Storage" in rows["series 99 'PhoenixZIPReport'"]["reason"]
 
 
+@pytest.mark.slow
 def test_perfusion_series_none_leaves_the_bold_series_out_and_keeps_the_diffusion_series():
     """The study's BOLD run looks like a DSC series to the folder reader (the server refuses it: no bolus), so
     the user can run the study's diffusion series alone."""
@@ -114,6 +117,7 @@ def test_the_cli_reads_or_refuses_every_folder_in_one_line(tmp_path, folder, ext
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_a_seg_on_the_philips_dwi_references_one_instance_per_slice(tmp_path):
     """The Philips series holds an object with no position beside its 544 images: the SEG skips it."""
     import highdicom as hd

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from collat_client.client import _RetryPolicy, prepare_request
 from collat_client.errors import CollatError, InputFileError, InvalidInput, ServerUnavailable
-from collat_client.images import read_diffusion, read_perfusion, row_major_float32
+from collat_client.imaging.volumes import row_major_float32
 from collat_client.schema import Clinical
-from collat_client.transport.base import Retryable, grpc_error, kserve_error_message
-from collat_client.transport.kserve import decode_response, encode_request
+from collat_client.sdk.client import _RetryPolicy
+from collat_client.sdk.inputs import read_diffusion, read_perfusion
+from collat_client.sdk.plan import plan_request
+from collat_client.sdk.transport.base import Retryable, grpc_error, kserve_error_message
+from collat_client.sdk.transport.kserve import decode_response, encode_request
 
 AFFINE = np.diag([2.0, 2.0, 5.0, 1.0])
 
@@ -97,25 +99,26 @@ def test_dwi_and_adc_must_share_a_grid(tmp_path):
     dwi = write_nifti(tmp_path / "dwi.nii.gz", np.ones((10, 10, 10), np.float32))
     adc = write_nifti(tmp_path / "adc.nii.gz", np.ones((10, 10, 9), np.float32))
     with pytest.raises(InvalidInput, match="do not share a grid"):
-        prepare_request(None, dwi, adc, Clinical(nihss=5))
+        plan_request(dwi=dwi, adc=adc, clinical=Clinical(nihss=5))
     flipped = write_nifti(tmp_path / "adc2.nii.gz", np.ones((10, 10, 10), np.float32), affine=np.diag([-2, 2, 5, 1.0]))
     with pytest.raises(InvalidInput, match="different affines"):
-        prepare_request(None, dwi, flipped, Clinical(nihss=5))
+        plan_request(dwi=dwi, adc=flipped, clinical=Clinical(nihss=5))
     with pytest.raises(InvalidInput, match="needs clinical data"):
-        prepare_request(None, dwi, dwi, None)
+        plan_request(dwi=dwi, adc=dwi)
     with pytest.raises(InvalidInput, match=r"dwi.nii.gz: no ADC: give one \(--adc\)"):
-        prepare_request(None, dwi, None, None)
+        plan_request(dwi=dwi)
     with pytest.raises(InvalidInput, match="both DWI and ADC"):
-        prepare_request(None, None, dwi, None)
+        plan_request(adc=dwi)
 
 
 def test_the_pipeline_follows_from_the_inputs(tmp_path):
     perf = write_nifti(tmp_path / "p.nii.gz", series(), tr=1.6)
     vol = write_nifti(tmp_path / "d.nii.gz", np.ones((10, 10, 10), np.float32))
-    assert prepare_request(perf, None, None, None)[0] == "collateral_pipeline"
-    assert prepare_request(None, vol, vol, {"nihss": 3})[0] == "hypoperfusion_pipeline"
-    pipeline, tensors, _ = prepare_request(perf, vol, vol, {"nihss": 3, "side": "left"})
-    assert pipeline == "stroke_triage"
+    assert plan_request(perfusion=perf).pipeline == "collateral_pipeline"
+    assert plan_request(dwi=vol, adc=vol, clinical={"nihss": 3}).pipeline == "hypoperfusion_pipeline"
+    plan = plan_request(perfusion=perf, dwi=vol, adc=vol, clinical={"nihss": 3, "side": "left"})
+    assert plan.pipeline == "stroke_triage"
+    tensors = plan.tensors
     assert json.loads(tensors["CLINICAL"][0]) == {"nihss": 3, "age": None, "side": "left",
                                                   "onset_to_imaging_min": None, "dwi_b_value": None}
     assert tensors["FRAME_SECONDS"].tolist() == [pytest.approx(1.6)]
@@ -186,21 +189,19 @@ def _mock_transports(status: int, body: bytes):
     """The SDK's sync and async HTTP transports talking to a stand-in that answers every request the same way."""
     import httpx
 
-    from collat_client.transport.http import AsyncHttpTransport, HttpTransport
+    from collat_client.sdk.transport.http import AsyncHttpTransport, HttpTransport
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, content=body, headers={"Content-Type": "application/json"})
 
-    sync, async_ = HttpTransport("127.0.0.1:1", timeout=5.0), AsyncHttpTransport("127.0.0.1:1", timeout=5.0)
-    sync.client = httpx.Client(base_url=sync.base, transport=httpx.MockTransport(handler))
-    async_.client = httpx.AsyncClient(base_url=async_.base, transport=httpx.MockTransport(handler))
-    return sync, async_
+    return (HttpTransport("127.0.0.1:1", timeout=5.0, http_transport=httpx.MockTransport(handler)),
+            AsyncHttpTransport("127.0.0.1:1", timeout=5.0, http_transport=httpx.MockTransport(handler)))
 
 
 # The message deliberately contradicts the status: the type must follow the status code, never the words.
 @pytest.mark.parametrize("status, error", [
     (400, "InvalidInput"), (404, "ModelNotReady"), (500, "ServerError"), (501, "ServerError"),
-    (503, "Retryable"), (504, "InferenceTimeout"), (502, "ServerError"), (418, "InvalidInput"),
+    (503, "Retryable"), (429, "Busy"), (504, "InferenceTimeout"), (502, "ServerError"), (418, "InvalidInput"),
 ])
 def test_http_errors_are_typed_by_status_code_alike_in_sync_and_async(status, error):
     import asyncio
@@ -228,7 +229,7 @@ def test_a_non_kserve_error_body_is_kept_as_the_message():
 
 @pytest.mark.parametrize("code, error", [
     ("StatusCode.INVALID_ARGUMENT", "InvalidInput"), ("StatusCode.NOT_FOUND", "ModelNotReady"),
-    ("StatusCode.UNAVAILABLE", "Retryable"), ("StatusCode.RESOURCE_EXHAUSTED", "Retryable"),
+    ("StatusCode.UNAVAILABLE", "Retryable"), ("StatusCode.RESOURCE_EXHAUSTED", "Busy"),
     ("StatusCode.DEADLINE_EXCEEDED", "InferenceTimeout"), ("StatusCode.INTERNAL", "ServerError"),
     ("StatusCode.UNKNOWN", "ServerError"), ("UNIMPLEMENTED", "ServerError"),
 ])
@@ -242,7 +243,7 @@ def test_the_client_never_imports_torch_or_the_server_packages():
     import subprocess
     import sys
 
-    code = ("import sys, collat_client, collat_client.cli, collat_client.transport.http, collat_client.dicom; "
+    code = ("import sys, collat_client, collat_client.apps.cli, collat_client.sdk.transport.http, collat_client.dicom; "
             "print(sorted(m for m in ('torch', 'collat_ensemble', 'collat_export', 'scipy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -257,7 +258,7 @@ def test_identifiers_in_nifti_headers_never_reach_a_request(tmp_path):
     image.header.set_zooms(image.header.get_zooms()[:3] + (1.6,))
     path = tmp_path / "perfusion.nii.gz"
     nib.save(image, str(path))
-    _, tensors, _ = prepare_request(path, None, None, None)
+    tensors = plan_request(perfusion=path).tensors
     blob = b"".join(np.ascontiguousarray(t).tobytes() if t.dtype != object else t.reshape(-1)[0] for t in
                     tensors.values())
     assert b"MRN12345" not in blob and b"DOE" not in blob
@@ -270,9 +271,9 @@ def test_in_memory_volumes_get_the_same_checks_as_files():
     bad = series()
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(InvalidInput, match="NaN"):
-        prepare_request(Volume(bad, AFFINE, 1.6), None, None, None)
+        plan_request(perfusion=Volume(bad, AFFINE, 1.6))
     with pytest.raises(InvalidInput, match="frame interval"):
-        prepare_request(Volume(series(), AFFINE, None), None, None, None)
+        plan_request(perfusion=Volume(series(), AFFINE, None))
 
 
 def test_column_major_series_become_row_major_float32_with_the_same_voxels():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from collat_client.dicom.spool import Spool, StudyState, study_key
+from collat_client.apps.spool import Spool, StudyState, study_key
 
 
 def test_a_study_is_queued_only_after_its_quiet_period(tmp_path):

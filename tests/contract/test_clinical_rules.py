@@ -97,3 +97,14 @@ def test_edge_cases_the_old_rules_disagreed_on(payload):
 
 def test_the_sdk_model_carries_exactly_the_contracts_fields():
     assert tuple(Clinical.model_fields) == FIELDS
+
+
+def test_the_core_label_spells_the_core_threshold():
+    """The text the SDK's report and SEG name the core by (read by PACS users) is built from the one threshold the
+    server measures the core with, and reads as before."""
+    from collat_contract.clinical import CORE_ADC_THRESHOLD, CORE_LABEL
+    from collat_contract.tensors import CORE_MASK
+
+    assert CORE_ADC_THRESHOLD == 620e-6
+    assert CORE_LABEL == "ADC core (ADC < 620e-6 mm2/s)"
+    assert CORE_MASK.description.startswith(CORE_LABEL)

@@ -201,3 +201,72 @@ def test_an_unknown_dsc_conversion_stops_the_perfusion_step_at_load(tmp_path):
     (folder / "model.json").write_text(json.dumps({"modalities": ["dce", "dsc"], "dsc_conversion": "7"}))
     with pytest.raises(RuntimeError, match="model card of mrod_net: unknown DSC conversion version '7'"):
         adapter(names.PREPROCESS_PERFUSION, tmp_path)
+
+
+def key_drift(value, annotation, where: str = "document") -> list[str]:
+    """Where a built document's keys leave the contract's TypedDicts (a key missing, or one the contract does not
+    know), walking every nested part the annotation says is one."""
+    import types
+    import typing
+
+    if value is None:
+        return []
+    if typing.is_typeddict(annotation):
+        if not isinstance(value, dict):
+            return [f"{where} is {type(value).__name__}, not an object"]
+        hints = typing.get_type_hints(annotation)
+        drift = [f"{where}.{k} missing" for k in sorted(annotation.__required_keys__ - set(value))]
+        drift += [f"{where}.{k} unknown" for k in sorted(set(value) - set(hints))]
+        return drift + [d for k in value if k in hints for d in key_drift(value[k], hints[k], f"{where}.{k}")]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        parts = [a for a in args if typing.is_typeddict(a) or typing.get_origin(a) in (list, dict)]
+        return key_drift(value, parts[0], where) if len(parts) == 1 else []
+    if origin is list:
+        return [d for i, item in enumerate(value) for d in key_drift(item, args[0], f"{where}[{i}]")]
+    if origin is dict:
+        return [d for k, item in value.items() for d in key_drift(item, args[1], f"{where}[{k}]")]
+    return []
+
+
+def test_the_key_check_sees_a_drifted_document(served_documents):
+    from collat_contract.metrics import MetricsDocument
+
+    drifted = json.loads(json.dumps(served_documents[names.STROKE_TRIAGE]))
+    drifted["hypoperfusion"]["registration"]["angle"] = 1.0
+    del drifted["quality"]["checks"][2]["reason"], drifted["collateral"]["contrast"]["kind"]
+    assert key_drift(drifted, MetricsDocument) == [
+        "document.collateral.contrast.kind missing", "document.hypoperfusion.registration.angle unknown",
+        "document.quality.checks[2].reason missing"]
+
+
+def test_the_served_documents_hold_exactly_the_contracts_keys(served_documents, case_right_good, tmp_path):
+    """What the serving code builds, every nested part included, has the keys of the contract's TypedDicts
+    (collat_contract.metrics): the three pipelines' documents, and one with every optional part filled (a model card
+    with every field, a calibrated lesion rule, DEFUSE 3 and DAWN standing)."""
+    from collat_contract.metrics import MetricsDocument, ModelProvenance
+    from collat_ensemble.serving.metrics import network_model_info
+
+    case = case_right_good
+    card = {"preset": "tiny", "sha256": "0" * 64, "weights": "w.pt", "checkpoint": "c.pt", "not_for_clinical_use": True,
+            "tensorrt_version": "10.0", "gpu": "a GPU", "dsc_conversion": "2", "modalities": ["dce"],
+            "lesion_calibration": {"coefficients": {"intercept": 0.0, "network": 1.0, "core": 0.0, "nihss": 0.0},
+                                   "fitted_on": "a test"},
+            "training_domain": {"core_ml": {"min": 0.0}}}
+    folder = tmp_path / UNET.triton_name / "1"
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps(card))
+    # every key a model card can carry into the document is one of the contract's
+    assert set(network_model_info(tmp_path, UNET.triton_name)) == \
+        ModelProvenance.__required_keys__ | ModelProvenance.__optional_keys__
+    clinical = np.array([json.dumps({"nihss": case.nihss, "age": 70, "side": "unknown"}).encode()], dtype=object)
+    slabs, _, core, brain, context = adapter(names.PREPROCESS_DIFFUSION, tmp_path).run(
+        case.dwi, case.adc, case.diffusion_affine, case.diffusion_affine, clinical)
+    probabilities = np.zeros((len(slabs), *UNET.outputs[0].dims), np.float32)  # the lesion is the core: gates pass
+    *_, doc = adapter(names.POSTPROCESS_HYPOPERFUSION, tmp_path).run(probabilities, core, brain, context)
+    full = document(doc)
+    h = full["hypoperfusion"]
+    assert h["defuse3"] is not None and h["dawn"] is not None and h["lesion_rule"]["calibration"] is not None
+    assert set(full["models"][UNET.triton_name]) > {"name", "version", "preset", "sha256", "modalities"}
+    for built in (*served_documents.values(), full):
+        assert key_drift(built, MetricsDocument) == []

@@ -81,3 +81,36 @@ def test_collateral_perfusion_score_rules(c, e, late, cps):
 def test_cps_rejects_fractions_outside_unit_interval():
     with pytest.raises(ValueError, match="capillary"):
         collateral_perfusion_score(1.5, 0.0, 0.0)
+
+
+def test_the_cps_rule_grades_arrays_as_it_grades_each_case():
+    """One rule for the server and for the training code's fit, which grades arrays of candidate fractions: an array
+    call gives, element by element, what the scalar calls give, on a grid through every threshold."""
+    import itertools
+
+    levels = [0.0, 0.05, 0.124, 0.125, 0.126, 0.3, 0.499, 0.5, 0.501, 0.75, 0.9, 1.0]
+    c, e, late = (np.array(v) for v in zip(*itertools.product(levels, repeat=3), strict=True))
+    scalar = [collateral_perfusion_score(*map(float, t)) for t in zip(c, e, late, strict=True)]
+    assert all(type(g) is int for g in scalar) and set(scalar) == {0, 1, 2, 3, 4, 5}
+    graded = collateral_perfusion_score(c, e, late)
+    assert graded.dtype.kind == "i" and graded.shape == c.shape
+    np.testing.assert_array_equal(graded, scalar)
+    np.testing.assert_array_equal(collateral_perfusion_score(c.reshape(-1, 12), 0.0, 0.0),  # broadcasting, 2D
+                                  np.reshape([collateral_perfusion_score(float(x), 0.0, 0.0) for x in c], (-1, 12)))
+    with pytest.raises(ValueError, match="early_venous fraction must lie in \\[0, 1\\], got 1.5"):
+        collateral_perfusion_score(c[:2], np.array([0.2, 1.5]), 0.0)
+    with pytest.raises(ValueError, match="late_venous"):
+        collateral_perfusion_score(0.0, 0.0, np.array([np.nan]))
+
+
+def test_the_dawn_rule_reads_its_named_thresholds(monkeypatch):
+    """The groups and the near-threshold flag read the module's DAWN constants (one home), not literals of their own."""
+    from collat_ensemble import clinical
+
+    assert dawn_eligibility(70, 10, 30.0).groups["B"] and dawn_eligibility(70, 10, 30.0).near_threshold == ["core_ml"]
+    monkeypatch.setattr(clinical, "DAWN_GROUP_B_MAX_CORE_ML", 25.0)
+    result = dawn_eligibility(70, 22, 30.0)
+    assert result.groups == {"A": False, "B": False, "C": True}  # group C now starts at 25 mL
+    assert result.near_threshold == []  # 30 mL is no longer within 10 % of a threshold (21, 25, 51)
+    monkeypatch.setattr(clinical, "DAWN_AGE_SPLIT", 65.0)
+    assert dawn_eligibility(70, 12, 20.0).groups == {"A": True, "B": False, "C": False}

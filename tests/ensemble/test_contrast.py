@@ -46,6 +46,7 @@ def test_a_bright_first_frame_does_not_set_the_baseline():
     assert detect_bolus(*series_with(curve)).kind == "DCE"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("modality, kind", [("dce", "DCE"), ("dsc", "DSC")])
 def test_the_phantoms_bolus_is_found_with_motion_too(modality, kind):
     for motion in (False, True):

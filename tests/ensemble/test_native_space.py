@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from collat_client.evaluation import dice
+from collat_client.imaging.evaluation import dice
 from collat_ensemble.geometry import resample
 from collat_ensemble.phantom import generate_case, write_case
 from collat_ensemble.preprocess import MNI_2MM_AFFINE, MNI_2MM_SHAPE, PADDED_INPLANE, pad_inplane, to_slabs

@@ -9,6 +9,7 @@ from collat_ensemble.phantom import CASE_FILES, generate_case, write_case
 from collat_ensemble.phases import PHASE_NAMES
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     write_case(generate_case(5, snr=20.0), a)
@@ -74,12 +75,14 @@ def test_hypoperfused_tissue_beyond_the_core_shows_its_mild_adc_decline(case_lef
     assert float(np.nanmedian(adc[healthy] / mirror[healthy])) == pytest.approx(1.0, abs=0.01)
 
 
+@pytest.mark.slow
 def test_better_collaterals_mean_smaller_lesions():
     grades = [generate_case(7, strength=g, side="right") for g in (0, 5)]
     assert grades[0].truth["hypoperfusion_ml"] > 3 * grades[1].truth["hypoperfusion_ml"]
     assert grades[0].truth["core_ml"] > grades[1].truth["core_ml"]
 
 
+@pytest.mark.slow
 def test_dsc_signal_drops_and_motion_moves():
     dsc = generate_case(8, modality="dsc", snr=1e6)
     mean = dsc.perfusion.reshape(-1, 60)[dsc.brain_mask.ravel()].mean(axis=0)
@@ -88,6 +91,7 @@ def test_dsc_signal_drops_and_motion_moves():
     assert not np.array_equal(still.perfusion, moved.perfusion)
 
 
+@pytest.mark.slow
 def test_templates_are_read_once_and_resampled_once_per_grid():
     """What keeps case generation fast (training makes thousands): no case re-reads or re-resamples the atlas."""
     from collat_ensemble.phantom import anatomy
@@ -107,6 +111,7 @@ def test_bad_parameters_are_named():
         generate_case(1, modality="ct")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_cli_writes_a_case_and_refuses_bad_options(tmp_path):
     import subprocess
     import sys

@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
 
-from collat_client.evaluation import phase_metrics
+from collat_client.imaging.evaluation import phase_metrics
 from collat_ensemble.errors import InputValidationError
 from collat_ensemble.phantom import generate_case
 from collat_ensemble.phases import collateral_maps
 
 
+@pytest.mark.slow
 def test_conventional_maps_of_the_acquired_series_match_the_truth(case_left_poor):
     clean = generate_case(101, strength=1, side="left", snr=300.0)
     result = collateral_maps(clean.perfusion.astype(np.float32), "dce")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -129,6 +130,7 @@ def reoriented(data: np.ndarray, affine: np.ndarray, perm: list[int], flips: lis
     return np.ascontiguousarray(np.transpose(data, perm)), np.concatenate([a[:, perm], a[:, 3:]], axis=1)
 
 
+@pytest.mark.slow
 @settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(perm=st.permutations([0, 1, 2]), flips=st.lists(st.booleans(), min_size=3, max_size=3), dtype=DTYPES,
        seed=st.integers(0, 2 ** 16), side=st.sampled_from(["left", "right", "bilateral", "unknown", None]),

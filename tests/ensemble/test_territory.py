@@ -37,6 +37,7 @@ def test_the_territories_are_mirror_images_in_one_hemisphere_each():
         mca_territory("bilateral")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [3, 11, 14])
 def test_the_phantoms_grade_is_spec_section_4_on_its_own_fractions(seed):
     truth = generate_case(seed).truth
@@ -45,11 +46,13 @@ def test_the_phantoms_grade_is_spec_section_4_on_its_own_fractions(seed):
     assert 0 <= truth["collateral_strength"] <= 5
 
 
+@pytest.mark.slow
 def test_weaker_collaterals_give_a_lower_grade_on_the_same_anatomy():
     grades = [generate_case(9, strength=s, side="left").truth["collateral_grade"] for s in (0, 5)]
     assert grades[0] < grades[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 2, 4, 11])
 def test_the_reference_maps_give_the_phantoms_grade(seed):
     """The grade is recoverable from a map: the rule on the noiseless reference maps, in MNI space (identity
@@ -63,6 +66,7 @@ def test_the_reference_maps_give_the_phantoms_grade(seed):
                                                                     abs=0.08)
 
 
+@pytest.mark.slow
 def test_a_head_turned_15_degrees_gets_the_same_grade():
     """Registration of the baseline puts the turned head back; the fractions move by resampling only."""
     case = generate_case(2, modality="dce")
@@ -83,6 +87,7 @@ def test_a_head_turned_15_degrees_gets_the_same_grade():
                                                                         abs=0.05)
 
 
+@pytest.mark.slow
 def test_too_little_territory_is_refused_with_the_reason():
     case = generate_case(0)
     x_mm = np.arange(case.brain_mask.shape[0]) * case.perfusion_affine[0, 0] + case.perfusion_affine[0, 3]

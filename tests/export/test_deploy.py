@@ -34,6 +34,7 @@ def test_cache_key_names_gpu_model_and_tensorrt_version():
     assert cache_key(GpuInfo("NVIDIA L4", "8.9"), "11.0.1") == "nvidia-l4-sm89-trt11.0.1"
 
 
+@pytest.mark.slow
 def test_jobs_cover_both_networks_with_profiles_from_config_and_sidecar(trt_repository, tmp_path):
     assert tensorrt_models(trt_repository) == ["hypoperfusion_unet", "mrod_net"]
     jobs = {j.model: j for j in engine_jobs(trt_repository, tmp_path)}
@@ -48,6 +49,7 @@ def test_jobs_cover_both_networks_with_profiles_from_config_and_sidecar(trt_repo
     assert jobs["mrod_net"].plan == tmp_path / "mrod_net" / "model.plan"
 
 
+@pytest.mark.slow
 def test_engines_are_built_once_per_gpu_and_linked_into_a_runtime_copy(trt_repository, tmp_path):
     built_calls: list[str] = []
 
@@ -71,6 +73,7 @@ def test_engines_are_built_once_per_gpu_and_linked_into_a_runtime_copy(trt_repos
     assert built_calls.count("mrod_net") == 2
 
 
+@pytest.mark.slow
 def test_a_failed_build_leaves_no_plan_in_the_cache(trt_repository, tmp_path):
     def broken(job, out: Path) -> None:
         out.write_bytes(b"half")

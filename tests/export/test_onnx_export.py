@@ -91,6 +91,7 @@ def test_fp16_graph_keeps_normalization_in_fp32_and_stays_close(exported):
     assert diff.max() <= FP16_ENGINE_TOLERANCE
 
 
+@pytest.mark.slow
 def test_parity_failure_leaves_no_model_behind(tmp_path, monkeypatch):
     import collat_export.onnx_export as mod
 
@@ -102,6 +103,7 @@ def test_parity_failure_leaves_no_model_behind(tmp_path, monkeypatch):
     assert not (tmp_path / "model.onnx.partial").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset_name", ["tiny", "full"])
 @pytest.mark.parametrize("model", ["mrod", "hypo"])
 def test_openvino_matches_pytorch_for_both_networks_and_presets(model, preset_name, tmp_path):
@@ -115,6 +117,7 @@ def test_openvino_matches_pytorch_for_both_networks_and_presets(model, preset_na
     assert parity["max_abs_diff"] <= FP32_PARITY_TOLERANCE
 
 
+@pytest.mark.slow
 def test_the_fine_preset_exports_with_its_head_and_a_run_time_grid(tmp_path):
     """The fine head (trained: not zero) and its resampling to a grid read at run time survive ONNX, in both CPU
     runtimes, on a grid other than the tracing one."""

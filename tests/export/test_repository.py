@@ -123,6 +123,7 @@ def test_the_cpu_runtime_is_openvino_when_installed_and_onnxruntime_otherwise(mo
     assert choose_runtime("auto") == "onnxruntime"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
 def test_both_cpu_runners_give_the_same_batched_outputs(runtime, tmp_path):
     """What the Python-backend model runs: a batch of two slabs, outputs copied out of the runtime's buffers."""

@@ -15,6 +15,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_tensorrt_without_gpu_says_so_in_one_line(tmp_path):
     from collat_ensemble.server.tensorrt_build import unavailable_reason
 
@@ -53,6 +54,7 @@ def test_tensorrt_11_builds_strongly_typed():
     assert uses_strong_typing("11.0.0")
 
 
+@pytest.mark.slow
 def test_info_reports_parameters_and_flops():
     result = run_cli("info", "--json")
     assert result.returncode == 0, result.stderr
@@ -69,6 +71,7 @@ def test_info_reports_parameters_and_flops():
     assert rows[("mrod", "fine")]["gflops"] > rows[("mrod", "tiny")]["gflops"]
 
 
+@pytest.mark.slow
 def test_onnx_command_with_bad_checkpoint_fails_in_one_line(tmp_path):
     (tmp_path / "w.pt").write_bytes(b"\x00garbage")
     result = run_cli("onnx", "--model", "hypo", "--checkpoint", str(tmp_path / "w.pt"), "--out", str(tmp_path / "o"))
@@ -79,6 +82,7 @@ def test_onnx_command_with_bad_checkpoint_fails_in_one_line(tmp_path):
     assert not (tmp_path / "o" / "model.onnx").exists()
 
 
+@pytest.mark.slow
 def test_repository_command_writes_a_servable_cpu_layout(tmp_path):
     result = run_cli("repository", "--target", "python-onnx", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr

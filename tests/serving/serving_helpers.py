@@ -11,7 +11,7 @@ import numpy as np
 import tritonclient.grpc as grpc
 import tritonclient.http as http
 
-from collat_client.transport.kserve import datatype_of
+from collat_client.sdk.transport.kserve import datatype_of
 from collat_contract.tensors import PIPELINES
 from collat_ensemble.phantom import PhantomCase
 from collat_export.weights import demo_checkpoint

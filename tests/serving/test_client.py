@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from PIL import Image
 from serving_helpers import case_arrays, infer
 
-from collat_client.cli import main as cli
-from collat_client.client import CollatClient
+from collat_client.apps.cli import main as cli
 from collat_client.errors import InferenceTimeout, InvalidInput, ModelNotReady, ServerUnavailable
-from collat_client.images import Volume
+from collat_client.imaging.volumes import Volume
 from collat_client.schema import Clinical, Metrics
+from collat_client.sdk.client import CollatClient
 from collat_ensemble.phantom import generate_case, write_case
 from collat_ensemble.server.launcher import free_port
 
@@ -185,7 +185,7 @@ def test_bad_files_fail_fast_with_exit_2_and_no_output(tmp_path, case_dir):
 
 def test_the_installed_command_exits_cleanly_without_a_traceback(tmp_path):
     env = {**os.environ, "COLLAT_URL": "127.0.0.1:9"}
-    done = subprocess.run([sys.executable, "-m", "collat_client.cli", "infer", str(tmp_path / "none.nii.gz")],
+    done = subprocess.run([sys.executable, "-m", "collat_client.apps.cli", "infer", str(tmp_path / "none.nii.gz")],
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no such file" in done.stderr
 

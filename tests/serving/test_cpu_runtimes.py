@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from collat_client.client import CollatClient
-from collat_client.images import Volume
+from collat_client.imaging.volumes import Volume
 from collat_client.schema import Clinical
+from collat_client.sdk.client import CollatClient
 from collat_ensemble.server.launcher import TritonServer
 from collat_ensemble.server.network_model import RUNTIME_VARIABLE
 

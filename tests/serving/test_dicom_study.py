@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from dicom_writer import ADC_TYPE, TRACE, write_classic, write_enhanced, write_phantom_study
 
-from collat_client.cli import main as cli
-from collat_client.client import CollatClient
+from collat_client.apps.cli import main as cli
 from collat_client.dicom.seg import _frames, masks_on_frames
-from collat_client.images import Volume
+from collat_client.imaging.volumes import Volume
 from collat_client.schema import Clinical
+from collat_client.sdk.client import CollatClient
 from collat_ensemble.phantom import generate_case
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from serving_helpers import case_arrays, infer
 
-from collat_client.evaluation import phase_metrics
+from collat_client.imaging.evaluation import phase_metrics
 from collat_contract.tensors import PIPELINES
 from collat_ensemble.phantom import generate_case, turn_in_plane
 

@@ -21,7 +21,7 @@ from dicom_writer import restamp_study, write_enhanced, write_mosaic, write_phan
 from pacs_peers import NOT_INSTALLED, ORTHANC, Orthanc, RecordingPacs
 from test_dicom_study import assert_seg_is_the_nifti_masks
 
-from collat_client.cli import main as cli
+from collat_client.apps.cli import main as cli
 from collat_client.dicom.results import REPORT_FILE, SEG_FILE, SUMMARY_FILE
 from collat_ensemble.phantom import generate_case
 from collat_ensemble.server.launcher import TritonServer, free_port

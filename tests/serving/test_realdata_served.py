@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from realdata import AVAILABLE, MISSING, REALDATA
 
-from collat_client.cli import main as cli
+from collat_client.apps.cli import main as cli
 
 
 @pytest.mark.skipif(not AVAILABLE, reason=MISSING)

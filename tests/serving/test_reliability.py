@@ -40,8 +40,8 @@ def server_rss_mb(server: TritonServer) -> float:
 
 @pytest.fixture(scope="module")
 def restartable_repository(tmp_path_factory) -> Path:
-    """With the tiny 3D-MROD-Net: what these tests load, kill and restart does not depend on the network, and
-    issue 8 sets the soak on the tiny preset (200 requests of the served fine one take 5 min on 2 cores)."""
+    """With the tiny 3D-MROD-Net: what these tests load, kill and restart does not depend on the network, and the
+    soak stays within CI's time on it (200 requests of the served fine one take 5 min on 2 cores)."""
     return build_cpu_repository(tmp_path_factory.mktemp("restart") / "model_repository", mrod_preset="tiny")
 
 

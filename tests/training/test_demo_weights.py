@@ -14,10 +14,9 @@ from collat_export.weights import demo_checkpoint
 HELD_OUT = [0, 1, 2]
 
 
-# The served fine weights (mirror average, DSC conversion 2), seeds 0-199, on the input grid inside the brain: DCE
-# mean R^2 0.936 / SSIM 0.950, DSC 0.9205 / 0.944 (seeds 0-2: 0.931 / 0.944 and 0.909 / 0.935). Issue 19 asks 0.92
-# over the 200 (in the card, tested below); three seeds vary more, so DSC's R^2 floor here guards what shipped (the
-# weights before conversion 2: 0.870 on these seeds; the previous conversion-2 weights: 0.899).
+# The served fine weights on the input grid inside the brain. The 0.92 asked for is a mean over the 200 held-out
+# seeds (the card's figure, checked below); three seeds vary more, so DSC's R^2 floor here is lower, set under what
+# the shipped weights score on them and above what earlier weights did.
 SERVED_MAP_FLOORS = {"dce": (0.92, 0.92), "dsc": (0.90, 0.92)}
 
 
@@ -35,9 +34,8 @@ def test_the_fine_mrod_weights_map_on_the_input_grid(modality):
     assert abs(report.summary["mean_r2_raw"] - report.summary["mean_r2"]) < 0.01
 
 
-# The tiny weights (DSC conversion 1; the served fine network's coarse path is a retrained copy), seeds 0-19 on
-# their 64x64x12 grid: DCE mean R^2 0.882 / SSIM 0.947, DSC 0.846 / 0.937 (targets 0.85 / 0.90 for DCE, 0.80 / 0.90
-# for DSC).
+# The tiny weights (DSC conversion 1), scored on their own coarser grid against the targets of evaluate.TARGETS;
+# their figures are in their model card.
 @pytest.mark.slow
 def test_the_tiny_mrod_weights_reach_the_network_grid_targets():
     loaded = load_checkpoint(demo_checkpoint("mrod", "tiny"), model="mrod")
@@ -45,11 +43,10 @@ def test_the_tiny_mrod_weights_reach_the_network_grid_targets():
     report = evaluate_mrod(loaded.network, loaded.preset, HELD_OUT, modality="dce")
     assert report.summary["mean_r2"] >= TARGETS["mrod"]["mean_r2"]
     assert report.summary["mean_ssim"] >= TARGETS["mrod"]["mean_ssim"]
-    assert report.summary["mean_r2_input_grid"] < 0.7  # its grid is coarser than the input's (seeds 0-19: 0.57)
+    assert report.summary["mean_r2_input_grid"] < 0.7  # its grid is coarser than the input's
 
 
-# Measured on seeds 0-19 with the shipped weights (phantom version 3): median Dice 0.95, DEFUSE 3 accuracy 1.00;
-# six of them here (every decision right), two worker processes.
+# Six held-out seeds (the card has 20 in MNI space and 200 native), two worker processes.
 @pytest.mark.slow
 def test_hypo_demo_weights_reach_the_lesion_targets():
     loaded = load_checkpoint(demo_checkpoint("hypo"), model="hypo")
@@ -101,9 +98,9 @@ def test_the_fine_demo_weights_load_as_the_fine_preset_on_the_dce_mra_grid():
     assert (loaded.preset.geometry.slices, loaded.preset.geometry.height) == (20, 128)
     card = json.loads((folder / "model_card.json").read_text())
     assert card["not_for_clinical_use"] and "NOT for clinical use" in (folder / "model_card.md").read_text()
-    assert card["evaluation"]["summary"]["mean_r2_input_grid"] >= 0.92  # tiny: 0.57 (seeds 0-19)
+    assert card["evaluation"]["summary"]["mean_r2_input_grid"] >= 0.92
     assert card["evaluation"]["summary"]["mean_ssim_input_grid"] >= 0.92
-    assert card["evaluation_dsc"]["summary"]["mean_r2_input_grid"] >= 0.92  # tiny: 0.55; version-1 fine: 0.879
+    assert card["evaluation_dsc"]["summary"]["mean_r2_input_grid"] >= 0.92
     assert card["evaluation_dsc"]["summary"]["mean_ssim_input_grid"] >= 0.92
     assert card["evaluation"]["cases"] == card["evaluation_dsc"]["cases"] == 200
     assert card["evaluation_cps"]["network"]["all"]["cases"] == 400

@@ -1,9 +1,12 @@
-"""Typed clinical inputs and the METRICS document: the one home of the schema the server must satisfy.
+"""Typed clinical inputs and the METRICS document as the SDK reads them.
 
-The server (``collat_ensemble.serving.metrics``) writes plain JSON; the offline contract tests
-validate what the serving code builds, and the integration tests what the real server
-returns, against these models, so a drift fails CI. The clinical inputs' rules are the shared
-contract's (:func:`collat_contract.clinical.check_clinical`), which the server applies too.
+The document's keys and its schema version are the shared contract's
+(:mod:`collat_contract.metrics`), which the server builds the document through; these models
+add what a reader checks (ranges, patterns, descriptions). ``tests/test_layout.py`` holds every
+model's fields to the keys of its TypedDict there, the offline contract tests validate what the
+serving code builds, and the integration tests what the real server returns, against these
+models, so a drift fails CI. The clinical inputs' rules are the shared contract's
+(:func:`collat_contract.clinical.check_clinical`), which the server applies too.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from collat_contract.clinical import KNOWN_SIDES, SIDES, check_clinical
+from collat_contract.clinical import CORE_LABEL, KNOWN_SIDES, SIDES, check_clinical
+from collat_contract.metrics import SCHEMA_VERSION, Decision, Verdict
 from collat_contract.names import PHASE_NAMES, PIPELINE_NAMES
 
 Side = Literal[SIDES]  # type: ignore[valid-type]
@@ -140,7 +144,7 @@ class HypoperfusionMetrics(_Strict):
     input_orientation: str = Field(pattern=r"^[RLAPSI]{3}$")
     registration: Registration
     core_artefacts_removed_ml: dict[str, float] = Field(
-        description="mL each artefact rule of the core removed from the bare ADC < 620e-6 count")
+        description=f"mL each artefact rule of the core removed from the bare count of the {CORE_LABEL}")
     brain_volume_ml: float = Field(ge=0)
     clinical: ClinicalEcho
 
@@ -160,9 +164,9 @@ class QualityCheck(_Strict):
     name: str
     value: float | str | None
     limit: str
-    verdict: Literal["pass", "fail", "unknown"]
+    verdict: Verdict
     reason: str = Field(description="what a failure means for the reader; empty when passed")
-    withholds: list[Literal["defuse3", "dawn"]] = Field(description="the decisions a failure withholds")
+    withholds: list[Decision] = Field(description="the decisions a failure withholds")
 
 
 class Quality(_Strict):
@@ -172,13 +176,13 @@ class Quality(_Strict):
     checks: list[QualityCheck]
     decisions_withheld: list[str]
 
-    def withheld(self, decision: Literal["defuse3", "dawn"]) -> bool:
+    def withheld(self, decision: Decision) -> bool:
         """Did a failed check withhold ``decision``?"""
         return any(c.verdict == "fail" and decision in c.withholds for c in self.checks)
 
 
 class Metrics(_Strict):
-    schema_version: Literal["1.3"]
+    schema_version: Literal[SCHEMA_VERSION]  # type: ignore[valid-type]
     pipeline: Literal[PIPELINE_NAMES]  # type: ignore[valid-type]
     collateral: CollateralMetrics | None
     hypoperfusion: HypoperfusionMetrics | None

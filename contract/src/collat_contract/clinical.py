@@ -29,6 +29,11 @@ KNOWN_SIDES: tuple[str, ...] = ("left", "right", "bilateral")  # what "unknown" 
 DWI_B_VALUE_RANGE = (800.0, 1200.0)  # s/mm^2: the U-Net was trained on b=1000 DWIs
 B_VALUE_MAX = 10000.0  # s/mm^2: beyond any clinical or research diffusion scan
 
+# The ischaemic core is DEFUSE 3's (RAPID's): ADC below this. The server measures the core by it and the SDK names
+# the served CORE_MASK after it (report, SEG), so both read the one number here.
+CORE_ADC_THRESHOLD = 620e-6  # mm^2/s
+CORE_LABEL = f"ADC core (ADC < {CORE_ADC_THRESHOLD * 1e6:g}e-6 mm2/s)"
+
 
 class ClinicalInputError(ValueError):
     """The clinical inputs break a rule; the message names the field and the rule."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .clinical import CORE_LABEL
 from .names import COLLATERAL_PIPELINE, HYPOPERFUSION_PIPELINE, HYPOPERFUSION_UNET, MROD_NET, STROKE_TRIAGE
 
 
@@ -61,8 +62,8 @@ HYPOPERFUSION_PROB = TensorSpec("HYPOPERFUSION_PROB", "FP32", (-1, -1, -1),
                                 "hypoperfusion probability on the DWI grid (1 inside the ADC core)")
 LESION_MASK = TensorSpec("LESION_MASK", "UINT8", (-1, -1, -1),
                          "the hypoperfusion lesion the volumes count (probability rule and ADC core) on the DWI grid")
-CORE_MASK = TensorSpec("CORE_MASK", "UINT8", (-1, -1, -1), "ADC core (ADC < 620e-6 mm^2/s) on the DWI grid")
-METRICS = TensorSpec("METRICS", "BYTES", (1,), "UTF-8 JSON metrics document (collat_client.schema.Metrics)")
+CORE_MASK = TensorSpec("CORE_MASK", "UINT8", (-1, -1, -1), f"{CORE_LABEL} on the DWI grid")
+METRICS = TensorSpec("METRICS", "BYTES", (1,), "UTF-8 JSON metrics document (collat_contract.metrics)")
 
 
 @dataclass(frozen=True)

@@ -1,35 +1,10 @@
 """The ischaemic core from an ADC map, measured on the scan's own grid, with the artefacts of real scans removed.
 
-DEFUSE 3 (by RAPID) defines the core as ADC < 620e-6 mm^2/s. Applied bare to a clinical scan,
-that threshold also counts voxels that are not infarct, and each rule below removes one kind:
-
-1. **Inside the brain parenchyma only.** The brain is where the registered MNI template says
-   brain is (skull, scalp, orbits, sinuses and neck are out, whatever their values: scanners
-   write ADC 0 or noise there) and where the DWI has signal; CSF is out (ADC >= 1.5e-3 mm^2/s:
-   free water), so ventricles and sulci never join the core through partial volume.
-2. **ADC below 620e-6 mm^2/s**: the DEFUSE 3 threshold, read on the ADC median-filtered over
-   3 voxels along each axis finer than 3 mm (in-plane on a 5 mm-slice scan). Normal tissue sits at
-   700-800e-6 with noise of 10-15 % per voxel, so single voxels dip below 620e-6 everywhere (seen
-   on real scans: tens of mL of speckle in cerebellum and white matter); an infarct is a contiguous
-   region that a median keeps, speckle is not. The median shaves a voxel off a region's edge, so
-   the kept regions get their rim back from the unfiltered ADC (one voxel deep: speckle cannot
-   chain in).
-3. **ADC at or above 200e-6 mm^2/s.** Infarcted tissue in the first day sits around
-   300-600e-6; values below 200e-6 are not tissue but signal voids, susceptibility
-   artefacts near the skull base and sinuses, and zero-filled or clipped voxels.
-4. **Bright on the b=1000 DWI** (at least the median of the parenchyma): restricted diffusion
-   raises the b=1000 signal, which is how the core is seen on the scan. A low ADC under a dark
-   DWI is a susceptibility dropout or noise, not an infarct.
-5. **Clusters visibly bright**: a cluster's mean b=1000 signal must be at least 1.5 times the median
-   of the parenchyma around it (within 15 mm; local, so a coil's bias field does not decide). On
-   real scans, the clusters inside the visible infarcts measured 1.5-3.2 times, those at the skull
-   base and frontal sinuses, where susceptibility lowers the ADC, 1.1-1.5 times.
-6. **Clusters of at least 0.1 mL**, face-connected (voxels touching only at an edge or corner do
-   not chain speckle into a "lesion"), in mL so the rule means the same at any voxel size:
-   isolated specks are noise; the smallest lacunes that matter for treatment are larger.
-
-Each rule's effect (voxels it removed, in mL) is reported, so a reader can see why a core is
-smaller than the bare threshold suggests.
+DEFUSE 3's threshold (``CORE_ADC_THRESHOLD``) applied bare to a clinical scan also counts voxels that are not
+infarct, so the core is kept to (1) brain parenchyma, CSF out; (2) the threshold on a 3-voxel median of the ADC;
+(3) ADC at or above ``ARTEFACT_ADC``; (4) voxels bright on the b=1000 DWI; (5) clusters visibly brighter than the
+parenchyma around them; (6) face-connected clusters of at least ``MIN_CLUSTER_ML``. The mL each rule removed is
+reported. Why each rule and its numbers: docs/diffusion-inputs.md ("The ADC core").
 """
 
 from __future__ import annotations
@@ -39,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .clinical import CORE_ADC_THRESHOLD
+from collat_contract.clinical import CORE_ADC_THRESHOLD
 
 CSF_ADC = 1.5e-3  # mm^2/s: free-water partial volume above it
 ARTEFACT_ADC = 200e-6  # mm^2/s: below it, not tissue

@@ -7,13 +7,15 @@ DEFUSE 3 "no" at a core of 69 mL reads differently from one at 20 mL.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 
+from collat_contract.metrics import Dawn, Defuse3
+
 from .geometry import check_affine
 
-CORE_ADC_THRESHOLD = 620e-6  # mm^2/s
 LESION_PROBABILITY_THRESHOLD = 0.5
 MISMATCH_RATIO_CAP = 20.0
 NEAR_THRESHOLD_FRACTION = 0.10
@@ -21,6 +23,14 @@ NEAR_THRESHOLD_FRACTION = 0.10
 DEFUSE3_MAX_CORE_ML = 70.0
 DEFUSE3_MIN_RATIO = 1.8
 DEFUSE3_MIN_MISMATCH_ML = 15.0
+
+# DAWN's clinical-core mismatch groups; the rule and its near-threshold flags both read these.
+DAWN_AGE_SPLIT = 80.0  # years: group A at or above, B and C below
+DAWN_MIN_NIHSS = 10  # groups A and B
+DAWN_GROUP_C_MIN_NIHSS = 20
+DAWN_GROUP_A_MAX_CORE_ML = 21.0  # core below it
+DAWN_GROUP_B_MAX_CORE_ML = 31.0  # core below it; group C starts at it
+DAWN_GROUP_C_MAX_CORE_ML = 51.0  # core below it
 
 
 def volume_ml(mask: np.ndarray, affine: np.ndarray) -> float:
@@ -56,8 +66,8 @@ class Decision:
     criteria: dict[str, bool]
     near_threshold: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_dict(self) -> Defuse3:
+        return Defuse3(eligible=self.eligible, criteria=dict(self.criteria), near_threshold=list(self.near_threshold))
 
 
 def defuse3_target_mismatch(core_ml: float, mm: Mismatch) -> Decision:
@@ -81,19 +91,21 @@ class DawnResult:
     groups: dict[str, bool]  # A, B, C
     near_threshold: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_dict(self) -> Dawn:
+        return Dawn(eligible=self.eligible, groups=dict(self.groups), near_threshold=list(self.near_threshold))
 
 
 def dawn_eligibility(age: float, nihss: float, core_ml: float) -> DawnResult:
     """DAWN clinical-core mismatch: (A) age >= 80, NIHSS >= 10, core < 21 mL; (B) age < 80, NIHSS >= 10,
-    core < 31 mL; (C) age < 80, NIHSS >= 20, core 31 to < 51 mL."""
+    core < 31 mL; (C) age < 80, NIHSS >= 20, core 31 to < 51 mL (the ``DAWN_*`` constants)."""
     groups = {
-        "A": age >= 80 and nihss >= 10 and core_ml < 21.0,
-        "B": age < 80 and nihss >= 10 and core_ml < 31.0,
-        "C": age < 80 and nihss >= 20 and 31.0 <= core_ml < 51.0,
+        "A": age >= DAWN_AGE_SPLIT and nihss >= DAWN_MIN_NIHSS and core_ml < DAWN_GROUP_A_MAX_CORE_ML,
+        "B": age < DAWN_AGE_SPLIT and nihss >= DAWN_MIN_NIHSS and core_ml < DAWN_GROUP_B_MAX_CORE_ML,
+        "C": age < DAWN_AGE_SPLIT and nihss >= DAWN_GROUP_C_MIN_NIHSS
+        and DAWN_GROUP_B_MAX_CORE_ML <= core_ml < DAWN_GROUP_C_MAX_CORE_ML,
     }
-    thresholds = [21.0, 31.0, 51.0] if age < 80 else [21.0]
+    thresholds = [DAWN_GROUP_A_MAX_CORE_ML, DAWN_GROUP_B_MAX_CORE_ML, DAWN_GROUP_C_MAX_CORE_ML] \
+        if age < DAWN_AGE_SPLIT else [DAWN_GROUP_A_MAX_CORE_ML]
     near = ["core_ml"] if any(near_threshold(core_ml, t) for t in thresholds) else []
     return DawnResult(any(groups.values()), groups, near)
 
@@ -102,31 +114,37 @@ SMALL_FRACTION = 1.0 / 8.0  # "small": less than 1 of the 8 MCA regions
 HALF_FRACTION = 0.5  # "> 1/2": more than 4 of 8
 
 
-def collateral_perfusion_score(capillary: float, early_venous: float, late_venous: float) -> int:
+@overload
+def collateral_perfusion_score(capillary: float, early_venous: float, late_venous: float) -> int: ...
+
+
+@overload
+def collateral_perfusion_score(capillary: np.ndarray | float, early_venous: np.ndarray | float,
+                               late_venous: np.ndarray | float) -> np.ndarray: ...
+
+
+def collateral_perfusion_score(capillary: np.ndarray | float, early_venous: np.ndarray | float,
+                               late_venous: np.ndarray | float) -> int | np.ndarray:
     """CPS 0-5 from the hypoperfused fraction of the ischaemic MCA territory in three phases.
 
     Rules of SPEC section 4, tried from 5 down; fractions are of the 8 MCA regions
-    (insula, basal ganglia / internal capsule, M1-M6).
+    (insula, basal ganglia / internal capsule, M1-M6). Scalars give an ``int``; arrays (broadcast
+    together) give an int array of grades, so the training code's fit of the CPS ratios grades
+    thousands of candidate rules through this one rule rather than a copy of it.
     """
-    for name, value in (("capillary", capillary), ("early_venous", early_venous), ("late_venous", late_venous)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} fraction must lie in [0, 1], got {value}")
-
-    def small(x: float) -> bool:
-        return x < SMALL_FRACTION
-
-    def at_most_half(x: float) -> bool:
-        return x <= HALF_FRACTION
-
-    c, e, late = capillary, early_venous, late_venous
-    if small(c) and small(e) and small(late):
-        return 5
-    if at_most_half(c) and small(e):
-        return 4
-    if (at_most_half(c) and at_most_half(e)) or (not at_most_half(c) and small(e)):
-        return 3
-    if not at_most_half(c) and at_most_half(e):
-        return 2
-    if not at_most_half(e) and at_most_half(late):
-        return 1
-    return 0
+    fractions = {name: np.asarray(value, dtype=np.float64) for name, value in
+                 (("capillary", capillary), ("early_venous", early_venous), ("late_venous", late_venous))}
+    for name, value in fractions.items():
+        outside = value[~((value >= 0.0) & (value <= 1.0))]  # NaN included
+        if outside.size:
+            raise ValueError(f"{name} fraction must lie in [0, 1], got {float(outside.flat[0])}")
+    c, e, late = fractions.values()
+    small_c, small_e, small_late = c < SMALL_FRACTION, e < SMALL_FRACTION, late < SMALL_FRACTION
+    half_c, half_e, half_late = c <= HALF_FRACTION, e <= HALF_FRACTION, late <= HALF_FRACTION
+    grade = np.select([small_c & small_e & small_late,  # 5
+                       half_c & small_e,  # 4
+                       (half_c & half_e) | (~half_c & small_e),  # 3
+                       ~half_c & half_e,  # 2
+                       ~half_e & half_late],  # 1
+                      [5, 4, 3, 2, 1], default=0)
+    return int(grade) if grade.ndim == 0 else grade

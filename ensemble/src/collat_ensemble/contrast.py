@@ -30,6 +30,8 @@ from typing import Literal
 
 import numpy as np
 
+from collat_contract import metrics
+
 MIN_BOLUS_CHANGE = 0.05
 MIN_DSC_RECOVERY = 0.3
 
@@ -42,8 +44,8 @@ class Bolus:
     signal_change: float  # the largest relative change of the brain's mean signal (negative for a dip)
     reason: str  # why there is no bolus; empty when there is one
 
-    def as_dict(self) -> dict[str, float | str]:
-        return {"kind": self.kind or "none", "signal_change": round(self.signal_change, 4)}
+    def as_dict(self) -> metrics.Contrast:
+        return metrics.Contrast(kind=self.kind or "none", signal_change=round(self.signal_change, 4))
 
 
 def _moving_average(curve: np.ndarray, width: int = 3) -> np.ndarray:
@@ -89,11 +91,10 @@ _FLOOR = 1e-3  # of the baseline: a voxel that loses all signal (an artery at th
 # (their model card's ``dsc_conversion``; a card from before the field means version 1), and the server applies the
 # served weights' version. Version 1 scales each voxel's Delta R2* by its own baseline, S0 (1 + gain Delta R2* TE):
 # the enhancement of DCE, whose reference maps (SPEC section 5) are means of S - S0 = S0 k C. But the DSC reference
-# maps are means of Delta R2*, without S0, so the same patient's two references differ (R^2 0.89-0.91 on phantom
-# seeds 0-2) for inputs the network cannot tell apart, and weights trained on both learned the DCE one (their DSC
-# maps: R^2 0.92 against the DCE reference, 0.88 against their own). Version 2 keeps each voxel's baseline and adds
-# the enhancement on one reference baseline for the whole brain, S0 + S_ref gain Delta R2* TE: its S - S0 is Delta
-# R2* to one scale, so the DCE rule applied to it gives the DSC reference (R^2 0.999 on noiseless phantoms).
+# maps are means of Delta R2*, without S0, so weights trained on both learned the DCE reference. Version 2 keeps each
+# voxel's baseline and adds the enhancement on one reference baseline for the whole brain, S0 + S_ref gain Delta R2*
+# TE: its S - S0 is Delta R2* to one scale, so the DCE rule applied to it gives the DSC reference. The measurements
+# behind this: docs/training.md ("Why DSC was short").
 DSC_CONVERSIONS = ("1", "2")
 DSC_CONVERSION = "2"  # what training uses now
 

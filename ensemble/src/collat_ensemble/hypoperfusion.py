@@ -7,13 +7,13 @@ probability reaches :data:`~.clinical.LESION_PROBABILITY_THRESHOLD`, united with
 the core is hypoperfused by definition, whatever the network says about it.
 
 A U-Net's weights may come with a volume calibration (:class:`VolumeCalibration`, in their model
-card): the phantom-trained demo U-Net shrinks every lesion towards the typical one (small lesions
-grow, mid-sized ones shrink), which flips DEFUSE 3 decisions near its 15 mL and 1.8 limits. The
-calibration maps the network's own volume (threshold 0.5), the core and the NIHSS to the volume
-the lesion has on the training phantoms, and the lesion then takes that many voxels in the
-network's order of probability (its ranking, AUC 0.9 and more, is what it does well), never
-fewer than the core, never a voxel below :data:`MIN_CANDIDATE_PROBABILITY`. Without one the
-lesion is SPEC's probability >= 0.5.
+card), for a network that shrinks every lesion towards the typical one (small lesions grow,
+mid-sized ones shrink), which flips DEFUSE 3 decisions near its mismatch limits. The calibration
+maps the network's own volume, the core and the NIHSS to the volume the lesion has on the
+training phantoms, and the lesion then takes that many voxels in the network's order of
+probability (its ranking is what it does well), never fewer than the core, never a voxel below
+:data:`MIN_CANDIDATE_PROBABILITY`. Without one the lesion is SPEC's probability threshold. The
+demo weights carry none (docs/training.md says why).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from collat_contract.metrics import HypoperfusionVolumes, LesionCalibration, LesionRule
 
 from .clinical import (
     LESION_PROBABILITY_THRESHOLD,
@@ -71,10 +73,11 @@ class VolumeCalibration:
             raise ValueError("a lesion volume calibration needs finite coefficients")
         return cls(*values, str(doc.get("fitted_on", "")))
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"form": "log(1 + V) = intercept + network log(1 + V_net) + core log(1 + V_core) + nihss NIHSS",
-                "coefficients": {"intercept": self.intercept, "network": self.network, "core": self.core,
-                                 "nihss": self.nihss}, "fitted_on": self.fitted_on}
+    def as_dict(self) -> LesionCalibration:
+        return LesionCalibration(
+            form="log(1 + V) = intercept + network log(1 + V_net) + core log(1 + V_core) + nihss NIHSS",
+            coefficients={"intercept": self.intercept, "network": self.network, "core": self.core,
+                          "nihss": self.nihss}, fitted_on=self.fitted_on)
 
     def expected_ml(self, network_ml: float, core_ml: float, nihss: float) -> float:
         z = self.intercept + self.network * math.log1p(network_ml) + self.core * math.log1p(core_ml) + \
@@ -109,22 +112,22 @@ class HypoperfusionAssessment:
     threshold: float  # the probability the lesion starts at: 0.5, or where a calibration stopped
     calibration: VolumeCalibration | None = None
 
-    def as_metrics(self) -> dict[str, Any]:
+    def as_metrics(self) -> HypoperfusionVolumes:
         """The volumes and decisions as the METRICS document reports them (rounded for reading, not for deciding:
         the decisions above were taken on the unrounded values)."""
-        return {
-            "core_ml": round(self.core_ml, 2),
-            "hypoperfusion_ml": round(self.hypoperfusion_ml, 2),
-            "mismatch_ml": round(self.mismatch.volume_ml, 2),
-            "mismatch_ratio": round(self.mismatch.ratio, 3),
-            "mismatch_ratio_capped": self.mismatch.ratio_capped,
-            "defuse3": self.defuse3.as_dict(),
-            "dawn": None if self.dawn is None else self.dawn.as_dict(),
-            "lesion_rule": {"calibrated": self.calibration is not None,
-                            "network_ml": round(self.network_ml, 2),
-                            "probability_threshold": round(self.threshold, 4),
-                            "calibration": None if self.calibration is None else self.calibration.as_dict()},
-        }
+        return HypoperfusionVolumes(
+            core_ml=round(self.core_ml, 2),
+            hypoperfusion_ml=round(self.hypoperfusion_ml, 2),
+            mismatch_ml=round(self.mismatch.volume_ml, 2),
+            mismatch_ratio=round(self.mismatch.ratio, 3),
+            mismatch_ratio_capped=self.mismatch.ratio_capped,
+            defuse3=self.defuse3.as_dict(),
+            dawn=None if self.dawn is None else self.dawn.as_dict(),
+            lesion_rule=LesionRule(calibrated=self.calibration is not None,
+                                   network_ml=round(self.network_ml, 2),
+                                   probability_threshold=round(self.threshold, 4),
+                                   calibration=None if self.calibration is None else self.calibration.as_dict()),
+        )
 
 
 def assess_hypoperfusion(probability: np.ndarray, core: np.ndarray, brain: np.ndarray, affine: np.ndarray, *,

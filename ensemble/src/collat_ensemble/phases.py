@@ -1,34 +1,10 @@
 """The conventional five-phase collateral map: automatic, deterministic, the reference method.
 
-SPEC section 5 describes the clinical in-house program (an arterial ROI on the normal-side
-MCA, a venous ROI on the superior sagittal sinus, five phases, one summary map per
-phase). This module automates every manual step with fixed rules:
-
-1. **Brain mask** (SPEC section 2): the series summed over time, scaled to [0, 1],
-   thresholded at 0.1, then a morphological closing, an erosion and a dilation
-   (3x3x3 structuring element, one iteration each).
-2. **Bolus arrival** on the mean curve inside the mask: the first frame whose
-   enhancement exceeds the baseline by 5 noise standard deviations and 5 % of the mean
-   curve's peak enhancement. Baseline = mean of the frames before it (at least 2; the
-   noise SD comes from the first ``min(5, arrival)`` frames). No such frame -> no bolus
-   found -> :class:`InputValidationError`.
-3. **Contrast curves**: DCE (T1, linear): delta S = S - S0. DSC (T2*): delta R2* proportional
-   to -ln(S / S0) (TE unknown, so unscaled; the maps are normalized anyway).
-4. **Arterial curve**: among mask voxels in the top 1 % of peak enhancement, the 20
-   with the earliest time to peak (ties: higher peak); their mean. Early and high picks
-   arteries of the unaffected hemisphere, since ischaemic territories fill late.
-5. **Venous curve**: among voxels peaking at least 2 frames after the arterial peak,
-   the 20 with the largest area under the curve; their mean (the sagittal sinus).
-6. **Phase windows** (frame indices, half-open, each at least one frame):
-   arterial [arrival, arterial peak], capillary (arterial peak, mid], early venous
-   (mid, venous peak], late venous (venous peak, wash-out], delay (wash-out, wash-out +
-   late-venous length], where mid is halfway between the two peaks and wash-out is the
-   first frame after the venous peak where the venous curve falls below 50 % of its
-   peak (the last frame if it never does).
-7. **Maps**: the mean contrast over each window, scaled to [-1, 1] inside the brain
-   by the 1st and 99th percentiles of that phase over the mask (clipped); -1 outside.
-
-Arrays are (x, y, z, t) as nibabel returns them; any orientation works because every
+SPEC section 5's clinical program places an arterial and a venous ROI by hand; this module automates every manual
+step with fixed rules: brain mask, bolus arrival, contrast curves (DCE: S - S0; DSC: -ln(S / S0)), an arterial and
+a venous curve picked from the voxels, five phase windows between their peaks and wash-out, and each phase's mean
+contrast scaled to [-1, 1] inside the brain (-1 outside). Every rule, with its numbers:
+docs/conventional-map.md. Arrays are (x, y, z, t) as nibabel returns them; any orientation works because every
 rule is voxel-wise or global.
 """
 
@@ -167,7 +143,7 @@ def normalize_phase(values: np.ndarray) -> np.ndarray:
 
 
 def collateral_maps(series: np.ndarray, modality: Modality = "dce", mask: np.ndarray | None = None) -> CollateralMaps:
-    """Five phase maps of a 4D (x, y, z, t) series; see the module docstring for every rule."""
+    """Five phase maps of a 4D (x, y, z, t) series; every rule is in docs/conventional-map.md."""
     series = np.asarray(series)
     if series.ndim != 4:
         raise InputValidationError(f"a perfusion series must be 4D (x, y, z, t), got {series.ndim}D {series.shape}")

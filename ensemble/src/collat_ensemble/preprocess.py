@@ -18,7 +18,8 @@ registers native scans itself (:mod:`.registration`; an input already in MNI spa
 recognised and kept). The core is measured on the scan's own grid (:mod:`.adc_core`); the
 scan is resampled onto the MNI 2 mm grid 91x109x60 by its registered affine and padded to
 128x128. Four channels: DWI and ADC divided by their parenchymal means, the ADC core mask
-and the side mask; 16-slice slabs every 4 slices. Results return to the scan's grid through
+and the side mask; 16-slice slabs every ``stride`` slices (``SLAB_STRIDE`` by default; the served
+stride is the deployment's ``unet_stride`` parameter). Results return to the scan's grid through
 the same affine (:func:`mni_to_input_grid`), where every volume is counted.
 """
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from collat_contract.clinical import ClinicalInputError, check_nihss, check_side
+from collat_contract.limits import MIN_PERFUSION_SLICES
 
 from .adc_core import measure_core
 from .contrast import DSC_CONVERSION, Bolus, baseline_frames, detect_bolus, dsc_to_enhancement
@@ -48,9 +50,7 @@ from .registration import Registration, normalize_to_mni
 from .template import Template, default_template
 
 INPUT_LOW, INPUT_HIGH = -0.9, 0.9
-# Coverage a perfusion series needs: the MCA territory spans about 60 mm from the basal ganglia to the vertex, and
-# a grade compares it with its mirror; one or two slices (a bolus-tracking or test-bolus series) cannot say it.
-MIN_PERFUSION_SLICES = 4
+# Coverage a perfusion series needs (with collat_contract.limits.MIN_PERFUSION_SLICES, which the SDK checks too).
 MIN_PERFUSION_EXTENT_MM = 30.0
 
 

@@ -1,51 +1,19 @@
 """Quality gates: every check an input passes before a treatment decision is read from it.
 
-Each check has a value, the limit it is held to, a verdict and a sentence a clinician can
-read. A failed check does not stop the maps (they may still help a reader who knows why they
-are doubtful), but it withholds the decisions it bears on (its ``withholds``; DEFUSE 3 and
-DAWN unless it says otherwise): they come back null, with the reasons. An input that cannot
-be analysed at all (not a brain, ADC in no known unit) is refused earlier, as
-``InputValidationError``; these gates are for inputs that can be analysed but not trusted.
-
-Why each limit:
-
-* ``registration_similarity`` >= 0.8 (Dice of the registered brain outline with the template's
-  brain, over the scan's field of view; contrast-free, so it means the same on every scanner):
-  real registered scans reach 0.88-0.94 and phantoms in a 15 degree, 20 mm pose 0.96, while a
-  brain merely centred on the template, unregistered, overlaps it by 0.63-0.81.
-* ``template_coverage`` >= 0.8: the scan must contain most of the brain; the volumes and the side
-  are read on the whole brain, and a partial scan (a few slices) under-counts both.
-* ``head_scale`` 0.8-1.25: affine registration found a head this much larger or smaller than
-  the template (adult heads lie within about 10 %): outside it, the registration went wrong.
-* ``brain_volume_ml`` 700-2200 mL on the scan's grid: an adult brain; anything else means the
-  brain mask, and so the core, was found in the wrong place.
-* ``b_value`` 800-1200 s/mm^2 when the request gives it (``dwi_b_value``, read by the SDK from the DICOM
-  header or given by the user): the network was trained on b=1000 DWIs;
-  other b-values change the DWI contrast it reads (unknown -> reported, not failed).
-* ``lesion_within_hemisphere``: a unilateral stroke's hypoperfusion cannot exceed the brain's
-  half; a larger one is a misread scan, as the 1770 mL of the case that started this.
-* ``core_in_training_domain``: the U-Net reads hypoperfusion from a diffusion scan, and a
-  diffusion scan shows a stroke only through its core. Weights whose training cases all had a
-  core (every phantom does: its core radius never reaches zero) have never been shown a scan
-  without one, and on one they paint the hypoperfusion from the NIHSS and the side alone: the
-  real no-stroke Philips DWI of the test corpus came back with 233 mL on the side it was told,
-  around a 0 mL core, a DEFUSE 3 "yes" had the scan covered the whole brain. So a core below
-  half the smallest training core (the weights' ``training_domain``, from their model card)
-  withholds DEFUSE 3, the one decision that reads the U-Net. DAWN reads only the ADC core, the
-  age and the NIHSS, so this check leaves it standing (``withholds``). Not a "no core, no
-  treatment" rule: DEFUSE 3 admits patients without a core, and weights trained on such
-  patients record a training minimum of 0 mL, which this check then passes.
+Each check has a value, the limit it is held to, a verdict and a sentence a clinician can read. A failed check
+keeps the maps but withholds the decisions it bears on (``withholds``: DEFUSE 3 and DAWN unless it says otherwise);
+inputs that cannot be analysed at all are refused earlier, as ``InputValidationError``. Why each limit is where it
+is: docs/diffusion-inputs.md ("Checked").
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from collat_contract.clinical import DWI_B_VALUE_RANGE, b_value_in_range
+from collat_contract.metrics import Decision, Quality, QualityCheck, Verdict
 
-Verdict = Literal["pass", "fail", "unknown"]
-Decision = Literal["defuse3", "dawn"]
 BOTH_DECISIONS: tuple[Decision, ...] = ("defuse3", "dawn")
 
 MIN_REGISTRATION_SIMILARITY = 0.8
@@ -63,8 +31,10 @@ class Check:
     reason: str  # what a failure means for the reader; empty when passed
     withholds: tuple[Decision, ...] = BOTH_DECISIONS  # the decisions a failure withholds
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "withholds": list(self.withholds)}
+    def as_dict(self) -> QualityCheck:
+        """As the METRICS document's ``quality.checks`` hold it."""
+        return QualityCheck(name=self.name, value=self.value, limit=self.limit, verdict=self.verdict,
+                            reason=self.reason, withholds=list(self.withholds))
 
 
 def _check(name: str, value: float | str | None, limit: str, ok: bool | None, failure: str,
@@ -125,7 +95,8 @@ class TrainingDomain:
 
 
 def core_domain_check(core_ml: float, domain: TrainingDomain | None) -> Check:
-    """Is the scan's core one the U-Net was trained to read hypoperfusion around (see the module's docstring)?"""
+    """Is the scan's core one the U-Net was trained to read hypoperfusion around? A core below half the smallest
+    training core withholds DEFUSE 3 only (DAWN reads the core, not the U-Net); docs/diffusion-inputs.md says why."""
     if domain is None:
         return _check("core_in_training_domain", round(core_ml, 2), "the weights' training domain", None,
                       "the U-Net's model card records no training domain: whether it was trained on scans like "
@@ -138,12 +109,12 @@ def core_domain_check(core_ml: float, domain: TrainingDomain | None) -> Check:
                   "NIHSS and the side alone (a perfusion scan measures it)", ("defuse3",))
 
 
-def withheld(checks: list[dict[str, Any]], decision: Decision) -> bool:
+def withheld(checks: list[QualityCheck], decision: Decision) -> bool:
     """Does a failed check (as a dict) withhold ``decision``?"""
     return any(c["verdict"] == "fail" and decision in c["withholds"] for c in checks)
 
 
-def summary(checks: list[dict[str, Any]]) -> dict[str, Any]:
+def summary(checks: list[QualityCheck]) -> Quality:
     """The METRICS ``quality`` section from checks (as dicts): every check, and the reasons decisions were
     withheld (any failed check; an empty list: none; each check's ``withholds`` says which)."""
-    return {"checks": list(checks), "decisions_withheld": [c["reason"] for c in checks if c["verdict"] == "fail"]}
+    return Quality(checks=list(checks), decisions_withheld=[c["reason"] for c in checks if c["verdict"] == "fail"])

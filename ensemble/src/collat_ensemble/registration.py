@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
+from collat_contract import metrics
 
 from .errors import InputValidationError
 from .geometry import resample, voxel_sizes
@@ -57,12 +58,14 @@ class Registration:
     scale: float  # cube root of the determinant: the head's size relative to the template
     seconds: float
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "similarity": round(self.similarity, 4),
-                "contrast_similarity": round(self.contrast_similarity, 4),
-                "template_coverage": round(self.template_coverage, 4), "scale": round(self.scale, 4),
-                "seconds": round(self.seconds, 3),
-                "native_to_mni": [[round(float(v), 6) for v in row] for row in self.native_to_mni]}
+    def as_dict(self) -> metrics.Registration:
+        """The METRICS document's ``registration`` (rounded for reading)."""
+        return metrics.Registration(
+            method=self.method, similarity=round(self.similarity, 4),
+            contrast_similarity=round(self.contrast_similarity, 4),
+            template_coverage=round(self.template_coverage, 4), scale=round(self.scale, 4),
+            seconds=round(self.seconds, 3),
+            native_to_mni=[[round(float(v), 6) for v in row] for row in self.native_to_mni])
 
 
 def block_average(data: np.ndarray, affine: np.ndarray, voxel_mm: float) -> tuple[np.ndarray, np.ndarray]:

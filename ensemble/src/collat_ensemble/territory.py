@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from collat_contract.metrics import CollateralGrade
+
 from .clinical import collateral_perfusion_score
 from .errors import InputValidationError
 from .geometry import resample
@@ -85,10 +87,12 @@ class CollateralAssessment:
     cps: int
     territory_voxels: int
 
-    def as_dict(self) -> dict:
-        return {"ischaemic_side": self.ischaemic_side, "side_source": self.side_source,
-                "hypoperfused_fraction": self.hypoperfused_fraction, "cps_estimate": self.cps,
-                "cps_label": CPS_LABELS[self.cps], "territory_voxels": self.territory_voxels}
+    def as_dict(self) -> CollateralGrade:
+        """The METRICS document's grade fields (``cps_withheld`` null: there is a grade)."""
+        return CollateralGrade(ischaemic_side=self.ischaemic_side, side_source=self.side_source,
+                               hypoperfused_fraction=self.hypoperfused_fraction, cps_estimate=self.cps,
+                               cps_label=CPS_LABELS[self.cps], territory_voxels=self.territory_voxels,
+                               cps_withheld=None)
 
 
 def _world() -> np.ndarray:

@@ -334,8 +334,8 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
                                    max_queue_size=max_queue_size)
         click.echo(f"wrote {path}")
     template = None if config_only else build_template()
-    # Stride 8 (7 windows) scored Dice 0.755 / DEFUSE 3 0.95 against stride 4's 0.757 / 0.95 on native seeds 0-19:
-    # the full U-Net needs the 42 % it saves to serve a patient within 10 s on 2 cores; the tiny demo keeps 4.
+    # The full U-Net's windows are spaced by 8 to serve a patient within the time target on 2 cores, at almost no
+    # cost in Dice and none in decisions (collat-train stride-study; docs/benchmarks.md); the tiny demo keeps 4.
     stride = unet_stride if unet_stride is not None else 8 if preset == "full" else 4
     for folder in write_pipeline_models(out, network_io(presets["mrod"]), network_io(presets["hypo"]),
                                         perfusion_grid(presets["mrod"]), template, unet_stride=stride):

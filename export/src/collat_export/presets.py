@@ -50,7 +50,7 @@ class MRODConfig:
     coarse_scale: tuple[float, ...] = (0.6, 0.5, 0.5)  # fine path: the coarse grid / the input grid (D, H, W)
     # The maps averaged with those of the left-right mirrored series, mirrored back (twice the compute): the
     # network is trained on strokes of either side, and the average keeps the anatomy while halving what is
-    # noise-driven in each pass (fine preset, seeds 0-19: DCE R^2 on the input grid +0.012).
+    # noise-driven in each pass (what it gained: docs/training.md, "The fine preset").
     mirror_average: bool = False
 
 

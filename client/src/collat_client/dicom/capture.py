@@ -17,7 +17,7 @@ import numpy as np
 
 from collat_contract.names import PHASE_NAMES
 
-from ..overview import hot_colours, to_ras
+from ..imaging.overview import hot_colours, to_ras
 from ..schema import Metrics
 
 MANUFACTURER = "collat"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InvalidInput, PeerError
+from ..errors import InvalidInput, PeerRefused, PeerUnavailable
 
 DEFAULT_CALLING_AE = "COLLAT"
 _PEER = re.compile(r"^(?P<ae>[^@\\]{1,16})@(?P<host>\[[0-9a-fA-F:.]+\]|[^:@\s]+):(?P<port>\d{1,5})$")
@@ -86,16 +86,18 @@ def send_c_store(files: Sequence[Path], peer: Peer, *, calling_ae: str = DEFAULT
     if not assoc.is_established:
         why = f"rejected the association (is our AE title, {calling_ae}, allowed there?)" if assoc.is_rejected \
             else "no association: nothing answered on that port, or the peer aborted"
-        raise PeerError(f"DICOM peer {peer}: {why}")
+        raise (PeerRefused if assoc.is_rejected else PeerUnavailable)(f"DICOM peer {peer}: {why}")
     stored = 0
     try:
         for path, ds in zip(files, datasets, strict=True):
             status = assoc.send_c_store(ds)
             if not status or "Status" not in status:
-                raise PeerError(f"DICOM peer {peer}: no answer to C-STORE of {path.name} (connection lost or timed "
-                                "out)")
+                raise PeerUnavailable(f"DICOM peer {peer}: no answer to C-STORE of {path.name} (connection lost "
+                                      "or timed out)")
             if int(status.Status) not in STORED:
-                raise PeerError(f"DICOM peer {peer}: C-STORE of {path.name} failed with status "
+                # 0xA7xx: out of resources, worth a later try; any other failure is the peer's refusal
+                kind = PeerUnavailable if int(status.Status) & 0xFF00 == 0xA700 else PeerRefused
+                raise kind(f"DICOM peer {peer}: C-STORE of {path.name} failed with status "
                                 f"{_status_text(int(status.Status))}")
             stored += 1
             if on_stored is not None:
@@ -120,13 +122,14 @@ def send_stow(files: Sequence[Path], url: str, *, timeout: float = 60.0) -> int:
         response = client.store_instances(datasets=datasets)
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
-        raise PeerError(f"DICOMweb {url}: STOW-RS failed with HTTP {status}") from None
+        kind = PeerUnavailable if status == "?" or status >= 500 or status == 429 else PeerRefused
+        raise kind(f"DICOMweb {url}: STOW-RS failed with HTTP {status}") from None
     except requests.RequestException as exc:
-        raise PeerError(f"DICOMweb {url}: {type(exc).__name__}: could not be reached") from None
+        raise PeerUnavailable(f"DICOMweb {url}: {type(exc).__name__}: could not be reached") from None
     failed = response.get("FailedSOPSequence", []) if response is not None else []
     if failed:
         reason = int(failed[0].get("FailureReason", 0) or 0)
-        raise PeerError(f"DICOMweb {url}: {len(failed)} of {len(datasets)} objects refused (first failure reason "
+        raise PeerRefused(f"DICOMweb {url}: {len(failed)} of {len(datasets)} objects refused (first failure reason "
                         f"0x{reason:04X})")
     return len(datasets)
 

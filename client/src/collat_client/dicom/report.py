@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from collat_contract.clinical import CORE_LABEL
+
 from ..schema import Metrics
 
 SERIES_NUMBER = 9930
@@ -34,7 +36,7 @@ def _codes():
         "ratio": hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units"),
         "yes": codes.SCT.Yes, "no": codes.SCT.No,
         "withheld": _local("WITHHELD", "Withheld: the input failed a quality check"),
-        "core": _local("ADCCORE", "ADC core (ADC < 620e-6 mm2/s)"),
+        "core": _local("ADCCORE", CORE_LABEL),
         "hypoperfusion": _local("HYPOPERF", "Predicted hypoperfusion lesion"),
         "mismatch_volume": _local("MISMATCHVOL", "Mismatch volume"),
         "mismatch_ratio": _local("MISMATCHRATIO", "Mismatch ratio"),

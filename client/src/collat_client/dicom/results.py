@@ -102,7 +102,7 @@ def write_dicom_results(result, directory: Path, *, overwrite: bool = False) -> 
 
 def _build(result, reference, dwi_files: tuple[Path, ...], perfusion_files: tuple[Path, ...]):
     """(relative file name -> dataset, notes) of every object ``result`` gives."""
-    from ..overview import render_overview
+    from ..imaging.overview import render_overview
     from .capture import phase_map_captures, research_only, summary_capture
     from .report import build_report
     from .seg import build_segmentation

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from collat_contract.clinical import CORE_LABEL
+
 from ..errors import InvalidInput
 from .headers import planes
 from .verify import slice_voxels
 
-SEGMENT_LABELS = ("hypoperfusion lesion", "ADC core (ADC < 620e-6 mm2/s)")
+SEGMENT_LABELS = ("hypoperfusion lesion", CORE_LABEL)
 
 
 def _frames(files: tuple[Path, ...]):

@@ -27,15 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
+from collat_contract.limits import MIN_PERFUSION_SLICES
 from collat_contract.tensors import MIN_PERFUSION_FRAMES
 
 from ..errors import InputFileError, InvalidInput
+from ..imaging.diffusion import B0_MAX, check_b_value, combine
 from .convert import ConvertedImage, convert_files, convert_folder
-from .diffusion import B0_MAX, check_b_value, combine
 from .headers import SeriesHeader, scan_headers
 from .verify import check_conversion
 
-MIN_PERFUSION_SLICES = 4  # the server's coverage rule refuses fewer; said here, before the upload
 _ADC_WORDS = re.compile(r"\b(ADC|apparent diffusion)", re.IGNORECASE)
 
 

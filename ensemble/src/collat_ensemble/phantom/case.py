@@ -15,7 +15,9 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from ..clinical import CORE_ADC_THRESHOLD, dawn_eligibility, defuse3_target_mismatch, mismatch, volume_ml
+from collat_contract.clinical import CORE_ADC_THRESHOLD
+
+from ..clinical import dawn_eligibility, defuse3_target_mismatch, mismatch, volume_ml
 from ..errors import InputValidationError
 from ..phases import PHASE_NAMES, collateral_maps
 from .anatomy import Anatomy, anatomy_on_grid, axial_grid, mni_2mm_grid
@@ -50,9 +52,8 @@ B_VALUE = 1000.0
 # Tissue whose flow is low enough to delay it beyond Tmax 6 s but that is not yet core loses some of its water
 # mobility before the ADC reaches the core threshold (the intermediate ADC of penumbral tissue that diffusion-
 # perfusion studies describe). The phantom gives it a 6 % ADC decline, ramping in over Tmax 5.5-6.5 s, so that the
-# hypoperfusion the U-Net is asked for is visible on diffusion imaging, as the study's premise needs; before
-# version 3 it was invisible and no network could place it (the core and the NIHSS alone decide DEFUSE 3 in 90 %).
-# 6 % keeps white matter (0.70e-3 -> 0.66e-3 mm^2/s) clear of the 0.62e-3 core threshold.
+# hypoperfusion the U-Net is asked for is visible on diffusion imaging, as the study's premise needs (why version 3
+# added it: docs/training.md). 6 % keeps white matter (0.70e-3 -> 0.66e-3 mm^2/s) clear of the 0.62e-3 core threshold.
 OLIGAEMIC_ADC_DECLINE = 0.06
 OLIGAEMIC_RAMP_S = (TMAX_THRESHOLD_S - 0.5, TMAX_THRESHOLD_S + 0.5)
 

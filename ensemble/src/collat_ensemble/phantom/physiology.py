@@ -26,8 +26,8 @@ from .anatomy import Anatomy
 GM_CBF, WM_CBF = 60.0, 22.0  # mL/100 g/min
 GM_CBV, WM_CBV = 4.0, 2.0  # mL/100 g
 TMAX_THRESHOLD_S = 6.0
-# Phantom version 2 (so that every SPEC grade occurs): excellent collaterals deliver with a 2 s lag (was 4 s), and
-# the flow falls to 8-83 % at the centre (was 25-85 %). Neither moves the Tmax > 6 s lesion or the core.
+# So that every SPEC grade occurs (phantom version 2), excellent collaterals deliver with the short lag below and the
+# flow at the centre falls to fmin(g) of the module docstring; neither moves the Tmax > 6 s lesion or the core.
 EXCELLENT_DELAY_S = 2.0
 FINE_DT = 0.1  # s, resolution of the indicator-dilution calculation
 

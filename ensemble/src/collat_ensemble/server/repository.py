@@ -34,8 +34,9 @@ TARGETS = ("tensorrt", "openvino", "onnxruntime", "python-onnx")
 class BatchingPolicy:
     """Dynamic-batching settings of one network.
 
-    The U-Net sees 12 slabs per patient (60 slices, 16-slice window, stride 4), so its
-    preferred sizes are one and two patients; MROD volumes are large and batch by two.
+    A patient reaches the U-Net as one request of all its 16-slice slabs, as many as the
+    deployment's window stride gives (``preprocess.slab_starts``; 12 at stride 4); the preferred
+    sizes are one and two patients at stride 4. MROD volumes are large and batch by two.
     """
 
     max_batch_size: int

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from collat_contract.clinical import ClinicalInputError, check_clinical
+from collat_contract.limits import MAX_VOLUME_VOXELS
 
 from .. import quality
 from ..errors import InputValidationError
@@ -23,8 +24,7 @@ from ..hypoperfusion import VolumeCalibration, assess_on_scan
 from ..preprocess import SLAB_STRIDE, NativeGrid, average_slabs, prepare_diffusion, slab_starts
 from ..template import Template
 from .context import StepTimer, orientation_code, orientation_from_dict, orientation_to_dict, read_affine
-
-MAX_VOLUME_VOXELS = 64 * 1024 * 1024  # per DWI/ADC volume: a 0.25 mm isotropic whole head is ~30 M
+from .metrics import HypoperfusionPart
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def _grid(context: dict[str, Any]) -> NativeGrid:
 
 def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, context: dict[str, Any],
                 calibration: VolumeCalibration | None = None, domain: quality.TrainingDomain | None = None,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, HypoperfusionPart, dict[str, float]]:
     """-> hypoperfusion probability (FP32), lesion and core masks (UINT8) on the DWI's grid, the hypoperfusion
     part of the metrics (its ``quality`` section included), and this step's timings. ``calibration`` and
     ``domain``: the served U-Net's lesion volume calibration and training domain, from its model card."""
@@ -120,19 +120,19 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, 
     checks = context["quality_checks"] + [c.as_dict() for c in
                                           found + [quality.core_domain_check(assessment.core_ml, domain)]]
     gates = quality.summary(checks)
-    part = {
+    part = HypoperfusionPart(
         **assessment.as_metrics(),
-        "side": d["side"],
-        "side_inferred": d["side_inferred"],
-        "adc_units_assumed": d["adc_units"],
-        "input_shape": d["input_shape"],
-        "input_orientation": d["orientation_code"],
-        "registration": d["registration"],
-        "core_artefacts_removed_ml": d["core_artefacts_removed_ml"],
-        "brain_volume_ml": round(float(d["brain_ml"]), 1),
-        "clinical": clinical,
-        "quality": gates,
-    }
+        side=d["side"],
+        side_inferred=d["side_inferred"],
+        adc_units_assumed=d["adc_units"],
+        input_shape=d["input_shape"],
+        input_orientation=d["orientation_code"],
+        registration=d["registration"],
+        core_artefacts_removed_ml=d["core_artefacts_removed_ml"],
+        brain_volume_ml=round(float(d["brain_ml"]), 1),
+        clinical=clinical,
+        quality=gates,
+    )
     for decision in quality.BOTH_DECISIONS:  # never a decision from an input that failed a gate bearing on it
         if quality.withheld(checks, decision):
             part[decision] = None

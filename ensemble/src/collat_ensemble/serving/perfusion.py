@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from collat_contract.limits import MAX_PERFUSION_ELEMENTS
+from collat_contract.metrics import CollateralGrade, CollateralMetrics
+
 from ..clinical import volume_ml
 from ..contrast import DSC_CONVERSION
 from ..errors import InputValidationError
@@ -19,10 +22,6 @@ from ..preprocess import maps_to_grid, mask_phase_maps, prepare_perfusion
 from ..template import Template
 from ..territory import assess_collaterals
 from .context import StepTimer, grid_from_dict, grid_to_dict, orientation_code, read_affine
-
-# The largest series one request may carry: 256 Mi voxels x frames (1 GiB of FP32), ten times a
-# 256x256x40x60 clinical DSC series. Larger inputs are refused before any allocation.
-MAX_SERIES_ELEMENTS = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,8 @@ def preprocess(series: np.ndarray, affine: np.ndarray, frame_seconds: np.ndarray
     series = np.asarray(series)
     if series.ndim != 4:
         raise InputValidationError(f"PERFUSION must be 4D (x, y, z, t), got {series.ndim}D {series.shape}")
-    if series.size > MAX_SERIES_ELEMENTS:
-        raise InputValidationError(f"PERFUSION has {series.size} elements, more than the {MAX_SERIES_ELEMENTS} "
+    if series.size > MAX_PERFUSION_ELEMENTS:
+        raise InputValidationError(f"PERFUSION has {series.size} elements, more than the {MAX_PERFUSION_ELEMENTS} "
                                    "this server accepts")
     affine = read_affine(affine, "PERFUSION_AFFINE")
     dt = _scalar(frame_seconds, "FRAME_SECONDS")
@@ -88,7 +87,7 @@ def preprocess(series: np.ndarray, affine: np.ndarray, frame_seconds: np.ndarray
 
 
 def grade(maps_xyz: np.ndarray, mask_xyz: np.ndarray, grid_affine: np.ndarray, perfusion: dict[str, Any],
-          trained_modalities: list[str] | None) -> dict[str, Any]:
+          trained_modalities: list[str] | None) -> CollateralGrade:
     """The CPS part of the metrics: the assessment, or every field null and ``cps_withheld`` saying why.
 
     A grade needs the series in template space (its registration) and maps from a network trained on the
@@ -108,17 +107,16 @@ def grade(maps_xyz: np.ndarray, mask_xyz: np.ndarray, grid_affine: np.ndarray, p
     if not reason:
         native_to_mni = np.array(registration["native_to_mni"], dtype=np.float64)
         try:
-            assessment = assess_collaterals(maps_xyz, mask_xyz, native_to_mni @ grid_affine)
-            return {**assessment.as_dict(), "cps_withheld": None}
+            return assess_collaterals(maps_xyz, mask_xyz, native_to_mni @ grid_affine).as_dict()
         except InputValidationError as exc:
             reason = str(exc)
-    return {"ischaemic_side": None, "side_source": None, "hypoperfused_fraction": None, "cps_estimate": None,
-            "cps_label": None, "territory_voxels": None, "cps_withheld": reason}
+    return CollateralGrade(ischaemic_side=None, side_source=None, hypoperfused_fraction=None, cps_estimate=None,
+                           cps_label=None, territory_voxels=None, cps_withheld=reason)
 
 
 def postprocess(phases: np.ndarray, mask: np.ndarray, context: dict[str, Any],
                 trained_modalities: list[str] | None = None,
-                ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, float]]:
+                ) -> tuple[np.ndarray, np.ndarray, CollateralMetrics, dict[str, float]]:
     """-> maps ``(X, Y, Z, 5)`` FP32 and brain mask ``(X, Y, Z)`` UINT8 on the input grid, the collateral
     part of the metrics, and this step's timings. ``trained_modalities``: what the network's model card says it
     was trained on ("dce", "dsc")."""
@@ -137,16 +135,16 @@ def postprocess(phases: np.ndarray, mask: np.ndarray, context: dict[str, Any],
     maps_input = maps_to_grid(mask_phase_maps(phases, mask), grid, order=1)
     brain_input = maps_to_grid(mask[None].astype(np.float32), grid, order=0)[..., 0] >= 0.5
     maps_input = mask_phase_maps(maps_input, brain_input, channel_axis=-1)
-    part = {
+    part = CollateralMetrics(
         **grade(np.transpose(phases, (3, 2, 1, 0)), np.transpose(mask, (2, 1, 0)), grid.grid_affine,
                 context["perfusion"], trained_modalities),
-        "registration": context["perfusion"].get("registration"),
-        "brain_volume_ml": round(volume_ml(brain_input, input_affine), 2),
-        "input_shape": list(grid.input_shape) + [context["perfusion"]["frames"]],
-        "input_orientation": context["perfusion"]["orientation"],
-        "frame_seconds": context["perfusion"]["frame_seconds"],
-        "network_grid": context["perfusion"]["network_grid"],
-        "contrast": context["perfusion"]["contrast"],
-    }
+        registration=context["perfusion"].get("registration"),
+        brain_volume_ml=round(volume_ml(brain_input, input_affine), 2),
+        input_shape=list(grid.input_shape) + [context["perfusion"]["frames"]],
+        input_orientation=context["perfusion"]["orientation"],
+        frame_seconds=context["perfusion"]["frame_seconds"],
+        network_grid=context["perfusion"]["network_grid"],
+        contrast=context["perfusion"]["contrast"],
+    )
     timings = {**context["timings_ms"], "network_perfusion": waited, "postprocess_collateral": timer.elapsed_ms()}
     return maps_input, brain_input.astype(np.uint8), part, timings

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from collat_contract import names
+from collat_contract.metrics import ModelProvenance
 
 from .. import quality
 from ..contrast import trained_dsc_conversion
@@ -88,7 +89,7 @@ class _Step:
             pb_utils.Logger.log_error(message)
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
 
-    def model_info(self, parameter: str) -> dict[str, Any]:
+    def model_info(self, parameter: str) -> ModelProvenance:
         return metrics.network_model_info(self.repository, self.params[parameter])
 
 

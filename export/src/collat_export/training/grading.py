@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from collat_ensemble.clinical import HALF_FRACTION, SMALL_FRACTION, collateral_perfusion_score
+from collat_ensemble.clinical import collateral_perfusion_score
 from collat_ensemble.contrast import DSC_CONVERSION
 from collat_ensemble.phantom import generate_case
 from collat_ensemble.phases import PHASE_NAMES, collateral_maps
@@ -131,14 +131,6 @@ def _fractions_by_ratio(case: GradingCase, source: str, floor: float) -> np.ndar
     return np.array([[column[p] for column in columns] for p in CPS_PHASES])
 
 
-def grades_vectorized(c: np.ndarray, e: np.ndarray, late: np.ndarray) -> np.ndarray:
-    """``collateral_perfusion_score`` on arrays (same rules, tried from 5 down)."""
-    small_c, small_e, small_l = c < SMALL_FRACTION, e < SMALL_FRACTION, late < SMALL_FRACTION
-    half_c, half_e, half_l = c <= HALF_FRACTION, e <= HALF_FRACTION, late <= HALF_FRACTION
-    return np.select([small_c & small_e & small_l, half_c & small_e, (half_c & half_e) | (~half_c & small_e),
-                      ~half_c & half_e, ~half_e & half_l], [5, 4, 3, 2, 1], default=0)
-
-
 def weighted_kappa(truth: np.ndarray, estimate: np.ndarray, classes: int = GRADES) -> float:
     """Cohen's kappa with quadratic weights (1 for perfect agreement; 0 for chance)."""
     observed = confusion(truth, estimate, classes).astype(np.float64)
@@ -173,7 +165,7 @@ def fit_ratios(cases: list[GradingCase], source: str = "network", floor: float =
     truth = np.array([c.truth for c in cases])
     best: tuple | None = None
     for i, j, k in itertools.product(range(len(RATIO_GRID)), repeat=3):
-        estimate = grades_vectorized(table[:, 0, i], table[:, 1, j], table[:, 2, k])
+        estimate = collateral_perfusion_score(table[:, 0, i], table[:, 1, j], table[:, 2, k])  # the served rule
         exact = int((estimate == truth).sum())
         if best is not None and exact < best[0]:
             continue

@@ -156,8 +156,8 @@ def _fine_batch(samples: list[MRODSample], coarse: list[tuple[torch.Tensor, torc
 def _recalibrate_fine_norms(net: MRODNet, samples: list[MRODSample], coarse: list[tuple[torch.Tensor, torch.Tensor]],
                             rng: np.random.Generator, crop: int, batch: int) -> None:
     """Set the fine head's batch-norm statistics to their average over one pass of training crops. With the
-    default running average, the last few small batches set them, and the validation loss of the first fine
-    weights jumped between 0.05 and 0.10 from one epoch to the next while the training loss fell steadily."""
+    default running average, the last few small batches set them, and the validation loss jumped from one epoch to
+    the next while the training loss fell steadily (docs/training.md, "The fine preset")."""
     norms = [m for m in net.fine.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [n.momentum for n in norms]
     for n in norms:

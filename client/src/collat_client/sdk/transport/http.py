@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from ..errors import InferenceTimeout
+from ...errors import InferenceTimeout
 from .base import Retryable, http_error
 from .kserve import HEADER_LENGTH, RequestBody, decode_response, encode_request
 
@@ -72,9 +72,12 @@ class _Requests:
 
 
 class HttpTransport(_Requests):
-    def __init__(self, url: str, *, timeout: float, compress: bool = False) -> None:
+    """``http_transport``: httpx's own transport to send through (``httpx.MockTransport`` in tests)."""
+
+    def __init__(self, url: str, *, timeout: float, compress: bool = False,
+                 http_transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(url, timeout=timeout, compress=compress)
-        self.client = httpx.Client(base_url=self.base, timeout=self.timeouts)
+        self.client = httpx.Client(base_url=self.base, timeout=self.timeouts, transport=http_transport)
 
     def _get(self, path: str) -> httpx.Response:
         try:
@@ -108,9 +111,10 @@ class HttpTransport(_Requests):
 class AsyncHttpTransport(_Requests):
     """The same requests on ``httpx.AsyncClient`` for asyncio programs."""
 
-    def __init__(self, url: str, *, timeout: float, compress: bool = False) -> None:
+    def __init__(self, url: str, *, timeout: float, compress: bool = False,
+                 http_transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(url, timeout=timeout, compress=compress)
-        self.client = httpx.AsyncClient(base_url=self.base, timeout=self.timeouts)
+        self.client = httpx.AsyncClient(base_url=self.base, timeout=self.timeouts, transport=http_transport)
 
     async def _get(self, path: str) -> httpx.Response:
         try:

@@ -15,12 +15,12 @@ import numpy as np
 from collat_contract.names import PHASE_NAMES
 from collat_contract.tensors import BRAIN_MASK, COLLATERAL_MAPS, CORE_MASK, HYPOPERFUSION_PROB, LESION_MASK
 
-from .images import MapImage, Volume
-from .overview import render_overview
-from .schema import Metrics
+from ..imaging.overview import render_overview
+from ..imaging.volumes import MapImage, Volume
+from ..schema import Metrics
 
 if TYPE_CHECKING:
-    from .dicom.results import DicomOutputs
+    from ..dicom.results import DicomOutputs
 
 
 def output_files(perfusion: bool, diffusion: bool) -> list[str]:
@@ -80,7 +80,7 @@ class InferenceResult:
         one SEG on the DWI's own frames, a TID 1500 measurement report, a summary page and one colour series per
         phase map (secondary captures). Needs DICOM input: the objects carry the source's patient and study
         identity, read from its files on this machine only. See :mod:`collat_client.dicom.results`."""
-        from .dicom.results import write_dicom_results
+        from ..dicom.results import write_dicom_results
 
         return write_dicom_results(self, Path(directory), overwrite=overwrite)
 

@@ -14,11 +14,24 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import CollatError, InferenceTimeout, InvalidInput, ModelNotReady, ServerError, ServerUnavailable
+from ...errors import (
+    CollatError,
+    InferenceTimeout,
+    InvalidInput,
+    ModelNotReady,
+    QueueFull,
+    ServerError,
+    ServerUnavailable,
+)
 
 
 class Retryable(ServerUnavailable):
-    """A failure worth another try (connection refused/reset, HTTP 503, gRPC UNAVAILABLE)."""
+    """A failure the client's retry policy tries again (connection refused/reset, HTTP 503, gRPC UNAVAILABLE);
+    once the budget is spent it surfaces as :class:`ServerUnavailable` (or :class:`QueueFull`)."""
+
+
+class Busy(Retryable, QueueFull):
+    """The server's queue is full (HTTP 429, gRPC RESOURCE_EXHAUSTED): retried like any :class:`Retryable`."""
 
 
 class Transport(Protocol):
@@ -37,12 +50,12 @@ class Transport(Protocol):
 # HTTP status -> error type. Anything else at or above 500 is a server error; below, a refused input.
 HTTP_ERRORS: dict[int, type[CollatError]] = {
     400: InvalidInput, 404: ModelNotReady, 408: InferenceTimeout, 413: InvalidInput, 422: InvalidInput,
-    429: Retryable, 500: ServerError, 501: ServerError, 503: Retryable, 504: InferenceTimeout,
+    429: Busy, 500: ServerError, 501: ServerError, 503: Retryable, 504: InferenceTimeout,
 }
 # gRPC status code name -> error type; a code not listed is a server error.
 GRPC_ERRORS: dict[str, type[CollatError]] = {
     "INVALID_ARGUMENT": InvalidInput, "OUT_OF_RANGE": InvalidInput, "FAILED_PRECONDITION": InvalidInput,
-    "NOT_FOUND": ModelNotReady, "UNAVAILABLE": Retryable, "RESOURCE_EXHAUSTED": Retryable,
+    "NOT_FOUND": ModelNotReady, "UNAVAILABLE": Retryable, "RESOURCE_EXHAUSTED": Busy,
     "DEADLINE_EXCEEDED": InferenceTimeout, "CANCELLED": ServerUnavailable,
 }
 

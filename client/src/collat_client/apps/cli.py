@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import click
 
 from collat_contract.names import NETWORKS, PIPELINE_NAMES
 
-from .errors import CollatError, InputFileError, InvalidInput
+from ..errors import CollatError, InputFileError, InvalidInput, ModelNotReady, PeerError
 
 URL_HELP = "server address host:port (env COLLAT_URL; gRPC port for --protocol grpc)"
 
@@ -51,7 +52,7 @@ def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _client(url: str, protocol: str, timeout: float, retries: int):
-    from .client import CollatClient
+    from ..sdk.client import CollatClient
 
     return CollatClient(url, protocol=protocol, timeout=timeout, retries=retries)
 
@@ -173,10 +174,7 @@ def _print_study(study, console) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the metrics document only")
 @_common
 @clean_errors
-def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | None, age: float | None, side: str,
-          b_value: float | None, perfusion_series: str | None, dwi_series: str | None, adc_series: str | None,
-          allow_b_value: bool, out: Path | None, dicom_out: Path | None, send_to: str | None, calling_ae: str,
-          force: bool, as_json: bool, url: str | None, protocol: str, timeout: float, retries: int) -> None:
+def infer(**options: Any) -> None:
     """Run a perfusion series or a DICOM study folder (SCAN) and/or DWI + ADC through the server; write maps,
     metrics and a PNG.
 
@@ -193,76 +191,116 @@ def infer(scan: Path | None, dwi: Path | None, adc: Path | None, nihss: int | No
     """
     from rich.console import Console
 
-    from .schema import Clinical
-
+    o = InferOptions(**options)
     console = Console(stderr=True)
-    if send_to is not None:
-        from .dicom.network import check_destination
+    if o.send_to is not None:
+        from ..dicom.network import check_destination
 
-        check_destination(send_to)
-    if scan is None and dwi is None:
-        raise InvalidInput("give a perfusion SCAN or a study folder, or --dwi and --adc, or all three")
-    study = None
-    if scan is not None and scan.is_dir():
-        from .dicom import read_study
-
-        study = read_study(scan, perfusion_series=perfusion_series, dwi_series=dwi_series, adc_series=adc_series,
-                           allow_b_value=allow_b_value)
-        if not as_json:
-            _print_study(study, console)
-    elif any((perfusion_series, dwi_series, adc_series)):
-        raise InvalidInput("--perfusion-series, --dwi-series and --adc-series choose series in a DICOM study folder")
-    clinical = None
-    if nihss is not None or dwi is not None or adc is not None:
-        if nihss is None:
-            raise InvalidInput("--nihss is required with --dwi/--adc")
-        clinical = Clinical(nihss=nihss, age=age, side=side, dwi_b_value=b_value)
-    out = out or _default_out(scan, dwi)
-    if send_to is not None and dicom_out is None:
-        dicom_out = out / "dicom"
-    from .result import InferenceResult, output_files
-
-    has_perfusion = study.perfusion is not None if study is not None else scan is not None
-    has_diffusion = dwi is not None or (study is not None and study.dwi is not None)
-    clashes = [n for n in output_files(has_perfusion, has_diffusion) if (out / n).exists()]
-    if clashes and not force:
+        check_destination(o.send_to)
+    plan = _plan(o, on_study=None if o.as_json else lambda study: _print_study(study, console))
+    out = o.out or _default_out(o.scan, o.dwi)
+    dicom_out = out / "dicom" if o.send_to is not None and o.dicom_out is None else o.dicom_out
+    clashes = [n for n in plan.output_files if (out / n).exists()]
+    if clashes and not o.force:
         raise FileExistsError(f"{out}: would overwrite {', '.join(clashes[:3])} (use --force)")
-    spinner = console.status("starting", spinner="dots") if console.is_terminal and not as_json else _Quiet()
-    with _client(url or _default_url(protocol), protocol, timeout, retries) as client, spinner as s:
-        try:
-            result: InferenceResult = client.infer(perfusion=None if study is not None else scan, dwi=dwi, adc=adc,
-                                                   clinical=clinical, study=study, allow_b_value=allow_b_value,
-                                                   progress=lambda m: s.update(m))
-        except InvalidInput as exc:
-            if study is None or study.perfusion is None or study.dwi is None:
-                raise
-            raise InvalidInput(f"{exc} (the study's {study.perfusion.label} was taken as its perfusion series: "
-                               "--perfusion-series none runs its diffusion series alone)") from None
+    spinner = console.status("starting", spinner="dots") if console.is_terminal and not o.as_json else _Quiet()
+    with _client(o.url or _default_url(o.protocol), o.protocol, o.timeout, o.retries) as client, spinner as s:
+        result = _run(client, plan, s.update)
         s.update("writing")
-        written = result.save(out, overwrite=force)
+        written = result.save(out, overwrite=o.force)
         if dicom_out is not None:
-            dicom = result.save_dicom(dicom_out, overwrite=force)
-            written += dicom.files
-            for note in dicom.notes:
-                console.print(f"[yellow]DICOM:[/yellow] {note}")
-            if send_to is not None:
-                s.update(f"sending to {send_to}")
-                _send(dicom.files, send_to, calling_ae, dicom_out, console)
-    if as_json:
+            written += _save_dicom(result, dicom_out, o, console, s.update)
+    if o.as_json:
         click.echo(json.dumps(result.metrics.model_dump(mode="json"), indent=2))
         return
     _print_table(result.metrics, Console())
     click.echo(f"inference {result.seconds:.1f} s; wrote {len(written)} files to {out}")
-    quality = result.metrics.quality
-    if quality.decisions_withheld:  # maps written, decisions not: exit 0, but say so on stderr
+    _warn_withheld(result.metrics.quality)
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """``collat-client infer``'s options, as click parses them."""
+
+    scan: Path | None
+    dwi: Path | None
+    adc: Path | None
+    nihss: int | None
+    age: float | None
+    side: str
+    b_value: float | None
+    perfusion_series: str | None
+    dwi_series: str | None
+    adc_series: str | None
+    allow_b_value: bool
+    out: Path | None
+    dicom_out: Path | None
+    send_to: str | None
+    calling_ae: str
+    force: bool
+    as_json: bool
+    url: str | None
+    protocol: str
+    timeout: float
+    retries: int
+
+
+def _clinical(o: InferOptions):
+    """The clinical inputs the options give; the NIHSS is required as soon as diffusion images are named."""
+    from ..schema import Clinical
+
+    if o.nihss is None and o.dwi is None and o.adc is None:
+        return None
+    if o.nihss is None:
+        raise InvalidInput("--nihss is required with --dwi/--adc")
+    return Clinical(nihss=o.nihss, age=o.age, side=o.side, dwi_b_value=o.b_value)
+
+
+def _plan(o: InferOptions, on_study):
+    """SCAN is a perfusion file or a study folder: the shared request plan takes it from there."""
+    from ..sdk.plan import plan_request
+
+    if o.scan is None and o.dwi is None:
+        raise InvalidInput("give a perfusion SCAN or a study folder, or --dwi and --adc, or all three")
+    folder = o.scan is not None and o.scan.is_dir()
+    return plan_request(perfusion=None if folder else o.scan, study=o.scan if folder else None, dwi=o.dwi,
+                        adc=o.adc, clinical=_clinical(o), perfusion_series=o.perfusion_series,
+                        dwi_series=o.dwi_series, adc_series=o.adc_series, allow_b_value=o.allow_b_value,
+                        on_study=on_study)
+
+
+def _run(client, plan, progress: Callable[[str], None]):
+    """The plan through the server; a refusal of a study's perfusion series says how to run its diffusion alone."""
+    try:
+        return client.run(plan, progress=progress)
+    except InvalidInput as exc:
+        study = plan.study
+        if study is None or study.perfusion is None or study.dwi is None:
+            raise
+        raise InvalidInput(f"{exc} (the study's {study.perfusion.label} was taken as its perfusion series: "
+                           "--perfusion-series none runs its diffusion series alone)") from None
+
+
+def _save_dicom(result, folder: Path, o: InferOptions, console, progress: Callable[[str], None]) -> list[Path]:
+    dicom = result.save_dicom(folder, overwrite=o.force)
+    for note in dicom.notes:
+        console.print(f"[yellow]DICOM:[/yellow] {note}")
+    if o.send_to is not None:
+        progress(f"sending to {o.send_to}")
+        _send(dicom.files, o.send_to, o.calling_ae, folder, console)
+    return dicom.files
+
+
+def _warn_withheld(quality) -> None:
+    """Maps written, decisions not: exit 0, but say so on stderr."""
+    if quality.decisions_withheld:
         names = [n for d, n in (("defuse3", "DEFUSE 3"), ("dawn", "DAWN")) if quality.withheld(d)]
         click.echo(f"warning: {len(quality.decisions_withheld)} quality check(s) failed; {' and '.join(names)} "
                    f"decision{'s' if len(names) > 1 else ''} withheld (see metrics.json quality)", err=True)
 
 
 def _send(files: list[Path], send_to: str, calling_ae: str, folder: Path, console) -> None:
-    from .dicom.network import send
-    from .errors import PeerError
+    from ..dicom.network import send
 
     try:
         count = send(files, send_to, calling_ae=calling_ae)
@@ -299,8 +337,8 @@ def send(paths: tuple[Path, ...], send_to: str, calling_ae: str, timeout: float)
       collat-client send results/dicom --to PACS@10.0.0.5:104
       collat-client send results/dicom --to https://pacs.example.org/dicom-web
     """
-    from .dicom.network import check_destination, dicom_files
-    from .dicom.network import send as send_files
+    from ..dicom.network import check_destination, dicom_files
+    from ..dicom.network import send as send_files
 
     check_destination(send_to)
     files = dicom_files(list(paths))
@@ -313,8 +351,9 @@ def send(paths: tuple[Path, ...], send_to: str, calling_ae: str, timeout: float)
 @click.option("--ae-title", default="COLLAT", show_default=True, help="the node's AE title")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (0.0.0.0: every interface)")
 @click.option("--send-to", required=True, help="where results go: AE@HOST:PORT or a DICOMweb URL")
-@click.option("--work", type=click.Path(path_type=Path, file_okay=False), default=Path("collat-node"),
-              show_default=True, help="work folder: the durable queue of received studies")
+@click.option("--work", type=click.Path(path_type=Path, file_okay=False),
+              help="work folder: the durable queue of received studies [default: $XDG_STATE_HOME/collat/node, "
+                   "i.e. ~/.local/state/collat/node]")
 @click.option("--allow-ae", "allowed", multiple=True, help="accept only these calling AE titles (repeatable)")
 @click.option("--quiet", "quiet_seconds", type=float, default=10.0, show_default=True,
               help="seconds without a new instance after which a study is complete")
@@ -327,7 +366,7 @@ def send(paths: tuple[Path, ...], send_to: str, calling_ae: str, timeout: float)
               help="longest retry delay in seconds")
 @click.option("--url", default=None, help=URL_HELP)
 @clean_errors
-def listen(port: int, ae_title: str, host: str, send_to: str, work: Path, allowed: tuple[str, ...],
+def listen(port: int, ae_title: str, host: str, send_to: str, work: Path | None, allowed: tuple[str, ...],
            quiet_seconds: float, nihss: int | None, age: float | None, no_failure_reports: bool,
            retry_seconds: float, retry_max_seconds: float, url: str | None) -> None:
     """Run a DICOM node: receive studies (C-STORE), run each through the server, send the results on.
@@ -339,15 +378,16 @@ def listen(port: int, ae_title: str, host: str, send_to: str, work: Path, allowe
     import logging
     import signal
 
-    from .dicom.network import check_destination
-    from .dicom.node import Node, NodeConfig
+    from ..dicom.network import check_destination
+    from .node import Node, NodeConfig, default_work_folder
 
     check_destination(send_to)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("collat.node").setLevel(logging.INFO)  # the node's own story; libraries only when they warn
-    node = Node(NodeConfig(work=work, send_to=send_to, server_url=url or _default_url("http"), ae_title=ae_title,
-                           host=host, port=port, allowed_callers=allowed, quiet_seconds=quiet_seconds, nihss=nihss,
-                           age=age, report_failures=not no_failure_reports, retry_seconds=retry_seconds,
+    node = Node(NodeConfig(work=work or default_work_folder(), send_to=send_to,
+                           server_url=url or _default_url("http"), ae_title=ae_title, host=host, port=port,
+                           allowed_callers=allowed, quiet_seconds=quiet_seconds, nihss=nihss, age=age,
+                           report_failures=not no_failure_reports, retry_seconds=retry_seconds,
                            retry_max_seconds=retry_max_seconds))
     signal.signal(signal.SIGTERM, lambda *_: node.stop())
     try:
@@ -366,8 +406,6 @@ def health(url: str | None, protocol: str, timeout: float, retries: int) -> None
     Example:
       collat-client health --url 127.0.0.1:8000
     """
-    from .errors import ModelNotReady
-
     with _client(url or _default_url(protocol), protocol, timeout, retries) as client:
         client.server_ready()
         states = {name: client.model_ready(name) for name in PIPELINE_NAMES}
@@ -448,8 +486,8 @@ def evaluate(pred_dir: Path, ref_dir: Path, as_json: bool) -> None:
     """
     import numpy as np
 
-    from .evaluation import auc, dice, phase_metrics, volume_difference_ml
-    from .images import load_nifti
+    from ..imaging.evaluation import auc, dice, phase_metrics, volume_difference_ml
+    from ..imaging.volumes import load_nifti
 
     for folder in (pred_dir, ref_dir):
         if not folder.is_dir():

@@ -1,13 +1,14 @@
 """The DICOM node: a storage SCP that receives studies, runs them through the server, and sends the results on.
 
 Nobody types a command: the scanner or PACS sends a study to the node's AE title; once nothing has arrived
-for the quiet period the study is queued (on disk, see :mod:`.spool`), its series are classified as
-``collat-client infer STUDY_DIR`` does, the pipeline runs through the SDK, and the SEG, SR and secondary
-captures go to the destination. Nothing is lost: an unreachable inference server or PACS is retried with
-exponential backoff, a restarted node picks up what it had not finished, and a result already stored by the
-destination is not sent again. A study that cannot be processed (no usable series, a refused scan) is moved
-to ``failed/`` with its reason, logged in one line, and (unless told not to) answered with a summary capture
-that says why.
+for the quiet period the study is queued (on disk, see :mod:`.spool`), its series are classified and planned as
+``collat-client infer STUDY_DIR`` does (one request plan, :func:`~collat_client.sdk.plan.plan_request`), the
+pipeline runs through the SDK, and the SEG, SR and secondary captures go to the destination. Nothing is lost: a
+transient failure (:class:`~collat_client.errors.TransientError`: the inference server or PACS down, busy or
+slow) is retried with exponential backoff, a restarted node picks up what it had not finished, and a result
+already stored by the destination is not sent again. A study that cannot be processed (a
+:class:`~collat_client.errors.PermanentError`: no usable series, a refused scan) is moved to ``failed/`` with its
+reason, logged in one line, and (unless told not to) answered with a summary capture that says why.
 
 The node binds to loopback unless given a host, and accepts only the calling AE titles it is given when it is
 given any. Clinical inputs: the U-Net needs the NIHSS, which DICOM does not carry; the node takes it from
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,20 +28,24 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
-from ..errors import (
-    CollatError,
-    InferenceTimeout,
-    InvalidInput,
-    ModelNotReady,
-    PeerError,
-    ServerError,
-    ServerUnavailable,
-)
+from ..dicom import read_study
+from ..dicom.capture import failure_capture
+from ..dicom.network import dicom_files, send
+from ..errors import CollatError, InvalidInput, ServerUnavailable, TransientError
+from ..schema import Clinical
+from ..sdk.client import CollatClient
+from ..sdk.plan import plan_request
 from .spool import QueuedStudy, Spool
 
 log = logging.getLogger("collat.node")
-# Worth another try later: the server or the destination may come back. Anything else is the study's own fault.
-TRANSIENT = (ServerUnavailable, ModelNotReady, InferenceTimeout, ServerError, PeerError)
+CLINICAL_HINT = "a clinical file, or the node's --nihss"
+
+
+def default_work_folder() -> Path:
+    """The node's state directory when none is given: ``$XDG_STATE_HOME/collat/node`` (by default
+    ``~/.local/state/collat/node``), never the directory the node happens to be started from."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "collat" / "node"
 
 
 @dataclass
@@ -77,10 +83,8 @@ def _identity(folder: Path) -> tuple[str, str]:
     return str(ds.get("AccessionNumber", "") or ""), str(ds.get("StudyInstanceUID", "") or "")
 
 
-def clinical_for(study: QueuedStudy, config: NodeConfig):
+def clinical_for(study: QueuedStudy, config: NodeConfig) -> Clinical | None:
     """The study's clinical inputs: its file in the clinical folder, else the node's stated NIHSS, else none."""
-    from ..schema import Clinical
-
     for name in _identity(study.input):
         path = config.clinical_folder / f"{name}.json"
         if name and path.is_file():
@@ -94,9 +98,7 @@ def clinical_for(study: QueuedStudy, config: NodeConfig):
 
 
 class Node:
-    def __init__(self, config: NodeConfig, client_factory: Callable | None = None) -> None:
-        from ..client import CollatClient
-
+    def __init__(self, config: NodeConfig, client_factory: Callable[[], CollatClient] | None = None) -> None:
         self.config = config
         self.spool = Spool(config.work)
         self._client_factory = client_factory or (lambda: CollatClient(config.server_url, retries=0,
@@ -142,8 +144,6 @@ class Node:
 
     # -- processing --------------------------------------------------------------------------------------------
     def _infer(self, study: QueuedStudy, first_attempt: bool) -> None:
-        from . import read_study
-
         clinical = clinical_for(study, self.config)
         with self._client_factory() as client:
             # The first attempt reads the study whatever the server's state (an unusable study is answered at once);
@@ -153,19 +153,17 @@ class Node:
             chosen = read_study(study.input)
             if chosen.perfusion is None and (chosen.dwi is None or chosen.adc is None):
                 raise InvalidInput("no perfusion series and no DWI with its ADC in the study")
-            if chosen.dwi is not None and clinical is None:
-                if chosen.perfusion is None:
-                    raise InvalidInput("a DWI study needs the NIHSS (a clinical file, or the node's --nihss)")
-                chosen.dwi = chosen.adc = None  # perfusion only: the U-Net cannot run without the NIHSS
-                log.warning("study %s: no NIHSS for it, the DWI is not analysed (collaterals only)", study.key)
-            result = client.infer(study=chosen, clinical=clinical if chosen.dwi is not None else None)
+            # Nobody can be asked for a missing NIHSS: the diffusion series are left out, the collaterals still run.
+            plan = plan_request(study=chosen, clinical=clinical, diffusion_without_clinical="skip",
+                                clinical_hint=CLINICAL_HINT)
+            for note in plan.notes:
+                log.warning("study %s: %s", study.key, note)
+            result = client.run(plan)
         outputs = result.save_dicom(study.results, overwrite=True)
         for note in outputs.notes:
             log.warning("study %s: %s", study.key, note)
 
     def _send(self, study: QueuedStudy, state) -> None:
-        from .network import dicom_files, send
-
         pending = [p for p in dicom_files([study.results]) if str(p.relative_to(study.results)) not in state.sent]
 
         def stored(path: Path) -> None:
@@ -177,9 +175,6 @@ class Node:
 
     def _answer_failure(self, study: QueuedStudy, reason: str) -> None:
         import pydicom
-
-        from .capture import failure_capture
-        from .network import send
 
         try:
             reference = pydicom.dcmread(str(next(study.input.glob("*.dcm"))), stop_before_pixels=True)
@@ -202,7 +197,7 @@ class Node:
                 state.results_written = True
                 study.save(state)
             self._send(study, state)
-        except TRANSIENT as exc:
+        except TransientError as exc:
             if state.attempts >= self.config.max_attempts:
                 return self._fail(study, f"gave up after {state.attempts} attempts: {exc}")
             delay = min(self.config.retry_seconds * 2 ** (state.attempts - 1), self.config.retry_max_seconds)

@@ -15,7 +15,7 @@ import numpy as np
 
 from collat_contract.clinical import DWI_B_VALUE_RANGE, b_value_in_range
 
-from ..errors import InvalidInput
+from ..errors import QualityRefused
 
 B0_MAX = 50.0  # s/mm^2: what counts as a b=0 volume
 SAME_B = 0.05  # volumes within 5 % of the highest b-value belong to the trace
@@ -57,5 +57,6 @@ def check_b_value(b_value: float | None, where: str, allow: bool) -> None:
     if b_value is None or allow or b_value_in_range(b_value):
         return
     lo, hi = DWI_B_VALUE_RANGE
-    raise InvalidInput(f"{where}: the DWI's highest b-value is {b_value:g} s/mm^2, not {lo:g}-{hi:g} (the network was "
-                       "trained on b=1000); use --allow-b-value to run it anyway, and its decisions will be withheld")
+    raise QualityRefused(f"{where}: the DWI's highest b-value is {b_value:g} s/mm^2, not {lo:g}-{hi:g} (the "
+                         "network was trained on b=1000); use --allow-b-value to run it anyway, and its decisions will "
+                         "be withheld")

@@ -14,8 +14,8 @@ import numpy as np
 
 from collat_contract.names import PHASE_NAMES
 
-from .images import MapImage, Volume
-from .schema import Metrics
+from ..schema import Metrics
+from .volumes import MapImage, Volume
 
 TILE = 128
 SLICES = 4

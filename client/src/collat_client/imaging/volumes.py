@@ -1,4 +1,4 @@
-"""Images as the SDK holds them: voxels + affine (+ frame interval), from NIfTI files, DICOM series or arrays.
+"""Images as the SDK holds them: voxels + affine (+ frame interval), from NIfTI files or arrays.
 
 Everything is checked here, before any upload, so that a bad scan fails in milliseconds
 with a message naming the file: wrong dimensionality, too few frames, non-finite voxels or
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from collat_contract.limits import MAX_PERFUSION_ELEMENTS, MAX_VOLUME_VOXELS
 from collat_contract.tensors import MIN_PERFUSION_FRAMES
 
-from .errors import InputFileError, InvalidInput
+from ..errors import InputFileError, InvalidInput
+from .diffusion import check_b_value, combine
 
 MIN_FRAMES = MIN_PERFUSION_FRAMES
-MAX_PERFUSION_ELEMENTS = 256 * 1024 * 1024  # the server's limit, checked before upload
-MAX_VOLUME_VOXELS = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -184,49 +184,6 @@ def load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, object]:
     return data, np.asarray(image.affine, dtype=np.float64), image.header
 
 
-def read_perfusion(path: Path | str, frame_seconds: float | None = None) -> Volume:
-    """A 4D perfusion series from a NIfTI file, or from a DICOM folder (the perfusion series found in it)."""
-    path = Path(path)
-    if path.is_dir():
-        return dicom_volumes(path, "perfusion", frame_seconds)["perfusion"]
-    data, affine, header = load_nifti(path)
-    if frame_seconds is None and data.ndim == 4:
-        frame_seconds = _nifti_frame_seconds(header)
-    return perfusion_volume(data, affine, frame_seconds, str(path), header)
-
-
-def dicom_volumes(folder: Path, role: str, frame_seconds: float | None = None,
-                  **choices: object) -> dict[str, Volume]:
-    """The checked volumes a DICOM folder gives when the caller says it holds ``role`` (perfusion, dwi or adc); a
-    DWI folder may give its ADC too. Refused, with every candidate's reason, when it holds no usable ``role``."""
-    from .dicom import read_study
-
-    if role == "perfusion":  # a DWI beside the perfusion is not used here: its b-value is not this call's business
-        choices.setdefault("allow_b_value", True)
-    study = read_study(folder, given_as=role if role != "perfusion" else None, **choices)
-    volumes = study_volumes(study, frame_seconds)
-    if role not in volumes:
-        left = [f"{e.label}: {e.reason}" for e in study.entries if e.role in (role, "unreadable")]
-        raise InvalidInput(f"{folder}: no usable {role} series" + (f" ({'; '.join(left)})" if left else ""))
-    return volumes
-
-
-def study_volumes(study, frame_seconds: float | None = None) -> dict[str, Volume]:
-    """The checked volumes (keys perfusion, dwi, adc) of the series a study chose (``collat_client.dicom.Study``),
-    each named by its folder and series, so that a refusal says which series it was."""
-    out: dict[str, Volume] = {}
-    if study.perfusion is not None:
-        p = study.perfusion
-        out["perfusion"] = perfusion_volume(p.data, p.affine, frame_seconds or p.frame_seconds,
-                                            f"{study.folder}: {p.label}", dicom_files=p.files)
-    for role in ("dwi", "adc"):
-        chosen = getattr(study, role)
-        if chosen is not None:
-            out[role] = diffusion_volume(chosen.data, chosen.affine, f"{study.folder}: {chosen.label}",
-                                         b_value=chosen.b_value, dicom_files=chosen.files)
-    return out
-
-
 def _nifti_frame_seconds(header) -> float | None:
     zooms = header.get_zooms()
     if len(zooms) < 4 or zooms[3] <= 0:
@@ -235,14 +192,16 @@ def _nifti_frame_seconds(header) -> float | None:
     return float(zooms[3]) * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
 
 
-def read_diffusion(path: Path | str, role: str = "dwi", allow_b_value: bool = False) -> Volume:
-    """A 3D DWI or ADC volume from a NIfTI file, or from a DICOM folder (``role`` says which series to take: a
-    multi-b-value series gives its trace as the DWI and, with a b=0 volume, its computed ADC)."""
-    path = Path(path)
-    if path.is_dir():
-        return dicom_volumes(path, role, allow_b_value=allow_b_value)[role]
-    if role == "dwi":
-        return nifti_diffusion(path, allow_b_value)["dwi"]
+def nifti_perfusion(path: Path, frame_seconds: float | None = None) -> Volume:
+    """A checked 4D perfusion series from a NIfTI file; the frame interval from pixdim[4] unless given."""
+    data, affine, header = load_nifti(path)
+    if frame_seconds is None and data.ndim == 4:
+        frame_seconds = _nifti_frame_seconds(header)
+    return perfusion_volume(data, affine, frame_seconds, str(path), header)
+
+
+def nifti_adc(path: Path) -> Volume:
+    """A checked 3D ADC volume from a NIfTI file."""
     data, affine, header = load_nifti(path)
     return diffusion_volume(data, affine, str(path), header)
 
@@ -265,8 +224,6 @@ def _sidecar_b_values(path: Path) -> tuple[float, ...] | None:
 def nifti_diffusion(path: Path, allow_b_value: bool = False) -> dict[str, Volume]:
     """A DWI NIfTI, with its b-values when a .bval lies beside it: a 4D series of several b-values gives its trace
     (and, with a b=0 volume, its ADC, key ``adc``), a 3D image its one b-value; the b-value is checked."""
-    from .dicom.diffusion import check_b_value, combine
-
     data, affine, header = load_nifti(path)
     b_values = _sidecar_b_values(path)
     if b_values is None:
