@@ -249,7 +249,8 @@ def test_the_served_documents_hold_exactly_the_contracts_keys(served_documents, 
 
     case = case_right_good
     card = {"preset": "tiny", "sha256": "0" * 64, "weights": "w.pt", "checkpoint": "c.pt", "not_for_clinical_use": True,
-            "tensorrt_version": "10.0", "gpu": "a GPU", "dsc_conversion": "2", "modalities": ["dce"],
+            "tensorrt_version": "10.0", "gpu": "a GPU", "dsc_conversion": "2", "card_sha256": "1" * 64,
+            "modalities": ["dce"],
             "lesion_calibration": {"coefficients": {"intercept": 0.0, "network": 1.0, "core": 0.0, "nihss": 0.0},
                                    "fitted_on": "a test"},
             "training_domain": {"core_ml": {"min": 0.0}}}
@@ -270,3 +271,14 @@ def test_the_served_documents_hold_exactly_the_contracts_keys(served_documents, 
     assert set(full["models"][UNET.triton_name]) > {"name", "version", "preset", "sha256", "modalities"}
     for built in (*served_documents.values(), full):
         assert key_drift(built, MetricsDocument) == []
+
+
+def test_the_summary_page_names_an_imported_networks_preset_and_card(served_documents):
+    """What reaches PACS says which network and which card made the result (an imported one's METRICS carry them)."""
+    from collat_client.dicom.capture import summary_lines
+    from collat_client.schema import Metrics
+
+    doc = json.loads(json.dumps(served_documents[names.HYPOPERFUSION_PIPELINE]))
+    doc["models"][UNET.triton_name].update(preset="imported:keras-unet", sha256="a" * 64, card_sha256="c" * 64)
+    models_line = summary_lines(Metrics.model_validate(doc))[-1][0]
+    assert f"{UNET.triton_name} v1 {'a' * 12} (imported:keras-unet, card {'c' * 12})" in models_line

@@ -57,10 +57,12 @@ def infer(client, pipeline: str, arrays: dict[str, np.ndarray], *, names: list[s
     return out
 
 
-def build_cpu_repository(out: Path, *extra: str, mrod_preset: str | None = None) -> Path:
-    """The CPU model repository with the shipped weights (the served 3D-MROD-Net, or ``mrod_preset``'s)."""
+def build_cpu_repository(out: Path, *extra: str, mrod_preset: str | None = None, hypo_card: Path | None = None,
+                         ) -> Path:
+    """The CPU model repository with the shipped weights (the served 3D-MROD-Net, or ``mrod_preset``'s), or the
+    U-Net a network card describes."""
+    hypo = ["--hypo-card", str(hypo_card)] if hypo_card else ["--hypo-checkpoint", str(demo_checkpoint("hypo"))]
     subprocess.run([sys.executable, "-m", "collat_export.cli", "repository", "--target", "python-onnx",
-                    "--out", str(out), "--mrod-checkpoint", str(demo_checkpoint("mrod", mrod_preset)),
-                    "--hypo-checkpoint", str(demo_checkpoint("hypo")), *extra],
+                    "--out", str(out), "--mrod-checkpoint", str(demo_checkpoint("mrod", mrod_preset)), *hypo, *extra],
                    check=True, capture_output=True, text=True)
     return out

@@ -161,6 +161,7 @@ class ModelProvenance(ModelInfo, total=False):
     tensorrt_version: str
     gpu: str
     dsc_conversion: str
+    card_sha256: str  # an imported network's card (collat_contract.network_card)
     modalities: list[str]
     lesion_calibration: dict[str, Any]  # read at load by the U-Net's postprocessing, which removes it
     training_domain: dict[str, Any]  # read at load by the U-Net's postprocessing, which removes it

@@ -49,13 +49,26 @@ def clean_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _network(model: str, preset: str, checkpoint: Path | None, *, checkpoint_says: bool = False):
+def _network(model: str, preset: str, checkpoint: Path | None, *, checkpoint_says: bool = False,
+             mapped: tuple[Path | None, Path | None] = (None, None)):
     """``checkpoint_says``: a self-describing checkpoint's own preset wins over ``preset`` (which then only names
-    the random weights' preset), so that a repository can pair a fine 3D-MROD-Net with a tiny U-Net."""
+    the random weights' preset), so that a repository can pair a fine 3D-MROD-Net with a tiny U-Net. ``mapped``: a
+    state dict from another code base and its name map, loaded on ``preset``'s architecture."""
     from .checkpoint import load_checkpoint
     from .networks import build_network
     from .presets import get_preset
 
+    state_dict, name_map = mapped
+    if (state_dict is None) != (name_map is None):
+        raise ValueError("a state dict from another code base needs its name map, and a name map its state dict "
+                         "(--state-dict with --name-map)")
+    if state_dict is not None and name_map is not None:
+        if checkpoint is not None:
+            raise ValueError(f"{model}: give a checkpoint or a state dict with its name map, not both")
+        from .importing.name_map import load_mapped
+
+        loaded = load_mapped(state_dict, name_map, model, preset)
+        return loaded.network, loaded.preset
     if checkpoint is not None:
         loaded = load_checkpoint(checkpoint, model=model, preset=None if checkpoint_says else preset)
         return loaded.network, loaded.preset
@@ -124,18 +137,25 @@ _preset_opt = click.option("--preset", type=click.Choice(PRESET_NAMES), default=
 @_model_opt
 @_preset_opt
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="state_dict or self-describing checkpoint.")
+@click.option("--state-dict", type=click.Path(path_type=Path, dir_okay=False),
+              help="A state dict trained in another code base on this architecture (with --name-map).")
+@click.option("--name-map", type=click.Path(path_type=Path, dir_okay=False),
+              help="How its tensor names become ours (docs/network-card.md).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for model.onnx + model.json.")
 @clean_errors
-def onnx(model: str, preset: str, checkpoint: Path | None, out: Path) -> None:
+def onnx(model: str, preset: str, checkpoint: Path | None, state_dict: Path | None, name_map: Path | None,
+         out: Path) -> None:
     """Export to ONNX (opset 17, dynamic axes) and check parity with PyTorch (fp32, 1e-4).
 
     \b
     Example:
       collat-export onnx --model mrod --preset tiny --checkpoint weights/mrod_tiny.pt --out build/mrod
+      collat-export onnx --model hypo --preset tiny --state-dict theirs.pt --name-map map.yaml --out build/hypo
     """
     from .onnx_export import export_onnx
 
-    network, p = _network(model, preset, checkpoint)
+    network, p = _network(model, preset, checkpoint, mapped=(state_dict, name_map))
+    checkpoint = checkpoint or state_dict
     report = export_onnx(network, p, out, checkpoint=str(checkpoint) if checkpoint else None)
     click.echo(report.line())
     click.echo(f"wrote {out / 'model.onnx'} and {out / 'model.json'}")
@@ -289,6 +309,20 @@ def interpolate(checkpoints: tuple[Path, ...], weights: tuple[float, ...], out: 
 @_preset_opt
 @click.option("--mrod-checkpoint", type=click.Path(path_type=Path), default=None)
 @click.option("--hypo-checkpoint", type=click.Path(path_type=Path), default=None)
+@click.option("--mrod-card", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Serve a 3D-MROD-Net trained elsewhere, described by this network card (docs/network-card.md).")
+@click.option("--mrod-network", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Its ONNX or TorchScript file, when not the card's own 'network'.")
+@click.option("--hypo-card", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Serve a hypoperfusion U-Net trained elsewhere, described by this network card.")
+@click.option("--hypo-network", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Its ONNX or TorchScript file, when not the card's own 'network'.")
+@click.option("--mrod-state-dict", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A 3D-MROD-Net state dict from another code base, on --preset's architecture (with its name map).")
+@click.option("--mrod-name-map", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--hypo-state-dict", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A U-Net state dict from another code base, on --preset's architecture (with its name map).")
+@click.option("--hypo-name-map", type=click.Path(path_type=Path, dir_okay=False), default=None)
 @click.option("--config-only", is_flag=True, help="Write config.pbtxt files only (the committed production layout).")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True)
 @click.option("--cpu-threads", type=int, default=2, show_default=True, help="ONNX Runtime threads per instance.")
@@ -299,51 +333,116 @@ def interpolate(checkpoints: tuple[Path, ...], weights: tuple[float, ...], out: 
                    "collat-train stride-study).")
 @clean_errors
 def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None, hypo_checkpoint: Path | None,
-               config_only: bool, dynamic_batching: bool, cpu_threads: int, max_queue_size: int | None,
-               unet_stride: int | None) -> None:
+               mrod_card: Path | None, mrod_network: Path | None, hypo_card: Path | None, hypo_network: Path | None,
+               mrod_state_dict: Path | None, mrod_name_map: Path | None, hypo_state_dict: Path | None,
+               hypo_name_map: Path | None, config_only: bool, dynamic_batching: bool, cpu_threads: int,
+               max_queue_size: int | None, unet_stride: int | None) -> None:
     """Write the whole Triton model repository (networks, Python steps, ensembles) for a deployment target.
+
+    A role given a network card serves that network (imported and checked first: nothing is written when it fails);
+    a role without one serves its checkpoint, or the demo weights when the other role has a card (else the
+    preset's random weights, for plumbing).
 
     \b
     Example:
       collat-export repository --target python-onnx --out build/repo \\
           --mrod-checkpoint weights/mrod_tiny.pt --hypo-checkpoint weights/hypo_tiny.pt
+      collat-export repository --target python-onnx --out build/repo --hypo-card my_unet.yaml
     """
     from collat_ensemble.server.pipelines import write_pipeline_models
     from collat_ensemble.server.repository import write_model_dir
+    from collat_ensemble.serving.perfusion import NetworkGrid
     from collat_ensemble.template import build_template
 
+    from .importing import import_network
     from .io_spec import network_io, perfusion_grid
     from .onnx_export import export_onnx
     from .presets import get_preset
 
-    presets = {}
-    for model, checkpoint in (("mrod", mrod_checkpoint), ("hypo", hypo_checkpoint)):
-        if config_only:
-            presets[model] = get_preset(model, preset)
-            io = network_io(presets[model])
-            write_model_dir(out, io, target, dynamic_batching=dynamic_batching, cpu_threads=cpu_threads,
-                            max_queue_size=max_queue_size)
-            click.echo(f"wrote {out / io.triton_name / 'config.pbtxt'}")
-            continue
-        network, presets[model] = _network(model, preset, checkpoint, checkpoint_says=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            report = export_onnx(network, presets[model], tmp, checkpoint=str(checkpoint) if checkpoint else None)
-            click.echo(f"{model}: {report.line()}")
-            path = write_model_dir(out, network_io(presets[model]), target, onnx_dir=Path(tmp),
-                                   dynamic_batching=dynamic_batching, cpu_threads=cpu_threads,
-                                   max_queue_size=max_queue_size)
-        click.echo(f"wrote {path}")
+    cards = {"mrod": (mrod_card, mrod_network), "hypo": (hypo_card, hypo_network)}
+    weights = {"mrod": (mrod_checkpoint, mrod_state_dict), "hypo": (hypo_checkpoint, hypo_state_dict)}
+    for model, (card, network) in cards.items():
+        if network is not None and card is None:
+            raise ValueError(f"--{model}-network needs --{model}-card: the card says how to feed and read it")
+        if card is not None and any(w is not None for w in weights[model]):
+            raise ValueError(f"--{model}-card and --{model}-checkpoint/--{model}-state-dict: give one network per role")
+    if config_only and (mrod_card or hypo_card):
+        raise ValueError("--config-only writes the configs of the built-in networks: it takes no network card")
+    if mrod_card or hypo_card:  # the other role serves the demo weights, not random ones
+        from .weights import demo_checkpoint
+
+        mrod_checkpoint = mrod_checkpoint or (None if mrod_card or mrod_state_dict else demo_checkpoint("mrod"))
+        hypo_checkpoint = hypo_checkpoint or (None if hypo_card or hypo_state_dict else demo_checkpoint("hypo"))
+    ios, grid = {}, None
+    with tempfile.TemporaryDirectory() as staging:
+        imported = {model: import_network(card, Path(staging) / model, network)
+                    for model, (card, network) in cards.items() if card is not None and not config_only}
+        for model, checkpoint in (("mrod", mrod_checkpoint), ("hypo", hypo_checkpoint)):
+            if model in imported:
+                found = imported[model]
+                ios[model] = found.io
+                click.echo(f"{model}: imported {found.card.name or found.card.network} ({found.card.role}, "
+                           f"{found.card.inputs[next(iter(found.card.inputs))].layout})")
+                path = write_model_dir(out, found.io, target, onnx_dir=found.folder, dynamic_batching=dynamic_batching,
+                                       cpu_threads=cpu_threads, max_queue_size=max_queue_size)
+                if model == "mrod":
+                    g = found.geometry
+                    grid = NetworkGrid(g.channels, float(g.frame_seconds or 0), g.slices, g.height, g.width)
+                click.echo(f"wrote {path}")
+                continue
+            if config_only:
+                served = get_preset(model, preset)
+                ios[model] = network_io(served)
+                write_model_dir(out, ios[model], target, dynamic_batching=dynamic_batching, cpu_threads=cpu_threads,
+                                max_queue_size=max_queue_size)
+                click.echo(f"wrote {out / ios[model].triton_name / 'config.pbtxt'}")
+            else:
+                mapped = (mrod_state_dict, mrod_name_map) if model == "mrod" else (hypo_state_dict, hypo_name_map)
+                network, served = _network(model, preset, checkpoint, checkpoint_says=True, mapped=mapped)
+                checkpoint = checkpoint or mapped[0]
+                ios[model] = network_io(served)
+                with tempfile.TemporaryDirectory() as tmp:
+                    report = export_onnx(network, served, tmp, checkpoint=str(checkpoint) if checkpoint else None)
+                    click.echo(f"{model}: {report.line()}")
+                    path = write_model_dir(out, ios[model], target, onnx_dir=Path(tmp),
+                                           dynamic_batching=dynamic_batching, cpu_threads=cpu_threads,
+                                           max_queue_size=max_queue_size)
+                click.echo(f"wrote {path}")
+            if model == "mrod":
+                grid = perfusion_grid(served)
     template = None if config_only else build_template()
     # The full U-Net's windows are spaced by 8 to serve a patient within the time target on 2 cores, at almost no
     # cost in Dice and none in decisions (collat-train stride-study; docs/benchmarks.md); the tiny demo keeps 4.
     stride = unet_stride if unet_stride is not None else 8 if preset == "full" else 4
-    for folder in write_pipeline_models(out, network_io(presets["mrod"]), network_io(presets["hypo"]),
-                                        perfusion_grid(presets["mrod"]), template, unet_stride=stride):
+    for folder in write_pipeline_models(out, ios["mrod"], ios["hypo"], grid, template, unet_stride=stride):
         click.echo(f"wrote {folder}")
     if not config_only:
         from collat_ensemble.server.warmup import write_warmup_case
 
         click.echo(f"wrote {write_warmup_case(out)} (the start-up self-test's case)")
+
+
+@main.command()
+@click.option("--network", "network_path", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The trained network: ONNX.")
+@click.option("--role", type=click.Choice(["collateral", "hypoperfusion"]), required=True)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="The card to write (YAML).")
+@click.option("--force", is_flag=True, help="Overwrite an existing card.")
+@clean_errors
+def card(network_path: Path, role: str, out: Path, force: bool) -> None:
+    """Draft a network card from an ONNX graph (names, ranks, fixed sizes, a guessed layout) for you to finish.
+
+    \b
+    Example:
+      collat-export card --network my_unet.onnx --role hypoperfusion --out my_unet.yaml
+    """
+    from .importing.draft import draft_card
+
+    if out.exists() and not force:
+        raise ValueError(f"{out}: exists (use --force)")
+    out.write_text(draft_card(network_path, role, out.parent))
+    click.echo(f"wrote {out}: check every line marked CHECK, then: collat-export repository ... "
+               f"--{'mrod' if role == 'collateral' else 'hypo'}-card {out}")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -110,7 +110,7 @@ def compile_openvino(onnx_path: Path, threads: int = 0):
 
 def run_openvino(onnx_path: Path, inputs: dict[str, np.ndarray], threads: int = 0) -> np.ndarray:
     compiled = compile_openvino(onnx_path, threads)
-    names = {port.get_any_name() for port in compiled.inputs}
+    names = {name for port in compiled.inputs for name in port.get_names()}  # a fused input keeps its name too
     return np.array(compiled.create_infer_request().infer({k: v for k, v in inputs.items() if k in names})[
         compiled.output(0)])
 

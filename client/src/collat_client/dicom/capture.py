@@ -139,9 +139,15 @@ def summary_lines(metrics: Metrics) -> list[tuple[str, tuple[int, int, int]]]:
         lines.append((f"decision withheld: {reason}", red))
     for warning in metrics.warnings:
         lines.append((f"warning: {warning}", amber))
-    lines.append(("models: " + ", ".join(f"{m.name} v{m.version} {(m.sha256 or '')[:12]}"
-                                          for m in metrics.models.values()), (180, 180, 180)))
+    lines.append(("models: " + ", ".join(_model_text(m) for m in metrics.models.values()), (180, 180, 180)))
     return lines
+
+
+def _model_text(model) -> str:
+    """Name, version and digest; an imported network (a network card) also its preset and its card's digest."""
+    card = (model.model_extra or {}).get("card_sha256")
+    return f"{model.name} v{model.version} {(model.sha256 or '')[:12]}" + (
+        f" ({model.preset}, card {str(card)[:12]})" if card else "")
 
 
 def research_only(metrics: Metrics) -> bool:

@@ -125,7 +125,7 @@ def network_model_info(repository: Path, name: str) -> ModelProvenance:
             except (OSError, json.JSONDecodeError):
                 continue
             for key in ("preset", "sha256", "weights", "checkpoint", "not_for_clinical_use", "tensorrt_version",
-                        "gpu", "dsc_conversion"):
+                        "gpu", "dsc_conversion", "card_sha256"):
                 if key in data and isinstance(data[key], str | int | float):
                     info[key] = data[key]  # type: ignore[literal-required]
             modalities = data.get("modalities")
