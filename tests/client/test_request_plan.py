@@ -74,8 +74,11 @@ class RecordingTransport:
     def server_ready(self) -> bool:
         return True
 
-    def model_ready(self, model: str) -> bool:
+    def model_ready(self, model: str, version: str = "") -> bool:
         return True
+
+    def model_versions(self, model: str) -> list[str]:
+        return ["1"]
 
     def model_config(self, model: str) -> dict:
         return {"name": model}

@@ -74,6 +74,23 @@ def test_engines_are_built_once_per_gpu_and_linked_into_a_runtime_copy(trt_repos
 
 
 @pytest.mark.slow
+def test_every_version_of_a_network_gets_its_own_engine(trt_repository, tmp_path):
+    """An imported network added as version 2 (collat-export add-version) is built and linked beside version 1."""
+    import shutil
+
+    repository = tmp_path / "repo"
+    shutil.copytree(trt_repository, repository)
+    shutil.copytree(repository / "hypoperfusion_unet" / "1", repository / "hypoperfusion_unet" / "2")
+    jobs = [(j.model, j.version) for j in engine_jobs(repository, tmp_path / "cache")]
+    assert jobs == [("hypoperfusion_unet", "1"), ("hypoperfusion_unet", "2"), ("mrod_net", "1")]
+    prepare_engines(repository, tmp_path / "cache", tmp_path / "runtime", H100, "10.5.0",
+                    lambda job, out: out.write_bytes(f"{job.model} v{job.version}".encode()))
+    for version in ("1", "2"):
+        plan = tmp_path / "runtime" / "hypoperfusion_unet" / version / "model.plan"
+        assert plan.read_bytes() == f"hypoperfusion_unet v{version}".encode()
+
+
+@pytest.mark.slow
 def test_a_failed_build_leaves_no_plan_in_the_cache(trt_repository, tmp_path):
     def broken(job, out: Path) -> None:
         out.write_bytes(b"half")

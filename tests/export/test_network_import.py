@@ -254,3 +254,49 @@ def test_a_card_for_one_role_serves_the_demo_weights_in_the_other(keras, tmp_pat
     mrod = json.loads((tmp_path / "r" / "mrod_net" / "1" / "model.json").read_text())
     unet = json.loads((tmp_path / "r" / "hypoperfusion_unet" / "1" / "model.json").read_text())
     assert mrod["checkpoint"] == str(demo_checkpoint("mrod")) and unet["preset"] == "imported:keras-unet"
+
+
+# ---------------------------------------------------------------- versions side by side
+
+def test_version_policies_parse_render_and_choose_the_served_version():
+    from collat_ensemble.server.model_versions import parse_policy, policy_block, served_version, with_policy
+
+    assert parse_policy("specific:2,1") == ("specific", (1, 2)) and policy_block("latest") == ""
+    assert policy_block("specific:1,3") == "version_policy: { specific { versions: [ 1, 3 ] } }"
+    assert served_version("all", [1, 2, 3]) == 3 and served_version("specific:1,2", [1, 2, 3]) == 2
+    config = with_policy(with_policy('name: "m"\n', "all"), "specific:1")
+    assert config.count("version_policy") == 1 and "specific { versions: [ 1 ] }" in config
+    for bad in ("newest", "specific:", "specific:0", "all:2"):
+        with pytest.raises(ValueError, match="choose latest"):
+            parse_policy(bad)
+    with pytest.raises(ValueError, match="no version 4 here"):
+        served_version("specific:4", [1, 2])
+
+
+def test_an_imported_network_is_added_as_the_next_version_and_rolled_back_by_policy(keras, tmp_path):
+    from collat_ensemble.server.model_versions import config_parameters
+
+    repo = tmp_path / "repo"
+    built = CliRunner().invoke(export_cli, ["repository", "--target", "python-onnx", "--config-only", "--out",
+                                            str(repo)])
+    assert built.exit_code == 0, built.output
+    added = CliRunner().invoke(export_cli, ["add-version", "--repository", str(repo), "--hypo-card", str(keras.card)])
+    assert added.exit_code == 0, added.output
+    version = repo / "hypoperfusion_unet" / "2"
+    assert {p.name for p in version.iterdir()} == {"model.onnx", "model.json", "model.py"}
+    assert "version_policy: { all { } }" in (repo / "hypoperfusion_unet" / "config.pbtxt").read_text()
+    step = config_parameters((repo / "postprocess_hypoperfusion" / "config.pbtxt").read_text())
+    assert step["network_version"] == "2" and step["network_model"] == "hypoperfusion_unet"
+    assert "2: imported:keras-unet " in step["network_versions"] and " card " in step["network_versions"]
+    back = CliRunner().invoke(export_cli, ["version-policy", "--repository", str(repo), "--model", "hypo",
+                                           "--policy", "specific:1"])
+    assert back.exit_code == 0 and "serve version 1" in back.output
+    assert config_parameters((repo / "postprocess_hypoperfusion" / "config.pbtxt").read_text())["network_version"] \
+        == "1"
+    missing = CliRunner().invoke(export_cli, ["version-policy", "--repository", str(repo), "--model", "hypo",
+                                              "--policy", "specific:3"])
+    assert missing.exit_code == 2 and "no version 3 here" in missing.output
+    other_grid = CliRunner().invoke(export_cli, ["add-version", "--repository", str(repo), "--mrod-card",
+                                                 str(TimeLast.build(tmp_path).card)])
+    assert other_grid.exit_code == 2 and "needs its own repository" in other_grid.output
+    assert not (repo / "mrod_net" / "2").exists()

@@ -38,3 +38,51 @@ def test_the_imported_network_gives_the_built_in_networks_lesion_volumes_and_dec
     model = imported["METRICS"]["models"]["hypoperfusion_unet"]
     assert model["preset"] == "imported:keras-unet" and len(model["card_sha256"]) == 64
     assert model["not_for_clinical_use"] is True
+
+
+def test_two_versions_are_ready_side_by_side_and_a_policy_rolls_back(cpu_repository, server, left_case,
+                                                                      tmp_path):
+    """The re-laid U-Net added as version 2 beside the demo weights' version 1: both load, the pipelines serve the
+    newer, `collat-client models` lists both with their provenance, and pinning the policy to 1 rolls back."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import tritonclient.http as http
+    from click.testing import CliRunner
+
+    from collat_client.apps.cli import main as client_cli
+    from collat_export.cli import main as export_cli
+
+    repository = tmp_path / "model_repository"
+    shutil.copytree(cpu_repository, repository, symlinks=True)
+    foreign = relaid_unet(cpu_repository / "hypoperfusion_unet" / "1" / "model.onnx", tmp_path)
+    added = CliRunner().invoke(export_cli, ["add-version", "--repository", str(repository), "--hypo-card",
+                                            str(foreign.card), "--policy", "all"])
+    assert added.exit_code == 0, added.output
+    arrays = case_arrays(left_case, age=70)
+    with TritonServer(repository, log_file=tmp_path / "v2.log") as running:
+        client = http.InferenceServerClient(running.http_url, network_timeout=600.0, connection_timeout=600.0)
+        assert [v for v in ("1", "2") if client.is_model_ready("hypoperfusion_unet", v)] == ["1", "2"]
+        models = CliRunner().invoke(client_cli, ["models", "--json", "--url", running.http_url])
+        assert models.exit_code == 0, models.output
+        unet = next(r for r in json.loads(models.output) if r["name"] == "hypoperfusion_unet")
+        assert [(v["version"], v["ready"], v["served"]) for v in unet["versions"]] == [("1", True, False),
+                                                                                          ("2", True, True)]
+        assert unet["versions"][1]["provenance"].startswith("imported:keras-unet ")
+        served = infer(client, "hypoperfusion_pipeline", arrays)["METRICS"]
+    model = served["models"]["hypoperfusion_unet"]
+    assert model["version"] == "2" and model["preset"] == "imported:keras-unet" and "card_sha256" in model
+    rolled = subprocess.run([sys.executable, "-m", "collat_export.cli", "version-policy", "--repository",
+                             str(repository), "--model", "hypo", "--policy", "specific:1"], capture_output=True,
+                            text=True)
+    assert rolled.returncode == 0, rolled.stderr
+    with TritonServer(repository, log_file=tmp_path / "v1.log") as running:
+        client = http.InferenceServerClient(running.http_url, network_timeout=600.0, connection_timeout=600.0)
+        assert not client.is_model_ready("hypoperfusion_unet", "2")
+        back = infer(client, "hypoperfusion_pipeline", arrays)["METRICS"]
+    assert back["models"]["hypoperfusion_unet"]["version"] == "1" and "card_sha256" not in \
+        back["models"]["hypoperfusion_unet"]
+    assert back["hypoperfusion"]["hypoperfusion_ml"] == pytest.approx(served["hypoperfusion"]["hypoperfusion_ml"],
+                                                                      abs=0.05)

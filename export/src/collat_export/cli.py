@@ -422,6 +422,64 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
         click.echo(f"wrote {write_warmup_case(out)} (the start-up self-test's case)")
 
 
+_ROLE_NETWORK = {"mrod": "mrod_net", "hypo": "hypoperfusion_unet"}
+
+
+@main.command("add-version")
+@click.option("--repository", "repository_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="A model repository built by collat-export repository.")
+@click.option("--mrod-card", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--mrod-network", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--hypo-card", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--hypo-network", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--policy", default="all", show_default=True,
+              help="Which versions the server loads: latest, all, or specific:1,2 (the pipelines serve the newest "
+                   "loaded one).")
+@clean_errors
+def add_version(repository_dir: Path, mrod_card: Path | None, mrod_network: Path | None, hypo_card: Path | None,
+                hypo_network: Path | None, policy: str) -> None:
+    """Add an imported network as the next version of mrod_net or hypoperfusion_unet, beside the earlier ones.
+
+    \b
+    Example:
+      collat-export add-version --repository build/model_repository --hypo-card my_unet.yaml --policy all
+    """
+    from collat_ensemble.server.model_versions import parse_policy
+
+    from .importing import import_network
+    from .importing.versions import add_version as add
+
+    parse_policy(policy)
+    given = [(model, card, network) for model, card, network in (("mrod", mrod_card, mrod_network),
+                                                                  ("hypo", hypo_card, hypo_network)) if card]
+    if len(given) != 1 or (mrod_network and not mrod_card) or (hypo_network and not hypo_card):
+        raise ValueError("give one network card: --mrod-card or --hypo-card (with its --*-network, if any)")
+    model, card_path, network = given[0]
+    with tempfile.TemporaryDirectory() as staging:
+        imported = import_network(card_path, Path(staging), network)
+        version = add(repository_dir, imported, policy)
+    click.echo(f"wrote {repository_dir / _ROLE_NETWORK[model] / str(version)} ({imported.card.name or card_path.name},"
+               f" policy {policy}); restart the server to load it")
+
+
+@main.command("version-policy")
+@click.option("--repository", "repository_dir", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--model", type=click.Choice(sorted(_ROLE_NETWORK)), required=True)
+@click.option("--policy", required=True, help="latest, all, or specific:1,2")
+@clean_errors
+def version_policy(repository_dir: Path, model: str, policy: str) -> None:
+    """Choose which versions of a network the server loads; rolling back is pinning an earlier one.
+
+    \b
+    Example:
+      collat-export version-policy --repository build/model_repository --model hypo --policy specific:1
+    """
+    from .importing.versions import set_policy
+
+    served = set_policy(repository_dir, _ROLE_NETWORK[model], policy)
+    click.echo(f"{_ROLE_NETWORK[model]}: policy {policy}; the pipelines serve version {served} after a restart")
+
+
 @main.command()
 @click.option("--network", "network_path", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="The trained network: ONNX.")

@@ -437,7 +437,8 @@ def models(as_json: bool, url: str | None, protocol: str, timeout: float, retrie
                 row.update(max_batch_size=int(config.get("max_batch_size", 0)),
                            dynamic_batching=batching is not None,
                            preferred_batch_size=[int(b) for b in (batching or {}).get("preferred_batch_size", [])],
-                           instances=sum(int(g.get("count", 1)) for g in config.get("instance_group", [])))
+                           instances=sum(int(g.get("count", 1)) for g in config.get("instance_group", [])),
+                           versions=_network_versions(client, name))
             rows.append(row)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -447,6 +448,25 @@ def models(as_json: bool, url: str | None, protocol: str, timeout: float, retrie
             f"  max batch {r['max_batch_size']}, dynamic batching {'on' if r['dynamic_batching'] else 'off'} "
             f"{r['preferred_batch_size']}, {r['instances']} instance(s)")
         click.echo(f"{r['name']:<24} {'ready' if r['ready'] else 'NOT READY':<10} {r['platform']}{extra}")
+        for v in r.get("versions", []):
+            click.echo(f"  version {v['version']:<4} {'ready' if v['ready'] else 'NOT READY':<10} "
+                       f"{'served  ' if v['served'] else '        '}{v['provenance']}")
+
+
+# The Python step that reads each network's model card, and so knows its versions' provenance.
+_CARD_READER = {"mrod_net": "postprocess_collateral", "hypoperfusion_unet": "postprocess_hypoperfusion"}
+
+
+def _network_versions(client, name: str) -> list[dict[str, Any]]:
+    """Each loaded version of a network: ready, served by the pipelines or not, and its provenance (preset, weights
+    digest, card digest), as the repository builder recorded them for the step that reads the cards."""
+    params = {k: v.get("string_value", "") for k, v in client.model_config(_CARD_READER[name])
+              .get("parameters", {}).items()}
+    served = params.get("network_version", "1")
+    provenance = dict(part.strip().split(": ", 1) for part in params.get("network_versions", "").split(";")
+                      if ": " in part)
+    return [{"version": v, "ready": client.model_ready(name, v), "served": v == served,
+             "provenance": provenance.get(v, "")} for v in client.model_versions(name)]
 
 
 def _first(folder: Path, *names: str) -> Path | None:

@@ -122,11 +122,16 @@ class CollatClient:
     def server_ready(self) -> bool:
         return self._policy.run(self._transport.server_ready)
 
-    def model_ready(self, model: str) -> bool:
-        return self._policy.run(lambda: self._transport.model_ready(model))
+    def model_ready(self, model: str, version: str = "") -> bool:
+        """Is ``model`` (at ``version``, else the version the server serves) ready?"""
+        return self._policy.run(lambda: self._transport.model_ready(model, version))
 
     def model_config(self, model: str) -> dict[str, Any]:
         return self._policy.run(lambda: self._transport.model_config(model))
+
+    def model_versions(self, model: str) -> list[str]:
+        """The versions of ``model`` the server has loaded."""
+        return self._policy.run(lambda: self._transport.model_versions(model))
 
     def run(self, plan: RequestPlan, progress: Progress | None = None) -> InferenceResult:
         """Send a plan made by :func:`~collat_client.sdk.plan.plan_request` and read the answer."""
@@ -182,11 +187,14 @@ class AsyncCollatClient:
     async def server_ready(self) -> bool:
         return await self._call("server_ready")
 
-    async def model_ready(self, model: str) -> bool:
-        return await self._call("model_ready", model)
+    async def model_ready(self, model: str, version: str = "") -> bool:
+        return await self._call("model_ready", model, version)
 
     async def model_config(self, model: str) -> dict[str, Any]:
         return await self._call("model_config", model)
+
+    async def model_versions(self, model: str) -> list[str]:
+        return await self._call("model_versions", model)
 
     async def run(self, plan: RequestPlan, progress: Progress | None = None) -> InferenceResult:
         """Send a plan made by :func:`~collat_client.sdk.plan.plan_request` and read the answer."""

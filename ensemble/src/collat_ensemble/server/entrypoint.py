@@ -48,6 +48,7 @@ class EngineJob:
     onnx: Path
     plan: Path  # in the cache
     profile: ShapeProfile
+    version: str = "1"  # the model's version folder (an imported network is a new version beside the others)
 
 
 def _config_value(text: str, key: str) -> str | None:
@@ -65,16 +66,19 @@ def engine_jobs(repository: Path, cache: Path) -> list[EngineJob]:
     jobs = []
     for model in tensorrt_models(repository):
         folder = repository / model
-        onnx, sidecar = folder / "1" / "model.onnx", folder / "1" / "model.json"
-        if not onnx.is_file() or not sidecar.is_file():
-            raise FileNotFoundError(f"{folder}/1 has no model.onnx + model.json to build the engine from "
-                                    "(build the image with exported networks)")
-        meta = json.loads(sidecar.read_text())
         max_batch = int(_config_value((folder / "config.pbtxt").read_text(), "max_batch_size") or 1)
-        inputs = tuple(SimpleNamespace(name=i["name"], dims=tuple(i["dims"])) for i in meta["inputs"])
-        profile = default_profile(inputs, meta.get("geometry", {}), max_batch,  # type: ignore[arg-type]
-                                  meta.get("spatial_multiple"))
-        jobs.append(EngineJob(model, onnx, cache / model / "model.plan", profile))
+        versions = sorted((p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=int) or ["1"]
+        for version in versions:
+            onnx, sidecar = folder / version / "model.onnx", folder / version / "model.json"
+            if not onnx.is_file() or not sidecar.is_file():
+                raise FileNotFoundError(f"{folder}/{version} has no model.onnx + model.json to build the engine from "
+                                        "(build the image with exported networks)")
+            meta = json.loads(sidecar.read_text())
+            inputs = tuple(SimpleNamespace(name=i["name"], dims=tuple(i["dims"])) for i in meta["inputs"])
+            profile = default_profile(inputs, meta.get("geometry", {}), max_batch,  # type: ignore[arg-type]
+                                      meta.get("spatial_multiple"))
+            plan = cache / model / "model.plan" if version == "1" else cache / model / version / "model.plan"
+            jobs.append(EngineJob(model, onnx, plan, profile, version))
     return jobs
 
 
@@ -108,7 +112,7 @@ def prepare_engines(repository: Path, cache_root: Path, runtime: Path, gpu: GpuI
             finally:
                 partial.unlink(missing_ok=True)
             built.append(job.model)
-        target = runtime / job.model / "1" / "model.plan"
+        target = runtime / job.model / job.version / "model.plan"
         target.unlink(missing_ok=True)
         target.symlink_to(job.plan)
     return built

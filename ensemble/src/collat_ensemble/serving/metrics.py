@@ -107,16 +107,16 @@ def merge(pipeline: str, collateral_doc: MetricsDocument, hypoperfusion_doc: Met
     return merged
 
 
-def network_model_info(repository: Path, name: str) -> ModelProvenance:
-    """Name, version and provenance of a network model, read from its folder in the repository.
+def network_model_info(repository: Path, name: str, version: str = "1") -> ModelProvenance:
+    """Name, version and provenance of a network model, read from its version's folder in the repository.
 
     ``model.json`` (written by ``collat-export onnx``) gives the preset and the weights'
     digest; a TensorRT deployment adds the engine sidecar. Missing files are not an error:
     the document then says only what is known. Every key it may write is one of
     :class:`~collat_contract.metrics.ModelProvenance`'s.
     """
-    info = ModelProvenance(name=name, version="1")
-    folder = repository / name / "1"
+    info = ModelProvenance(name=name, version=version)
+    folder = repository / name / version
     for sidecar in ("model.json", "model.plan.json"):
         path = folder / sidecar
         if path.is_file():

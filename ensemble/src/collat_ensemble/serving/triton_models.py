@@ -90,7 +90,10 @@ class _Step:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
 
     def model_info(self, parameter: str) -> ModelProvenance:
-        return metrics.network_model_info(self.repository, self.params[parameter])
+        """The provenance of the network this step serves, at the version the ensembles reach (the repository
+        builder sets ``network_version`` when a network has several)."""
+        return metrics.network_model_info(self.repository, self.params[parameter],
+                                          self.params.get("network_version", "1"))
 
 
 def _load_template(step: _Step) -> Template:

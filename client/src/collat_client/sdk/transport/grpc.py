@@ -45,11 +45,15 @@ class GrpcTransport:
     def server_ready(self) -> bool:
         return bool(self._call("server", self.client.is_server_ready, client_timeout=10.0))
 
-    def model_ready(self, model: str) -> bool:
-        return bool(self._call(model, self.client.is_model_ready, model, client_timeout=10.0))
+    def model_ready(self, model: str, version: str = "") -> bool:
+        return bool(self._call(model, self.client.is_model_ready, model, version, client_timeout=10.0))
 
     def model_config(self, model: str) -> dict[str, Any]:
         return self._call(model, self.client.get_model_config, model, as_json=True, client_timeout=10.0)["config"]
+
+    def model_versions(self, model: str) -> list[str]:
+        meta = self._call(model, self.client.get_model_metadata, model, as_json=True, client_timeout=10.0)
+        return [str(v) for v in meta.get("versions", [])]
 
     def close(self) -> None:
         self.client.close()

@@ -43,6 +43,11 @@ async def _async_content(body: bytes | RequestBody) -> AsyncIterator[bytes | mem
         yield chunk
 
 
+def _model_path(model: str, version: str) -> str:
+    """A model's KServe path, at one version when given (else the server's choice)."""
+    return f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
+
+
 def _checked(response: httpx.Response, what: str) -> httpx.Response:
     """The response when it is a success; otherwise the SDK's error for its status code and KServe error body."""
     if response.status_code != 200:
@@ -98,11 +103,14 @@ class HttpTransport(_Requests):
     def server_ready(self) -> bool:
         return self._get("/v2/health/ready").status_code == 200
 
-    def model_ready(self, model: str) -> bool:
-        return self._get(f"/v2/models/{model}/ready").status_code == 200
+    def model_ready(self, model: str, version: str = "") -> bool:
+        return self._get(f"{_model_path(model, version)}/ready").status_code == 200
 
     def model_config(self, model: str) -> dict[str, Any]:
         return _checked(self._get(f"/v2/models/{model}/config"), model).json()
+
+    def model_versions(self, model: str) -> list[str]:
+        return [str(v) for v in _checked(self._get(f"/v2/models/{model}"), model).json().get("versions", [])]
 
     def close(self) -> None:
         self.client.close()
@@ -135,11 +143,15 @@ class AsyncHttpTransport(_Requests):
     async def server_ready(self) -> bool:
         return (await self._get("/v2/health/ready")).status_code == 200
 
-    async def model_ready(self, model: str) -> bool:
-        return (await self._get(f"/v2/models/{model}/ready")).status_code == 200
+    async def model_ready(self, model: str, version: str = "") -> bool:
+        return (await self._get(f"{_model_path(model, version)}/ready")).status_code == 200
 
     async def model_config(self, model: str) -> dict[str, Any]:
         return _checked(await self._get(f"/v2/models/{model}/config"), model).json()
+
+    async def model_versions(self, model: str) -> list[str]:
+        response = await self._get(f"/v2/models/{model}")
+        return [str(v) for v in _checked(response, model).json().get("versions", [])]
 
     async def close(self) -> None:
         await self.client.aclose()
