@@ -46,6 +46,13 @@ WEIGHTS := export/src/collat_export/weights
 # MROD_CHECKPOINT=$(WEIGHTS)/mrod_tiny/checkpoint.pt for the 10x faster tiny one (a repository built from the other
 # one is rebuilt: it says which it holds).
 MROD_CHECKPOINT ?= $(WEIGHTS)/mrod_fine/checkpoint.pt
+# A network trained elsewhere, described by a network card (docs/network-card.md), served instead of the demo
+# weights for its role: make serve HYPO_CARD=my_unet.yaml (MROD_CARD for the collateral role).
+MROD_CARD ?=
+HYPO_CARD ?=
+MROD_SOURCE = $(if $(MROD_CARD),--mrod-card $(MROD_CARD),--mrod-checkpoint $(MROD_CHECKPOINT))
+HYPO_SOURCE = $(if $(HYPO_CARD),--hypo-card $(HYPO_CARD),--hypo-checkpoint $(WEIGHTS)/hypo_tiny/checkpoint.pt)
+RECIPE = $(MROD_SOURCE) $(HYPO_SOURCE)
 CPU_REPOSITORY := build/model_repository
 HOST ?= 127.0.0.1
 HTTP_PORT ?= 8000
@@ -58,17 +65,16 @@ METRICS_PORT ?= 8002
 # so a change to either, or to the steps' layout, rebuilds the repository. The model cards travel into model.json
 # (modalities, lesion calibration, training domain), so a changed card rebuilds it too.
 $(CPU_REPOSITORY)/stroke_triage/config.pbtxt: $(STAMP) $(MROD_CHECKPOINT) $(WEIGHTS)/hypo_tiny/checkpoint.pt \
-		$(dir $(MROD_CHECKPOINT))model_card.json $(WEIGHTS)/hypo_tiny/model_card.json \
+		$(dir $(MROD_CHECKPOINT))model_card.json $(WEIGHTS)/hypo_tiny/model_card.json $(MROD_CARD) $(HYPO_CARD) \
 		ensemble/src/collat_ensemble/server/network_model.py ensemble/src/collat_ensemble/server/pipelines.py \
 		ensemble/src/collat_ensemble/template.py contract/src/collat_contract/tensors.py
 	rm -rf $(CPU_REPOSITORY)
-	$(BIN)/collat-export repository --target python-onnx --out $(CPU_REPOSITORY) \
-		--mrod-checkpoint $(MROD_CHECKPOINT) --hypo-checkpoint $(WEIGHTS)/hypo_tiny/checkpoint.pt
-	echo "$(MROD_CHECKPOINT)" > $(CPU_REPOSITORY)/.mrod_checkpoint
+	$(BIN)/collat-export repository --target python-onnx --out $(CPU_REPOSITORY) $(MROD_SOURCE) $(HYPO_SOURCE)
+	echo "$(RECIPE)" > $(CPU_REPOSITORY)/.recipe
 
-# A repository built from another MROD checkpoint than the one asked for now is rebuilt.
+# A repository built from other networks than the ones asked for now (checkpoint or cards) is rebuilt.
 export-demo:
-	@[ "$$(cat $(CPU_REPOSITORY)/.mrod_checkpoint 2>/dev/null)" = "$(MROD_CHECKPOINT)" ] || rm -rf $(CPU_REPOSITORY)
+	@[ "$$(cat $(CPU_REPOSITORY)/.recipe 2>/dev/null)" = "$(RECIPE)" ] || rm -rf $(CPU_REPOSITORY)
 	@$(MAKE) --no-print-directory $(CPU_REPOSITORY)/stroke_triage/config.pbtxt
 
 # The README's first command: phantom case -> real tritonserver -> collat-client -> demo-output/.

@@ -128,6 +128,52 @@ inplane: [112, 96]
         return out
 
 
+class ChannelsLastSliceUNet(nn.Module):
+    """2.5D channels-last: [N, 112, 96, 6] (DWI, ADC, three slices each), NIHSS [N, 1]; sigmoid [N, 112, 96, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.a, self.b = nn.Conv2d(6, 8, 3, padding=1), nn.Conv2d(8, 1, 1)
+
+    def forward(self, image: torch.Tensor, nihss: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.a(image.permute(0, 3, 1, 2))) * nihss.view(-1, 1, 1, 1)
+        return torch.sigmoid(self.b(x)).permute(0, 2, 3, 1)
+
+
+class ChannelsLast25D(Foreign):
+    CARD = """card_version: 1
+role: hypoperfusion
+name: keras-slices
+network: keras_slices.onnx
+inputs:
+  image: {name: input_slices, layout: NHWC, channels: [dwi, adc]}
+  nihss: {name: input_nihss, scale: 21}
+outputs:
+  lesion: {name: dense_out, layout: NHWC, activation: sigmoid}
+context_slices: 3
+inplane: [112, 96]
+"""
+
+    @classmethod
+    def build(cls, folder: Path) -> ChannelsLast25D:
+        network = _export(ChannelsLastSliceUNet(), (torch.zeros(1, 112, 96, 6), torch.ones(1, 1)),
+                          folder / "keras_slices.onnx", ["input_slices", "input_nihss"], ["dense_out"])
+        return cls(network, write_card(folder / "keras_slices.yaml", cls.CARD))
+
+    def direct(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        image = inputs["IMAGE"][:, [0, 1], :, 8:120, 16:112]
+        n, c, d = image.shape[:3]
+        padded = np.concatenate([image[:, :, :1], image, image[:, :, -1:]], axis=2)
+        stacks = np.stack([padded[:, :, j: j + d] for j in range(3)], axis=2)
+        per_slice = stacks.reshape(n, c * 3, d, 112, 96).transpose(0, 2, 3, 4, 1).reshape(n * d, 112, 96, c * 3)
+        nihss = np.repeat(inputs["NIHSS"] * 21.0 / 21.0, d, axis=0)
+        lesion = _run(self.network, {"input_slices": np.ascontiguousarray(per_slice), "input_nihss": nihss})
+        out = np.zeros((n, 1, d, 128, 128), np.float32)
+        out[:, 0, :, 8:120, 16:112] = lesion[..., 0].reshape(n, d, 112, 96)
+        return out
+
+
 class TimeLastMROD(nn.Module):
     """[N, D, H, W, T=30] in [0, 1], 224x224 in-plane; sigmoid phases [N, D, H, W, 5], delay first."""
 

@@ -131,3 +131,15 @@ def test_a_full_queue_is_retried_then_reported_as_a_full_queue(run):
     with pytest.raises(QueueFull, match=r"queue full \(HTTP 429\) \(gave up after 2 attempts\)") as info:
         run(transport, [])
     assert len(transport.requests) == 2 and not isinstance(info.value, Busy)  # the public class, not the marker
+
+
+def test_a_request_pins_one_network_of_its_pipeline_to_a_version():
+    plan = plan_request(study=_study(), clinical={"nihss": 12}, model_version={"hypoperfusion_unet": 2})
+    assert plan.pipeline == "stroke_triage" and plan.model == "stroke_triage__hypoperfusion_unet_v2"
+    assert plan_request(study=_study(diffusion=False)).model == "collateral_pipeline"
+    for pin, message in (({"hypoperfusion_unet": 1, "mrod_net": 1}, "pin one network's version per request"),
+                         ({"unet": 1}, "'unet' is not a network"), ({"mrod_net": "latest"}, "is not a version"),
+                         ({"hypoperfusion_unet": 1}, "collateral_pipeline does not run hypoperfusion_unet")):
+        with pytest.raises(InvalidInput, match=message):
+            plan_request(study=_study(diffusion=False) if "collateral" in message else _study(),
+                         clinical={"nihss": 12}, model_version=pin)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from foreign_networks import KerasUNet, TimeLast, TwoAndAHalfD, write_card
+from foreign_networks import ChannelsLast25D, KerasUNet, TimeLast, TwoAndAHalfD, write_card
 
 from collat_contract.network_card import CardError, parse_card
 from collat_export.cli import main as export_cli
@@ -28,8 +28,8 @@ def _served_inputs(imported) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("build", [KerasUNet.build, TwoAndAHalfD.build, TimeLast.build],
-                         ids=["channels-last-3d", "2.5d-cropped-softmax", "time-last-224"])
+@pytest.mark.parametrize("build", [KerasUNet.build, TwoAndAHalfD.build, ChannelsLast25D.build, TimeLast.build],
+                         ids=["channels-last-3d", "2.5d-cropped-softmax", "channels-last-2.5d-nihss", "time-last-224"])
 def test_the_wrapped_network_gives_what_the_network_itself_gives(build, tmp_path):
     foreign = build(tmp_path)
     imported = import_network(foreign.card, tmp_path / "out")
@@ -288,11 +288,20 @@ def test_an_imported_network_is_added_as_the_next_version_and_rolled_back_by_pol
     step = config_parameters((repo / "postprocess_hypoperfusion" / "config.pbtxt").read_text())
     assert step["network_version"] == "2" and step["network_model"] == "hypoperfusion_unet"
     assert "2: imported:keras-unet " in step["network_versions"] and " card " in step["network_versions"]
+    pinned = sorted(p.name for p in repo.iterdir() if "__" in p.name)  # a request can reach either version by name
+    assert pinned == [f"{m}__hypoperfusion_unet_v{v}" for m in ("hypoperfusion_pipeline", "postprocess_hypoperfusion",
+                                                                "stroke_triage") for v in (1, 2)]
+    ensemble = (repo / "stroke_triage__hypoperfusion_unet_v1" / "config.pbtxt").read_text()
+    assert 'model_name: "hypoperfusion_unet"\n      model_version: 1' in ensemble
+    assert 'model_name: "postprocess_hypoperfusion__hypoperfusion_unet_v1"' in ensemble
+    assert config_parameters((repo / "postprocess_hypoperfusion__hypoperfusion_unet_v1" / "config.pbtxt")
+                             .read_text())["network_version"] == "1"
     back = CliRunner().invoke(export_cli, ["version-policy", "--repository", str(repo), "--model", "hypo",
                                            "--policy", "specific:1"])
     assert back.exit_code == 0 and "serve version 1" in back.output
     assert config_parameters((repo / "postprocess_hypoperfusion" / "config.pbtxt").read_text())["network_version"] \
         == "1"
+    assert not [p for p in repo.iterdir() if "__" in p.name], "one loaded version: no pinned copies"
     missing = CliRunner().invoke(export_cli, ["version-policy", "--repository", str(repo), "--model", "hypo",
                                               "--policy", "specific:3"])
     assert missing.exit_code == 2 and "no version 3 here" in missing.output

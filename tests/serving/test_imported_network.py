@@ -52,6 +52,7 @@ def test_two_versions_are_ready_side_by_side_and_a_policy_rolls_back(cpu_reposit
     import tritonclient.http as http
     from click.testing import CliRunner
 
+    from collat_client import CollatClient, Volume
     from collat_client.apps.cli import main as client_cli
     from collat_export.cli import main as export_cli
 
@@ -72,6 +73,12 @@ def test_two_versions_are_ready_side_by_side_and_a_policy_rolls_back(cpu_reposit
                                                                                           ("2", True, True)]
         assert unet["versions"][1]["provenance"].startswith("imported:keras-unet ")
         served = infer(client, "hypoperfusion_pipeline", arrays)["METRICS"]
+        with CollatClient(running.http_url) as sdk:  # a request pinned to the earlier version, as SDK and CLI say it
+            dwi, adc = Volume(left_case.dwi, left_case.diffusion_affine), Volume(left_case.adc,
+                                                                                 left_case.diffusion_affine)
+            pinned = sdk.infer(dwi=dwi, adc=adc, clinical={"nihss": left_case.nihss, "age": 70, "side": "left"},
+                               model_version={"hypoperfusion_unet": 1}).metrics
+    assert pinned.models["hypoperfusion_unet"].version == "1" and pinned.models["hypoperfusion_unet"].preset == "tiny"
     model = served["models"]["hypoperfusion_unet"]
     assert model["version"] == "2" and model["preset"] == "imported:keras-unet" and "card_sha256" in model
     rolled = subprocess.run([sys.executable, "-m", "collat_export.cli", "version-policy", "--repository",

@@ -128,6 +128,24 @@ def test_a_report_without_a_seg_still_carries_every_number(sent, study, tmp_path
 
 
 @needs_orthanc
+def test_the_report_names_an_imported_networks_card(sent, study, tmp_path):
+    """The SR's algorithm identification carries an imported network's version, preset and card digest."""
+    from collat_client.dicom.report import build_report
+    from collat_client.schema import Metrics
+
+    _, _, metrics = sent
+    metrics = {**metrics, "models": {**metrics["models"], "hypoperfusion_unet": {
+        **metrics["models"]["hypoperfusion_unet"], "version": "2", "preset": "imported:keras-unet",
+        "card_sha256": "c" * 64}}}
+    source = pydicom.dcmread(str(next(p for p in (study / "perf").rglob("*") if p.is_file())),
+                             stop_before_pixels=True)
+    build_report(Metrics.model_validate(metrics), [source], algorithm="collat", version="2",
+                 research_only=True).save_as(str(tmp_path / "sr.dcm"))
+    texts = [str(e.value) for e in pydicom.dcmread(str(tmp_path / "sr.dcm")).iterall() if e.VR in ("UT", "LO", "ST")]
+    assert f"hypoperfusion_unet v2 imported:keras-unet card {'c' * 64}" in texts
+
+
+@needs_orthanc
 def test_the_captures_show_the_maps_and_say_research_use(sent):
     _, out, metrics = sent
     summary = pydicom.dcmread(str(out / "dicom" / SUMMARY_FILE))

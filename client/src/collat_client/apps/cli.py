@@ -172,6 +172,8 @@ def _print_study(study, console) -> None:
 @click.option("--calling-ae", default="COLLAT", show_default=True, help="our AE title when sending")
 @click.option("--force", is_flag=True, help="overwrite existing outputs")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics document only")
+@click.option("--model-version", help="run one network at one of its loaded versions: NETWORK=VERSION, e.g. "
+              "hypoperfusion_unet=1 (collat-client models lists them)")
 @_common
 @clean_errors
 def infer(**options: Any) -> None:
@@ -239,6 +241,7 @@ class InferOptions:
     calling_ae: str
     force: bool
     as_json: bool
+    model_version: str | None
     url: str | None
     protocol: str
     timeout: float
@@ -266,7 +269,17 @@ def _plan(o: InferOptions, on_study):
     return plan_request(perfusion=None if folder else o.scan, study=o.scan if folder else None, dwi=o.dwi,
                         adc=o.adc, clinical=_clinical(o), perfusion_series=o.perfusion_series,
                         dwi_series=o.dwi_series, adc_series=o.adc_series, allow_b_value=o.allow_b_value,
-                        on_study=on_study)
+                        on_study=on_study, model_version=_model_version(o.model_version))
+
+
+def _model_version(text: str | None) -> dict[str, str] | None:
+    """``NETWORK=VERSION`` -> ``{NETWORK: VERSION}``."""
+    if text is None:
+        return None
+    network, sep, version = text.partition("=")
+    if not sep or not network or not version:
+        raise InvalidInput(f"--model-version {text!r}: give NETWORK=VERSION, e.g. hypoperfusion_unet=1")
+    return {network: version}
 
 
 def _run(client, plan, progress: Callable[[str], None]):

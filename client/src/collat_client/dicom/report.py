@@ -64,7 +64,10 @@ def build_report(metrics: Metrics, evidence: Sequence, *, segmentation=None, alg
     from pydicom.uid import generate_uid
 
     c = _codes()
-    algorithm_id = hd.sr.AlgorithmIdentification(name=algorithm, version=version)
+    # An imported network (a network card) is named with its card's digest, so the report says which card made it.
+    cards = [f"{m.name} v{m.version} {m.preset} card {card}" for m in metrics.models.values()
+             if (card := (m.model_extra or {}).get("card_sha256"))]
+    algorithm_id = hd.sr.AlgorithmIdentification(name=algorithm, version=version, parameters=cards or None)
     device = hd.sr.ObserverContext(
         observer_type=hd.sr.CodedConcept(value="121007", scheme_designator="DCM", meaning="Device"),
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

@@ -82,10 +82,10 @@ def _result(plan: RequestPlan, outputs: dict[str, np.ndarray], seconds: float) -
 
 def _plan(perfusion: ImageInput | None, dwi: ImageInput | None, adc: ImageInput | None,
           clinical: Clinical | dict | None, study: Study | str | Path | None, allow_b_value: bool,
-          note: Progress) -> RequestPlan:
+          model_version: dict[str, int | str] | None, note: Progress) -> RequestPlan:
     note("reading")
     return plan_request(perfusion=perfusion, dwi=dwi, adc=adc, clinical=clinical, study=study,
-                        allow_b_value=allow_b_value)
+                        allow_b_value=allow_b_value, model_version=model_version)
 
 
 def _silent(_message: str) -> None:
@@ -135,19 +135,21 @@ class CollatClient:
 
     def run(self, plan: RequestPlan, progress: Progress | None = None) -> InferenceResult:
         """Send a plan made by :func:`~collat_client.sdk.plan.plan_request` and read the answer."""
-        (progress or _silent)(f"uploading to {plan.pipeline} and running inference")
+        (progress or _silent)(f"uploading to {plan.model} and running inference")
         start = time.perf_counter()
-        answer = self._policy.run(lambda: self._transport.infer(plan.pipeline, plan.tensors, plan.outputs,
+        answer = self._policy.run(lambda: self._transport.infer(plan.model, plan.tensors, plan.outputs,
                                                                 self.timeout))
         return _result(plan, answer, time.perf_counter() - start)
 
     def infer(self, *, perfusion: ImageInput | None = None, dwi: ImageInput | None = None,
               adc: ImageInput | None = None, clinical: Clinical | dict | None = None,
               study: Study | str | Path | None = None, allow_b_value: bool = False,
-              progress: Progress | None = None) -> InferenceResult:
+              model_version: dict[str, int | str] | None = None, progress: Progress | None = None,
+              ) -> InferenceResult:
         """Run the pipeline the inputs call for; inputs are checked locally before anything is uploaded.
-        ``study``: a DICOM study folder (or a :class:`~collat_client.dicom.Study`) that supplies what is not given."""
-        plan = _plan(perfusion, dwi, adc, clinical, study, allow_b_value, progress or _silent)
+        ``study``: a DICOM study folder (or a :class:`~collat_client.dicom.Study`) that supplies what is not given.
+        ``model_version``: ``{"hypoperfusion_unet": 1}`` runs that network at that loaded version."""
+        plan = _plan(perfusion, dwi, adc, clinical, study, allow_b_value, model_version, progress or _silent)
         return self.run(plan, progress)
 
 
@@ -198,16 +200,17 @@ class AsyncCollatClient:
 
     async def run(self, plan: RequestPlan, progress: Progress | None = None) -> InferenceResult:
         """Send a plan made by :func:`~collat_client.sdk.plan.plan_request` and read the answer."""
-        (progress or _silent)(f"uploading to {plan.pipeline} and running inference")
+        (progress or _silent)(f"uploading to {plan.model} and running inference")
         start = time.perf_counter()
-        answer = await self._call("infer", plan.pipeline, plan.tensors, plan.outputs, self.timeout)
+        answer = await self._call("infer", plan.model, plan.tensors, plan.outputs, self.timeout)
         return _result(plan, answer, time.perf_counter() - start)
 
     async def infer(self, *, perfusion: ImageInput | None = None, dwi: ImageInput | None = None,
                     adc: ImageInput | None = None, clinical: Clinical | dict | None = None,
                     study: Study | str | Path | None = None, allow_b_value: bool = False,
-                    progress: Progress | None = None) -> InferenceResult:
+                    model_version: dict[str, int | str] | None = None, progress: Progress | None = None,
+                    ) -> InferenceResult:
         """As :meth:`CollatClient.infer`."""
-        plan = await asyncio.to_thread(_plan, perfusion, dwi, adc, clinical, study, allow_b_value,
+        plan = await asyncio.to_thread(_plan, perfusion, dwi, adc, clinical, study, allow_b_value, model_version,
                                        progress or _silent)
         return await self.run(plan, progress)

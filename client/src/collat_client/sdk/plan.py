@@ -12,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from collat_contract.names import COLLATERAL_PIPELINE, HYPOPERFUSION_PIPELINE, STROKE_TRIAGE
+from collat_contract.names import (
+    COLLATERAL_PIPELINE,
+    HYPOPERFUSION_PIPELINE,
+    NETWORKS,
+    PIPELINES_OF_NETWORK,
+    STROKE_TRIAGE,
+    pinned,
+)
 from collat_contract.tensors import (
     ADC,
     ADC_AFFINE,
@@ -43,6 +50,10 @@ class RequestPlan:
     volumes: dict[str, Volume]
     study: Study | None = None
     notes: list[str] = field(default_factory=list)
+    model: str = ""  # the served model to call: the pipeline, or its copy pinned to one network version
+
+    def __post_init__(self) -> None:
+        self.model = self.model or self.pipeline
 
     @property
     def outputs(self) -> list[str]:
@@ -69,14 +80,17 @@ def plan_request(*, perfusion: ImageInput | None = None, dwi: ImageInput | None 
                  study: Study | str | Path | None = None, perfusion_series: str | None = None,
                  dwi_series: str | None = None, adc_series: str | None = None, allow_b_value: bool = False,
                  diffusion_without_clinical: str = "refuse", clinical_hint: str = "give the NIHSS",
-                 on_study: Callable[[Study], None] | None = None) -> RequestPlan:
+                 on_study: Callable[[Study], None] | None = None,
+                 model_version: dict[str, int | str] | None = None) -> RequestPlan:
     """Read and check everything locally, pick the pipeline, and build its tensors.
 
     ``study`` (a DICOM folder, or a :class:`Study` already read, its series chosen by ``*_series`` when given)
     supplies whatever the explicit arguments leave out; ``on_study`` sees it as soon as it is read. A DWI outside
     the trained b-value range is refused unless ``allow_b_value``. A study's DWI with no clinical data is refused
     (``diffusion_without_clinical="refuse"``, a person can give the NIHSS; ``clinical_hint`` says how) or, for a
-    study that also holds a perfusion series, left out with a note (``"skip"``, for unattended nodes)."""
+    study that also holds a perfusion series, left out with a note (``"skip"``, for unattended nodes).
+    ``model_version``: ``{network: version}`` pins one network of the pipeline to one of the versions the server has
+    loaded (``collat-client models`` lists them)."""
     notes: list[str] = []
     choices = {"perfusion_series": perfusion_series, "dwi_series": dwi_series, "adc_series": adc_series}
     if study is None and any(choices.values()):
@@ -126,4 +140,20 @@ def plan_request(*, perfusion: ImageInput | None = None, dwi: ImageInput | None 
                         CLINICAL.name: np.array([clinical.model_dump_json().encode()], dtype=np.object_)})
     pipeline = STROKE_TRIAGE if perf is not None and d is not None else \
         COLLATERAL_PIPELINE if perf is not None else HYPOPERFUSION_PIPELINE
-    return RequestPlan(pipeline, tensors, volumes, study if isinstance(study, Study) else None, notes)
+    return RequestPlan(pipeline, tensors, volumes, study if isinstance(study, Study) else None, notes,
+                       _pinned_model(pipeline, model_version))
+
+
+def _pinned_model(pipeline: str, model_version: dict[str, int | str] | None) -> str:
+    if not model_version:
+        return pipeline
+    if len(model_version) > 1:
+        raise InvalidInput(f"pin one network's version per request, not {', '.join(sorted(model_version))}")
+    ((network, version),) = model_version.items()
+    if network not in NETWORKS:
+        raise InvalidInput(f"model version: {network!r} is not a network ({', '.join(NETWORKS)})")
+    if pipeline not in PIPELINES_OF_NETWORK[network]:
+        raise InvalidInput(f"model version: {pipeline} does not run {network}")
+    if not str(version).isdigit() or int(version) < 1:
+        raise InvalidInput(f"model version: {network} version {version!r} is not a version number")
+    return pinned(pipeline, network, int(version))

@@ -42,15 +42,20 @@ def policy_block(policy: str) -> str:
     return f"version_policy: {{ specific {{ versions: [ {', '.join(str(v) for v in versions)} ] }} }}"
 
 
-def served_version(policy: str, available: list[int]) -> int:
-    """The version the ensembles reach: the newest one the policy loads."""
+def loaded_versions(policy: str, available: list[int]) -> list[int]:
+    """The versions Triton loads under ``policy``; ValueError when it names one the folder lacks."""
     kind, versions = parse_policy(policy)
     loaded = [v for v in available if kind != "specific" or v in versions]
     missing = sorted(set(versions) - set(available))
     if missing or not loaded:
         raise ValueError(f"version policy {policy!r}: no version {', '.join(map(str, missing or versions))} here "
                          f"(the folder has {', '.join(map(str, available)) or 'none'})")
-    return max(loaded)
+    return loaded[-1:] if kind == "latest" else loaded
+
+
+def served_version(policy: str, available: list[int]) -> int:
+    """The version the ensembles reach: the newest one the policy loads."""
+    return max(loaded_versions(policy, available))
 
 
 def available_versions(model_dir: Path) -> list[int]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from collat_contract import names
 from collat_ensemble.server.model_versions import (
     available_versions,
+    loaded_versions,
     served_version,
     with_parameters,
     with_policy,
@@ -19,9 +20,6 @@ from collat_ensemble.server.model_versions import (
 
 from .network import ImportedNetwork
 
-# The Python steps that read a network's model card (its DSC conversion, modalities, calibration, provenance).
-STEPS_OF_NETWORK = {names.MROD_NET: (names.PREPROCESS_PERFUSION, names.POSTPROCESS_COLLATERAL),
-                    names.HYPOPERFUSION_UNET: (names.POSTPROCESS_HYPOPERFUSION,)}
 GRID_KEYS = ("channels", "slices", "height", "width", "frame_seconds")  # what preprocess_perfusion resamples to
 
 
@@ -52,11 +50,40 @@ def set_policy(repository: Path, name: str, policy: str) -> int:
     config = folder / "config.pbtxt"
     config.write_text(with_policy(config.read_text(), policy))
     listed = "; ".join(f"{v}: {describe(folder / str(v) / 'model.json')}" for v in available)
-    for step in STEPS_OF_NETWORK[name]:
+    for step in names.CARD_READERS[name]:
         step_config = repository / step / "config.pbtxt"
         step_config.write_text(with_parameters(step_config.read_text(), {"network_version": str(served),
                                                                           "network_versions": listed}))
+    write_pinned(repository, name, loaded_versions(policy, available))
     return served
+
+
+def write_pinned(repository: Path, name: str, versions: list[int]) -> None:
+    """For each loaded version, copies of the card-reading steps and of the pipelines that run the network, pinned
+    to that version, so that a request can ask for it by name; copies for versions no longer loaded are removed
+    (an ensemble whose version is not loaded would keep the whole server from becoming ready)."""
+    marker = f"{names.PINNED_SEPARATOR}{name}_v"
+    for stale in repository.iterdir():
+        if marker in stale.name:
+            shutil.rmtree(stale)
+    if len(versions) < 2:
+        return
+    for version in versions:
+        for step in names.CARD_READERS[name]:
+            copy = repository / names.pinned(step, name, version)
+            shutil.copytree(repository / step, copy, symlinks=True)
+            text = (copy / "config.pbtxt").read_text().replace(f'name: "{step}"', f'name: "{copy.name}"', 1)
+            (copy / "config.pbtxt").write_text(with_parameters(text, {"network_version": str(version)}))
+        for pipeline in names.PIPELINES_OF_NETWORK[name]:
+            text = (repository / pipeline / "config.pbtxt").read_text()
+            text = text.replace(f'name: "{pipeline}"', f'name: "{names.pinned(pipeline, name, version)}"', 1)
+            text = text.replace(f'model_name: "{name}"\n      model_version: -1',
+                                f'model_name: "{name}"\n      model_version: {version}')
+            for step in names.CARD_READERS[name]:
+                text = text.replace(f'model_name: "{step}"', f'model_name: "{names.pinned(step, name, version)}"')
+            folder = repository / names.pinned(pipeline, name, version)
+            (folder / "1").mkdir(parents=True)
+            (folder / "config.pbtxt").write_text(text)
 
 
 def add_version(repository: Path, imported: ImportedNetwork, policy: str = "all") -> int:
