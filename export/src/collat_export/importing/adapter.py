@@ -235,16 +235,20 @@ def _lesion_probability(g: _Graph, y: str, activation: str, channels: int | None
     return y
 
 
+def _float_tensor(name: str, dims: list) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+
+
 def adapt(model: onnx.ModelProto, card: NetworkCard, sizes: dict[str, list[int | None]], geo: Geometry,
           ) -> onnx.ModelProto:
     """The imported graph with canonical inputs and outputs (names from the contract) around it."""
     model, card = _renamed(model, card)
     graph, g = model.graph, _Graph()
     card_names = {ref.name for ref in (*card.inputs.values(), *card.outputs.values())}
-    float_in = lambda name, dims: helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)  # noqa: E731
     if card.role == "hypoperfusion":
         ref = card.inputs["image"]
-        inputs = [float_in("IMAGE", ["n", UNET_CHANNELS, UNET_SLAB, *UNET_INPLANE]), float_in("NIHSS", ["n", 1])]
+        inputs = [_float_tensor("IMAGE", ["n", UNET_CHANNELS, UNET_SLAB, *UNET_INPLANE]),
+                  _float_tensor("NIHSS", ["n", 1])]
         x = g.op("Gather", ["IMAGE", g.const([DIFFUSION_CHANNELS.index(c) for c in ref.channels])], axis=1)
         inplane = tuple(geo.extra["network_inplane"])
         x = _inplane(g, x, UNET_INPLANE, inplane)
@@ -262,10 +266,10 @@ def adapt(model: onnx.ModelProto, card: NetworkCard, sizes: dict[str, list[int |
         y = _lesion_probability(g, y, out.activation, _axis(sizes["lesion"], out.layout, "C"), out.channel)
         y = _inplane(g, y, inplane, UNET_INPLANE)
         g.op("Identity", [y], "LESION_PROB")
-        outputs = [float_in("LESION_PROB", ["n", 1, UNET_SLAB, *UNET_INPLANE])]
+        outputs = [_float_tensor("LESION_PROB", ["n", 1, UNET_SLAB, *UNET_INPLANE])]
     else:
         ref = card.inputs["series"]
-        inputs = [float_in("MROD_INPUT", ["n", geo.channels, "d", "h", "w"])]
+        inputs = [_float_tensor("MROD_INPUT", ["n", geo.channels, "d", "h", "w"])]
         low, high = ref.value_range or PERFUSION_RANGE
         span = (high - low) / (PERFUSION_RANGE[1] - PERFUSION_RANGE[0])
         x = g.affine("MROD_INPUT", span, low - PERFUSION_RANGE[0] * span)
@@ -277,7 +281,7 @@ def adapt(model: onnx.ModelProto, card: NetworkCard, sizes: dict[str, list[int |
         low, high = out.value_range or (-1.0, 1.0)
         y = g.affine(y, 2.0 / (high - low), -1.0 - 2.0 * low / (high - low))
         g.op("Identity", [y], "PHASES")
-        outputs = [float_in("PHASES", ["n", len(PHASE_NAMES), "d", "h", "w"])]
+        outputs = [_float_tensor("PHASES", ["n", len(PHASE_NAMES), "d", "h", "w"])]
     kept_inputs = [i for i in graph.input if i.name not in card_names]  # old-style weights listed as inputs
     split = _split(g.nodes, card)
     wrapped = helper.make_graph(
