@@ -38,6 +38,15 @@ def write_card(path: Path, text: str) -> Path:
     return path
 
 
+def _with_neighbours(image: np.ndarray) -> np.ndarray:
+    """[N, C, D, H, W] -> [N, D, C*3, H, W]: each slice with the one below and above (edges repeated), channel by
+    channel, as a 2.5D network with three context slices takes it."""
+    n, c, d, h, w = image.shape
+    padded = np.concatenate([image[:, :, :1], image, image[:, :, -1:]], axis=2)
+    stacks = np.stack([padded[:, :, j: j + d] for j in range(3)], axis=2)  # [N, C, 3, D, H, W]
+    return stacks.reshape(n, c * 3, d, h, w).transpose(0, 2, 1, 3, 4)
+
+
 @dataclass
 class Foreign:
     network: Path
@@ -117,9 +126,7 @@ inplane: [112, 96]
     def direct(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         image = inputs["IMAGE"][:, [1, 0], :, 8:120, 16:112]  # ADC, DWI; the 128x128 grid cropped to 112x96
         n, c, d = image.shape[:3]
-        padded = np.concatenate([image[:, :, :1], image, image[:, :, -1:]], axis=2)  # edge slices repeated
-        stacks = np.stack([padded[:, :, j: j + d] for j in range(3)], axis=2)  # [N, C, 3, D, H, W]
-        per_slice = stacks.reshape(n, c * 3, d, 112, 96).transpose(0, 2, 1, 3, 4).reshape(n * d, c * 3, 112, 96)
+        per_slice = _with_neighbours(image).reshape(n * d, c * 3, 112, 96)
         logits = _run(self.network, {"slices": np.ascontiguousarray(per_slice)})
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         lesion = (e[:, 1] / e.sum(axis=1)).reshape(n, d, 112, 96)[:, None]
@@ -164,9 +171,7 @@ inplane: [112, 96]
     def direct(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         image = inputs["IMAGE"][:, [0, 1], :, 8:120, 16:112]
         n, c, d = image.shape[:3]
-        padded = np.concatenate([image[:, :, :1], image, image[:, :, -1:]], axis=2)
-        stacks = np.stack([padded[:, :, j: j + d] for j in range(3)], axis=2)
-        per_slice = stacks.reshape(n, c * 3, d, 112, 96).transpose(0, 2, 3, 4, 1).reshape(n * d, 112, 96, c * 3)
+        per_slice = _with_neighbours(image).transpose(0, 1, 3, 4, 2).reshape(n * d, 112, 96, c * 3)
         nihss = np.repeat(inputs["NIHSS"] * 21.0 / 21.0, d, axis=0)
         lesion = _run(self.network, {"input_slices": np.ascontiguousarray(per_slice), "input_nihss": nihss})
         out = np.zeros((n, 1, d, 128, 128), np.float32)

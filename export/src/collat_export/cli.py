@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from collat_contract import names
+
 from .presets import MODEL_KINDS, PRESET_NAMES
 
 EXIT_PARITY = 1
@@ -422,7 +424,7 @@ def repository(target: str, out: Path, preset: str, mrod_checkpoint: Path | None
         click.echo(f"wrote {write_warmup_case(out)} (the start-up self-test's case)")
 
 
-_ROLE_NETWORK = {"mrod": "mrod_net", "hypo": "hypoperfusion_unet"}
+_ROLE_NETWORK = {"mrod": names.MROD_NET, "hypo": names.HYPOPERFUSION_UNET}
 
 
 @main.command("add-version")
@@ -454,12 +456,12 @@ def add_version(repository_dir: Path, mrod_card: Path | None, mrod_network: Path
                                                                   ("hypo", hypo_card, hypo_network)) if card]
     if len(given) != 1 or (mrod_network and not mrod_card) or (hypo_network and not hypo_card):
         raise ValueError("give one network card: --mrod-card or --hypo-card (with its --*-network, if any)")
-    model, card_path, network = given[0]
+    _, card_path, network = given[0]
     with tempfile.TemporaryDirectory() as staging:
         imported = import_network(card_path, Path(staging), network)
         version = add(repository_dir, imported, policy)
-    click.echo(f"wrote {repository_dir / _ROLE_NETWORK[model] / str(version)} ({imported.card.name or card_path.name},"
-               f" policy {policy}); restart the server to load it")
+    click.echo(f"wrote {repository_dir / imported.io.triton_name / str(version)} "
+               f"({imported.card.name or card_path.name}, policy {policy}); restart the server to load it")
 
 
 @main.command("version-policy")

@@ -466,14 +466,12 @@ def models(as_json: bool, url: str | None, protocol: str, timeout: float, retrie
                        f"{'served  ' if v['served'] else '        '}{v['provenance']}")
 
 
-# The Python step that reads each network's model card, and so knows its versions' provenance.
-_CARD_READER = {"mrod_net": "postprocess_collateral", "hypoperfusion_unet": "postprocess_hypoperfusion"}
-
-
 def _network_versions(client, name: str) -> list[dict[str, Any]]:
     """Each loaded version of a network: ready, served by the pipelines or not, and its provenance (preset, weights
     digest, card digest), as the repository builder recorded them for the step that reads the cards."""
-    params = {k: v.get("string_value", "") for k, v in client.model_config(_CARD_READER[name])
+    from collat_contract.names import CARD_READERS  # each card-reading step is told the versions' provenance
+
+    params = {k: v.get("string_value", "") for k, v in client.model_config(CARD_READERS[name][0])
               .get("parameters", {}).items()}
     served = params.get("network_version", "1")
     provenance = dict(part.strip().split(": ", 1) for part in params.get("network_versions", "").split(";")
