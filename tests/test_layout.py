@@ -274,7 +274,8 @@ def metrics_models() -> dict[type, type]:
     return {schema.Metrics: metrics.MetricsDocument, schema.CollateralMetrics: metrics.CollateralMetrics,
             schema.HypoperfusionMetrics: metrics.HypoperfusionMetrics, schema.Defuse3: metrics.Defuse3,
             schema.Dawn: metrics.Dawn, schema.Contrast: metrics.Contrast, schema.Registration: metrics.Registration,
-            schema.LesionRule: metrics.LesionRule, schema.ClinicalEcho: metrics.ClinicalEcho,
+            schema.LesionRule: metrics.LesionRule, schema.LesionWithheld: metrics.LesionWithheld,
+            schema.ClinicalEcho: metrics.ClinicalEcho,
             schema.ModelInfo: metrics.ModelInfo, schema.QualityCheck: metrics.QualityCheck,
             schema.Quality: metrics.Quality}
 

@@ -79,16 +79,22 @@ def test_the_documents_carry_what_the_steps_computed(served_documents, case_righ
     h = triage.hypoperfusion
     assert h.side == "right" and h.side_inferred  # from the core
     assert h.registration.method == "verified_mni"
-    # The stand-in network calls the whole brain hypoperfused: the misread scan the hemisphere gate is there for.
+    # The stand-in network calls the whole brain hypoperfused: an implausible lesion, withheld, never reported.
     assert {c.name: c.verdict for c in triage.quality.checks} == {
         "registration_similarity": "pass", "template_coverage": "pass", "head_scale": "pass",
-        "brain_volume_ml": "pass", "b_value": "unknown", "lesion_within_hemisphere": "fail",
+        "brain_volume_ml": "pass", "b_value": "unknown", "core_within_hemisphere": "pass", "side_matches_core": "pass",
+        "hypoperfusion_within_hemisphere": "fail", "hypoperfusion_on_side": "fail",
         "core_in_training_domain": "unknown"}  # the test repository's U-Net has no model card
-    assert h.defuse3 is None and h.dawn is None and triage.near_threshold == []
-    assert len(triage.quality.decisions_withheld) == 1 and "larger than a hemisphere" in \
-        triage.quality.decisions_withheld[0]
-    assert h.hypoperfusion_ml > 800 and h.core_ml == pytest.approx(case_right_good.truth["core_ml"], rel=0.1)
-    assert h.mismatch_ml == pytest.approx(h.hypoperfusion_ml - h.core_ml, abs=0.02)
+    assert h.defuse3 is None and not any(flag.startswith("defuse3") for flag in triage.near_threshold)
+    assert triage.quality.withheld("hypoperfusion") and not triage.quality.withheld("dawn")
+    assert len(triage.quality.decisions_withheld) == 2 and "larger than a hemisphere" not in \
+        " ".join(triage.quality.decisions_withheld)
+    withheld = h.lesion_withheld
+    assert withheld is not None and withheld.status == "withheld" and withheld.drawn_ml > 800
+    assert all("outside what the network was trained on" in r for r in withheld.reasons)
+    assert h.hypoperfusion_ml is None and h.mismatch_ml is None and h.mismatch_ratio is None
+    assert not h.lesion_reported and "WITHHELD" not in h.volumes_text and "withheld" in h.volumes_text
+    assert h.core_ml == pytest.approx(case_right_good.truth["core_ml"], rel=0.1)
     assert set(triage.models) == {names.MROD_NET, names.HYPOPERFUSION_UNET}
     assert {"preprocess_perfusion", "postprocess_collateral", "preprocess_diffusion",
             "postprocess_hypoperfusion"} <= set(triage.timings_ms)
@@ -150,8 +156,8 @@ def test_the_u_nets_volume_calibration_travels_from_its_model_json_to_the_lesion
 
 
 def test_the_u_nets_training_domain_travels_from_its_model_json_to_the_gate(case_right_good, tmp_path):
-    """model.json (from the weights' card) -> the postprocessing step -> DEFUSE 3 withheld for a core below the
-    domain, DAWN kept (it does not read the U-Net); a broken domain stops the step at load."""
+    """model.json (from the weights' card) -> the postprocessing step -> the lesion and DEFUSE 3 withheld for a core
+    below the domain, DAWN kept (it does not read the U-Net); a broken domain stops the step at load."""
     case = case_right_good
     folder = tmp_path / UNET.triton_name / "1"
     folder.mkdir(parents=True)
@@ -164,8 +170,9 @@ def test_the_u_nets_training_domain_travels_from_its_model_json_to_the_gate(case
         *_, doc = adapter(names.POSTPROCESS_HYPOPERFUSION, tmp_path).run(probabilities, core, brain, context)
         metrics = Metrics.model_validate(document(doc))
         gate = next(c for c in metrics.quality.checks if c.name == "core_in_training_domain")
-        assert gate.verdict == ("pass" if inside else "fail") and gate.withholds == ["defuse3"]
+        assert gate.verdict == ("pass" if inside else "fail") and gate.withholds == ["hypoperfusion", "defuse3"]
         assert (metrics.hypoperfusion.defuse3 is not None) == inside and metrics.hypoperfusion.dawn is not None
+        assert metrics.hypoperfusion.lesion_reported == inside
         assert metrics.quality.withheld("defuse3") != inside and not metrics.quality.withheld("dawn")
     assert f"{case.truth['core_ml'] * 4.0:.2f} mL or more" in gate.reason
     (folder / "model.json").write_text(json.dumps({"training_domain": {"core_ml": {"min": -2}}}))
@@ -282,3 +289,42 @@ def test_the_summary_page_names_an_imported_networks_preset_and_card(served_docu
     doc["models"][UNET.triton_name].update(preset="imported:keras-unet", sha256="a" * 64, card_sha256="c" * 64)
     models_line = summary_lines(Metrics.model_validate(doc))[-1][0]
     assert f"{UNET.triton_name} v1 {'a' * 12} (imported:keras-unet, card {'c' * 12})" in models_line
+
+
+def test_a_withheld_lesion_is_said_and_never_drawn(served_documents, case_right_good, tmp_path):
+    """The stand-in network's whole-brain lesion is withheld: the overview paints the core alone and says why, the
+    summary page says it, and the report has no lesion volume or mismatch, only the lesion's withheld status."""
+    import highdicom as hd
+    import pydicom
+    from dicom_writer import write_classic
+    from PIL import Image
+
+    from collat_client.dicom.capture import summary_lines
+    from collat_client.dicom.report import build_report
+    from collat_client.imaging.overview import render_overview
+    from collat_client.imaging.volumes import MapImage, Volume
+
+    case, metrics = case_right_good, Metrics.model_validate(served_documents[names.STROKE_TRIAGE])
+    dwi = Volume(case.dwi, case.diffusion_affine)
+    everywhere, core = MapImage((case.dwi > 0).astype(np.uint8), dwi), MapImage(case.core.astype(np.uint8), dwi)
+    for name, shown in (("withheld", metrics), ("reported", None)):
+        shown = shown or Metrics.model_validate({**served_documents[names.STROKE_TRIAGE], "hypoperfusion": {
+            **served_documents[names.STROKE_TRIAGE]["hypoperfusion"], "hypoperfusion_ml": 900.0, "mismatch_ml": 1.0,
+            "mismatch_ratio": 2.0, "lesion_withheld": None}})
+        render_overview(tmp_path / f"{name}.png", shown, lesion=everywhere, core=core, dwi=dwi)
+        rgb = np.asarray(Image.open(tmp_path / f"{name}.png").convert("RGB")).astype(int)
+        amber = int(((rgb[..., 0] - rgb[..., 2] > 90) & (rgb[..., 1] - rgb[..., 2] > 60)).sum())
+        assert (amber == 0) == (name == "withheld"), name  # the same mask, drawn only when it is reported
+    assert any(text.startswith("hypoperfusion withheld: ") for text, _ in summary_lines(metrics))
+    source = write_classic(tmp_path / "dwi", np.round(case.dwi[..., 28:31]).astype(np.int16), case.diffusion_affine)
+    evidence = [pydicom.dcmread(str(next(p for p in source.rglob("*") if p.is_file())))]
+    build_report(metrics, evidence, algorithm="collat", version="1", research_only=True).save_as(
+        str(tmp_path / "sr.dcm"))
+    sr = hd.sr.srread(str(tmp_path / "sr.dcm"))
+    measured = {m.name.meaning for g in sr.content.get_image_measurement_groups() for m in g.get_measurements()}
+    findings = {g.finding_type.meaning for g in sr.content.get_image_measurement_groups()}
+    evaluations = {q.name.meaning: q.value.meaning for g in sr.content.get_image_measurement_groups()
+                   for q in g.get_qualitative_evaluations()}
+    assert "Predicted hypoperfusion lesion" not in findings and not {"Mismatch volume", "Mismatch ratio"} & measured
+    assert evaluations["Predicted hypoperfusion lesion"] == "Withheld: outside what the network was trained on"
+    assert evaluations["DEFUSE 3 target mismatch"].startswith("Withheld")

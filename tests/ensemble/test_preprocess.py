@@ -99,14 +99,16 @@ def test_diffusion_inputs_are_validated(case_left_poor):
 
 
 def test_a_scan_anywhere_in_the_scanner_is_registered_and_measured_alike(case_left_poor):
-    """The same voxels placed 80 mm away: no longer MNI space, so registered, with the same core and side."""
+    """The same voxels placed 80 mm away: registered, found 80 mm back, with the same core and side. (Phantom version
+    4's anatomy and DWI contrast vary, so an MNI-space case may be registered too, to within a millimetre.)"""
     c = case_left_poor
     here = prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=5, side=None)
     far = c.diffusion_affine.copy()
     far[:3, 3] += [80.0, -60.0, 40.0]
     there = prepare_diffusion(c.dwi, c.adc, far, nihss=5, side=None)
-    assert (here.registration.method, there.registration.method) == ("verified_mni", "affine")
-    np.testing.assert_allclose(there.grid.native_to_mni[:3, 3], [-80.0, 60.0, -40.0], atol=2.0)
+    assert there.registration.method == "affine"
+    np.testing.assert_allclose(there.grid.native_to_mni[:3, 3] - here.grid.native_to_mni[:3, 3], [-80.0, 60.0, -40.0],
+                               atol=2.0)
     assert there.side == here.side == "left"
     assert abs(int(there.core.sum()) - int(here.core.sum())) <= 0.01 * here.core.sum()
 

@@ -20,6 +20,7 @@ from collat_ensemble.errors import InputValidationError
 from collat_ensemble.geometry import reorient_from_ras, reorient_to_ras
 from collat_ensemble.phantom import generate_case
 from collat_ensemble.preprocess import prepare_diffusion, prepare_perfusion
+from collat_ensemble.registration import registration_error_mm
 
 DTYPES = st.sampled_from([np.int16, np.int32, np.float32, np.float64])
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -165,7 +166,10 @@ def test_prepare_diffusion_refuses_each_defect_by_name_and_accepts_the_rest(perm
         assert DIFFUSION_DEFECTS[defect] in str(exc), f"{defect} refused for another reason: {exc}"
         return
     assert defect is None, f"a DWI/ADC with the defect {defect!r} was accepted"
-    assert out.registration.method == "verified_mni"  # any storage order of an MNI image is still MNI space
+    # Any storage order of an MNI image is still MNI space: recognised as such, or (an atrophied brain, phantom
+    # version 4, matches the template's contrast less well) registered to within a millimetre of it.
+    assert out.registration.method == "verified_mni" or registration_error_mm(out.registration.native_to_mni,
+                                                                             np.eye(4)) < 1.0
     assert out.slabs.shape == (12, 4, 16, 128, 128) and np.all(np.isfinite(out.slabs))
     assert out.nihss_scaled == nihss / 21.0
     assert out.adc_units == ("1e-6 mm2/s" if micro_units else "mm2/s")

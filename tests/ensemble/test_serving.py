@@ -106,6 +106,71 @@ def test_diffusion_steps_give_slabs_and_core_on_the_dwi_grid(case_left_poor):
         diffusion.postprocess(probabilities[:11], core, brain, context)
 
 
+def _without_core(case):
+    """The case's DWI/ADC with the stroke's ADC drop undone: a scan with no diffusion lesion."""
+    return np.where(case.adc > 0, np.maximum(case.adc, 0.75e-3), case.adc).astype(np.float32)
+
+
+def test_no_side_and_no_core_is_not_run_and_says_which_input_would_run_it(case_left_poor):
+    case = case_left_poor
+    adc = _without_core(case)
+    slabs, nihss, core, brain, context = diffusion.preprocess(case.dwi, adc, case.diffusion_affine,
+                                                              case.diffusion_affine, {"nihss": 12, "age": 70})
+    assert slabs.shape == (1, 4, 16, 128, 128) and not slabs.any() and nihss.shape == (1, 1)  # nothing to read
+    assert context["diffusion"]["side"] == "unknown" and context["diffusion"]["network_run"] is False
+    prob, lesion, _, part, _ = diffusion.postprocess(np.zeros((1, 1, 16, 128, 128), np.float32), core, brain,
+                                                     ctx.decode(ctx.encode(context)))
+    assert not lesion.any() and part["core_ml"] == 0.0 and part["side_inferred"] is False
+    assert part["hypoperfusion_ml"] is None and part["mismatch_ml"] is None and part["mismatch_ratio"] is None
+    assert part["lesion_withheld"]["status"] == "not_run" and part["lesion_withheld"]["drawn_ml"] is None
+    assert "left, right or bilateral" in part["lesion_withheld"]["reasons"][0]
+    assert part["defuse3"] is None and part["dawn"] is not None  # DAWN reads the core, the age and the NIHSS
+    document = metrics.document("hypoperfusion_pipeline", hypoperfusion=part, timings_ms={}, models={})
+    assert not any("inferred" in w for w in document["warnings"])
+    given = diffusion.preprocess(case.dwi, adc, case.diffusion_affine, case.diffusion_affine,
+                                 {"nihss": 12, "side": "bilateral"})
+    assert given[0].shape[0] == 12 and given[4]["diffusion"]["network_run"] is True
+    channel = given[0][:, 3]  # "bilateral": the side channel is the whole brain, both hemispheres
+    assert channel[:, :, :, :64].any() and channel[:, :, :, 64:].any()
+
+
+def _hypo_part(case, probabilities, side=None):
+    clinical = {"nihss": 12, "age": 70, **({"side": side} if side else {})}
+    slabs, _, core, brain, context = diffusion.preprocess(case.dwi, case.adc, case.diffusion_affine,
+                                                          case.diffusion_affine, clinical)
+    return diffusion.postprocess(np.broadcast_to(probabilities, (len(slabs), 1, 16, 128, 128)), core, brain,
+                                 ctx.decode(ctx.encode(context)))
+
+
+def test_a_whole_brain_lesion_is_withheld_but_kept_for_inspection(case_left_poor):
+    _, lesion, _, part, _ = _hypo_part(case_left_poor, np.ones((1, 1, 16, 128, 128), np.float32))
+    withheld = part["lesion_withheld"]
+    assert withheld["status"] == "withheld" and withheld["drawn_ml"] > part["brain_volume_ml"] / 2
+    assert lesion.sum() * 8e-3 == pytest.approx(withheld["drawn_ml"], abs=0.05)  # the mask still holds it
+    assert part["hypoperfusion_ml"] is None and part["defuse3"] is None and part["dawn"] is not None
+    failed = {c["name"] for c in part["quality"]["checks"] if c["verdict"] == "fail"}
+    assert failed == {"hypoperfusion_within_hemisphere", "hypoperfusion_on_side"}
+    assert all("outside what the network was trained on" in r for r in withheld["reasons"])
+
+
+def test_a_lesion_on_the_other_side_from_the_side_given_is_withheld(case_left_poor):
+    wrong = np.zeros((1, 1, 16, 128, 128), np.float32)
+    wrong[..., 40:80, 80:100] = 1.0  # padded x columns 80-100: MNI x = +34..+74 mm, the right hemisphere
+    part = _hypo_part(case_left_poor, wrong, side="left")[3]
+    checks = {c["name"]: c for c in part["quality"]["checks"]}
+    assert checks["hypoperfusion_on_side"]["verdict"] == "fail" and checks["hypoperfusion_on_side"]["value"] < 0.1
+    assert checks["hypoperfusion_within_hemisphere"]["verdict"] == "pass"
+    assert part["lesion_withheld"]["status"] == "withheld" and part["hypoperfusion_ml"] is None
+    # The same lesion, told the right side: on the side given, but the left core says the side is wrong.
+    right = _hypo_part(case_left_poor, wrong, side="right")[3]
+    checks = {c["name"]: c for c in right["quality"]["checks"]}
+    assert checks["hypoperfusion_on_side"]["verdict"] == "pass"
+    assert checks["side_matches_core"]["verdict"] == "fail" and checks["side_matches_core"]["value"] < 0.1
+    assert right["lesion_withheld"]["reasons"] == [checks["side_matches_core"]["reason"]]
+    assert right["hypoperfusion_ml"] is None and right["defuse3"] is None and right["dawn"] is not None
+    assert {c["name"]: c for c in part["quality"]["checks"]}["side_matches_core"]["verdict"] == "pass"
+
+
 def test_merged_document_flags_disagreeing_sides_and_keeps_both_parts():
     collateral = metrics.document("collateral_pipeline", collateral={"ischaemic_side": "right", "side_source": "maps"},
                                   timings_ms={"a": 1.0}, models={"mrod_net": {}})

@@ -9,6 +9,7 @@ from serving_helpers import case_arrays, infer
 from collat_client.imaging.evaluation import phase_metrics
 from collat_contract.tensors import PIPELINES
 from collat_ensemble.phantom import generate_case, turn_in_plane
+from collat_ensemble.registration import registration_error_mm
 
 
 def flip_x(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +54,12 @@ def test_stroke_triage_metrics_agree_with_the_phantom_truth(triage_ras, left_cas
     hypo = doc["hypoperfusion"]
     assert doc["pipeline"] == "stroke_triage"
     assert hypo["core_ml"] == pytest.approx(truth["core_ml"], rel=0.10)
-    assert hypo["defuse3"]["eligible"] == truth["defuse3_target_mismatch"]
+    # The phantom's core (69.6 mL) sits at DEFUSE 3's 70 mL: the served one may fall either side, and then says so.
+    if hypo["core_ml"] > 70.0:
+        assert hypo["defuse3"]["eligible"] is False and "core_ml" in hypo["defuse3"]["near_threshold"]
+        assert truth["core_ml"] == pytest.approx(70.0, rel=0.05)
+    else:
+        assert hypo["defuse3"]["eligible"] == truth["defuse3_target_mismatch"]
     assert hypo["dawn"]["eligible"] == truth["dawn"]["eligible"]
     # Volumes are consistent with each other and with the returned masks.
     assert hypo["mismatch_ml"] == pytest.approx(hypo["hypoperfusion_ml"] - hypo["core_ml"], abs=0.02)
@@ -73,7 +79,11 @@ def test_stroke_triage_metrics_agree_with_the_phantom_truth(triage_ras, left_cas
     assert set(doc["timings_ms"]) == {"preprocess_perfusion", "network_perfusion", "postprocess_collateral",
                                       "preprocess_diffusion", "registration", "network_diffusion",
                                       "postprocess_hypoperfusion"}
-    assert hypo["registration"]["method"] == "verified_mni" and doc["quality"]["decisions_withheld"] == []
+    # An MNI-space DWI: recognised as such, or (this phantom's brain is atrophied, version 4) registered to within a
+    # millimetre of it; no decision withheld either way.
+    assert hypo["registration"]["method"] == "verified_mni" or registration_error_mm(
+        np.array(hypo["registration"]["native_to_mni"]), np.eye(4)) < 1.0
+    assert doc["quality"]["decisions_withheld"] == []
     assert set(doc["models"]) == {"mrod_net", "hypoperfusion_unet"}
     assert doc["models"]["mrod_net"]["preset"] == "fine" and len(doc["models"]["mrod_net"]["sha256"]) == 64
 

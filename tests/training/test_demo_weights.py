@@ -57,11 +57,15 @@ def test_hypo_demo_weights_reach_the_lesion_targets():
 
 
 def test_the_shipped_weights_record_how_they_were_made():
-    training = load_checkpoint(demo_checkpoint("hypo"), model="hypo").training
-    assert training["phantom_version"] == "3" and training["cases"] == 320
-    assert training["initialized_from"] == "build/train/hypo_v3d/checkpoint.pt"
-    card = json.loads(demo_checkpoint("hypo").with_name("model_card.json").read_text())  # the chain back to the
-    chain = [card["training"]]  # phantom-v2 weight average, one record per run
+    # The U-Net: the phantom-v3 weights averaged with their fine-tune on phantom version 4's mix of kinds.
+    sources = load_checkpoint(demo_checkpoint("hypo"), model="hypo").training["interpolated_from"]
+    assert [s["weight"] for s in sources] == [0.5, 0.5]
+    fine_tune = sources[1]["training"]
+    assert (fine_tune["phantom_version"], fine_tune["kinds"], fine_tune["cases"]) == ("4", "mixed", 400)
+    assert sources[0]["training"]["phantom_version"] == "3" and sources[0]["training"]["cases"] == 320
+    card = json.loads(demo_checkpoint("hypo").with_name("model_card.json").read_text())  # the v3 weights' chain back
+    chain = [card["training"]["interpolated_from"][0]["training"]]  # to the phantom-v2 average, one record per run
+    assert chain[0]["initialized_from"] == "build/train/hypo_v3d/checkpoint.pt"
     while "initialized_from_training" in chain[-1]:
         chain.append(chain[-1]["initialized_from_training"])
     assert [run.get("phantom_version") for run in chain[:6]] == ["3", "3", "3", "3", "3", "2"]
@@ -69,6 +73,9 @@ def test_the_shipped_weights_record_how_they_were_made():
     assert [s["weight"] for s in chain[5]["interpolated_from"]] == [0.5, 0.5]
     assert card["evaluation_native"]["cases"] == 200 and set(card["evaluation_native"]["by_size"]) == {
         "<10 mL", "10-50 mL", "50-100 mL", ">=100 mL"}
+    kinds = card["evaluation_kinds"]  # issue 35's bars on 200 held-out cases of every kind
+    assert kinds["cases"] == 200 and all(kinds["passed"].values()) and set(kinds["by_kind"]) >= {
+        "mca", "lacune", "posterior", "mimic", "chronic", "emboli", "lacune+mimic+chronic"}
     fine = load_checkpoint(demo_checkpoint("mrod", "fine"), model="mrod").training
     assert fine["best_epoch"] == 11 and len(fine["history"]) == 14 and fine["modalities"] == ["dce", "dsc"]
     assert fine["dsc_conversion"] == "2" and fine["initialized_from"] == "build/train/mrod_fine_v3/checkpoint.pt"

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from collat_export.training.evaluate import by_size, fit_volume_calibration
+from collat_export.training.evaluate import LESIONLESS, EvaluationReport, by_kind, by_size, fit_volume_calibration
 
 
 def _rows(rng: np.random.Generator, n: int) -> list[dict]:
@@ -34,3 +34,27 @@ def test_size_bands_score_the_served_and_the_network_decisions():
     assert bands["<10 mL"]["mean_volume_error_ml"] == 1.0 and bands["<10 mL"]["network_mean_volume_error_ml"] == 10.0
     assert bands["<10 mL"]["defuse3_accuracy"] == 1.0 and bands["<10 mL"]["network_defuse3_accuracy"] == 0.0
     assert bands["50-100 mL"]["mean_abs_volume_error_ml"] == 10.0
+
+
+def _kind_row(kind: str, pred_ml: float, truth_ml: float, *, defuse3: bool = False, withheld: bool = False) -> dict:
+    return {"kind": kind, "dice": 1.0 if pred_ml == truth_ml else 0.5, "pred_ml": pred_ml, "truth_ml": truth_ml,
+            "defuse3": defuse3, "defuse3_truth": False, "defuse3_served": defuse3 and not withheld,
+            "withheld": withheld}
+
+
+def test_lesionless_kinds_are_held_to_their_own_bars():
+    """Under 10 mL in 95 % of lacunes, mimics and chronic infarcts, and no DEFUSE 3 "yes": one 40 mL mimic in
+    twenty misses neither; a DEFUSE 3 "yes" on one misses the second, even withheld by the server."""
+    rows = [_kind_row("mimic", 0.0, 0.0) for _ in range(19)] + [_kind_row("lacune", 40.0, 0.5, withheld=True)]
+    pooled = by_kind([{**r, "kind": LESIONLESS} for r in rows])[LESIONLESS]
+    assert pooled["under_10ml_fraction"] == 0.95 and pooled["served_under_10ml_or_withheld_fraction"] == 1.0
+    assert pooled["withheld_fraction"] == 0.05 and pooled["defuse3_false_yes"] == 0
+    report = EvaluationReport("hypo", [0], summary={"median_dice": 0.9, "defuse3_accuracy": 0.95}, kinds="mixed",
+                              by_kind={LESIONLESS: pooled})
+    assert report.passed() == {"median_dice": True, "defuse3_accuracy": True,
+                               "lesionless_under_10ml_fraction": True, "lesionless_defuse3_false_yes": True}
+    rows[-1] = _kind_row("lacune", 40.0, 0.5, defuse3=True, withheld=True)
+    report.by_kind = by_kind([{**r, "kind": LESIONLESS} for r in rows])
+    assert report.passed()["lesionless_defuse3_false_yes"] is False
+    assert report.by_kind[LESIONLESS]["served_defuse3_false_yes"] == 0
+    assert "lesionless_under_10ml_fraction" not in EvaluationReport("hypo", [0], summary=report.summary).passed()

@@ -15,12 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from collat_contract.clinical import CORE_LABEL, KNOWN_SIDES, SIDES, check_clinical
-from collat_contract.metrics import SCHEMA_VERSION, Decision, Verdict
+from collat_contract.clinical import CORE_LABEL, SIDES, check_clinical
+from collat_contract.metrics import SCHEMA_VERSION, Decision, LesionStatus, Verdict
 from collat_contract.names import PHASE_NAMES, PIPELINE_NAMES
 
 Side = Literal[SIDES]  # type: ignore[valid-type]
-KnownSide = Literal[KNOWN_SIDES]  # type: ignore[valid-type]
 Phase = Literal[PHASE_NAMES]  # type: ignore[valid-type]
 
 
@@ -127,17 +126,35 @@ class LesionRule(_Strict):
     calibration: dict[str, Any] | None = Field(description="form, coefficients and what it was fitted on")
 
 
+class LesionWithheld(_Strict):
+    """Why no hypoperfusion lesion is reported. A ``withheld`` lesion failed a plausibility check: the lesion mask
+    and probability outputs hold it for inspection only, and nothing draws it as a finding. ``not_run``: the
+    network was not run; ``reasons`` name the input that would let it run."""
+
+    status: LesionStatus
+    reasons: list[str] = Field(min_length=1)
+    drawn_ml: float | None = Field(ge=0, description="the withheld lesion as drawn; null when not run")
+
+    @property
+    def text(self) -> str:
+        """One line a clinician reads in place of the volume."""
+        what = "not assessed" if self.status == "not_run" else "withheld"
+        return f"hypoperfusion {what}: {'; '.join(self.reasons)}"
+
+
 class HypoperfusionMetrics(_Strict):
     core_ml: float = Field(ge=0, description="counted on the scan's own grid")
-    hypoperfusion_ml: float = Field(ge=0, description="counted on the scan's own grid")
-    mismatch_ml: float
-    mismatch_ratio: float = Field(ge=0, le=20)
+    hypoperfusion_ml: float | None = Field(ge=0, description="counted on the scan's own grid; null when "
+                                                             "lesion_withheld says why")
+    mismatch_ml: float | None
+    mismatch_ratio: float | None = Field(ge=0, le=20)
     mismatch_ratio_capped: bool
     defuse3: Defuse3 | None = Field(description="null when a quality check withholding it failed "
                                                 "(quality.decisions_withheld)")
     dawn: Dawn | None = Field(description="null without an age, or when a quality check withholding it failed")
     lesion_rule: LesionRule
-    side: KnownSide
+    lesion_withheld: LesionWithheld | None = Field(description="null when the lesion is reported")
+    side: Side
     side_inferred: bool
     adc_units_assumed: Literal["mm2/s", "1e-3 mm2/s", "1e-6 mm2/s"]
     input_shape: list[int] = Field(min_length=3, max_length=3)
@@ -147,6 +164,20 @@ class HypoperfusionMetrics(_Strict):
         description=f"mL each artefact rule of the core removed from the bare count of the {CORE_LABEL}")
     brain_volume_ml: float = Field(ge=0)
     clinical: ClinicalEcho
+
+    @property
+    def lesion_reported(self) -> bool:
+        """Is there a hypoperfusion lesion to show as a finding (and volumes to read)?"""
+        return self.lesion_withheld is None and self.hypoperfusion_ml is not None
+
+    @property
+    def volumes_text(self) -> str:
+        """Core, hypoperfusion and ratio as one line, or the core and why the rest is withheld."""
+        if not self.lesion_reported:
+            why = self.lesion_withheld.text if self.lesion_withheld is not None else "hypoperfusion not reported"
+            return f"core {self.core_ml:.1f} mL  {why}"
+        return (f"core {self.core_ml:.1f} mL  hypoperfusion {self.hypoperfusion_ml:.1f} mL  "
+                f"ratio {self.mismatch_ratio:.2f}")
 
 
 class ModelInfo(BaseModel):

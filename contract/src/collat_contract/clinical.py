@@ -25,7 +25,6 @@ FIELDS: tuple[str, ...] = ("nihss", "age", "side", "onset_to_imaging_min", "dwi_
 NIHSS_MIN, NIHSS_MAX = 0, 42
 AGE_MIN, AGE_MAX = 18.0, 120.0  # years: the trials enrolled adults; DAWN splits at 80
 SIDES: tuple[str, ...] = ("left", "right", "bilateral", "unknown")
-KNOWN_SIDES: tuple[str, ...] = ("left", "right", "bilateral")  # what "unknown" resolves to
 DWI_B_VALUE_RANGE = (800.0, 1200.0)  # s/mm^2: the U-Net was trained on b=1000 DWIs
 B_VALUE_MAX = 10000.0  # s/mm^2: beyond any clinical or research diffusion scan
 

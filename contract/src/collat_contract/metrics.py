@@ -13,10 +13,13 @@ No ``from __future__ import annotations`` here: ``NotRequired`` is only seen by 
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 Verdict = Literal["pass", "fail", "unknown"]  # a quality check's
-Decision = Literal["defuse3", "dawn"]  # the treatment decisions a failed quality check may withhold
+# What a failed quality check may withhold: the two treatment decisions, and the hypoperfusion lesion itself (its
+# volume, the mismatch and everything drawn from it), when the network's output is not one to be trusted.
+Decision = Literal["defuse3", "dawn", "hypoperfusion"]
+LesionStatus = Literal["withheld", "not_run"]
 
 
 class Contrast(TypedDict):
@@ -91,17 +94,29 @@ class LesionRule(TypedDict):
     calibration: LesionCalibration | None
 
 
+class LesionWithheld(TypedDict):
+    """Why there is no hypoperfusion lesion to report. ``withheld``: the network ran and its lesion failed a
+    plausibility check; the lesion mask and probability outputs still hold it, for inspection only, never as a
+    finding. ``not_run``: the network was not run (``reasons`` say which input would let it run)."""
+
+    status: LesionStatus
+    reasons: list[str]
+    drawn_ml: float | None  # the withheld lesion as the network drew it (None when not run)
+
+
 class HypoperfusionVolumes(TypedDict):
-    """What the lesion assessment gives (``collat_ensemble.hypoperfusion``): volumes, mismatch, decisions."""
+    """What the lesion assessment gives (``collat_ensemble.hypoperfusion``): volumes, mismatch, decisions. The
+    hypoperfusion volume and the mismatch are null when ``lesion_withheld`` says why."""
 
     core_ml: float
-    hypoperfusion_ml: float
-    mismatch_ml: float
-    mismatch_ratio: float
+    hypoperfusion_ml: float | None
+    mismatch_ml: float | None
+    mismatch_ratio: float | None
     mismatch_ratio_capped: bool
     defuse3: Defuse3 | None  # null when a failed quality check withholds it
     dawn: Dawn | None  # null without an age, or when a failed quality check withholds it
     lesion_rule: LesionRule
+    lesion_withheld: LesionWithheld | None  # null when the lesion is reported
 
 
 class ClinicalEcho(TypedDict):
@@ -117,7 +132,7 @@ class ClinicalEcho(TypedDict):
 class HypoperfusionMetrics(HypoperfusionVolumes):
     """The ``hypoperfusion`` section: the assessment and what the scan was."""
 
-    side: str  # "left" | "right" | "bilateral"
+    side: str  # "left" | "right" | "bilateral", or "unknown" when none was given and there is no core to read it from
     side_inferred: bool
     adc_units_assumed: str  # "mm2/s" | "1e-3 mm2/s" | "1e-6 mm2/s"
     input_shape: list[int]

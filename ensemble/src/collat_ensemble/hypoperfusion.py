@@ -26,6 +26,7 @@ import numpy as np
 
 from collat_contract.metrics import HypoperfusionVolumes, LesionCalibration, LesionRule
 
+from . import quality
 from .clinical import (
     LESION_PROBABILITY_THRESHOLD,
     DawnResult,
@@ -36,7 +37,7 @@ from .clinical import (
     mismatch,
     volume_ml,
 )
-from .preprocess import NativeGrid, mni_to_input_grid
+from .preprocess import NativeGrid, hemisphere, mni_to_input_grid
 
 
 def lesion_mask(probability: np.ndarray, core: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -127,6 +128,7 @@ class HypoperfusionAssessment:
                                    network_ml=round(self.network_ml, 2),
                                    probability_threshold=round(self.threshold, 4),
                                    calibration=None if self.calibration is None else self.calibration.as_dict()),
+            lesion_withheld=None,
         )
 
 
@@ -157,3 +159,29 @@ def assess_on_scan(probability_mni: np.ndarray, core: np.ndarray, brain: np.ndar
     probability = mni_to_input_grid(probability_mni, grid) * np.asarray(brain, dtype=np.float32)
     return probability, assess_hypoperfusion(probability, core, brain, grid.ras_affine, nihss=nihss, age=age,
                                              calibration=calibration)
+
+
+def plausibility_checks(assessment: HypoperfusionAssessment, core: np.ndarray, grid: NativeGrid, *, side: str,
+                        brain_ml: float, domain: quality.TrainingDomain | None, run: bool = True,
+                        ) -> list[quality.Check]:
+    """The checks on what came out, for the server and the held-out evaluation alike: the core, and (when the
+    network ran) whether its lesion is one a stroke on the side it was told, around a core like this one, makes in
+    what the network was trained on. A failure withholds the lesion (``quality.LESION``), never silently."""
+    checks = [quality.core_check(assessment.core_ml, brain_ml)]
+    if not run:
+        return [*checks, quality.assessable_check(side)]
+    core = np.asarray(core, dtype=bool)
+    beyond = assessment.lesion & ~core
+    fraction = None
+    if side in ("left", "right"):
+        half = hemisphere(grid.ras_shape, grid.mni_affine, side)
+        if float(beyond.sum()) * grid.voxel_ml >= quality.MIN_LOCATED_ML:
+            fraction = float((beyond & half).sum()) / float(beyond.sum())
+        core_fraction = (float((core & half).sum()) / float(core.sum())
+                         if assessment.core_ml >= quality.MIN_LOCATED_ML else None)
+        checks.append(quality.core_side_check(side, assessment.core_ml, core_fraction))
+    checks += quality.lesion_checks(assessment.hypoperfusion_ml, assessment.core_ml, brain_ml, side, fraction)
+    checks.append(quality.core_domain_check(assessment.core_ml, domain))
+    if domain is not None and domain.lesion_by_core:  # recorded since phantom version 4
+        checks.append(quality.lesion_domain_check(assessment.hypoperfusion_ml, assessment.core_ml, domain))
+    return checks

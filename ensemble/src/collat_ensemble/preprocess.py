@@ -227,7 +227,7 @@ class PreparedDiffusion:
     core: np.ndarray  # RAS grid of the scan, bool: the ADC core (adc_core.measure_core)
     core_removed_ml: dict[str, float]  # what each artefact rule took away from the bare threshold
     adc_units: str  # "mm2/s", "1e-3 mm2/s" or "1e-6 mm2/s": what the input was taken to be
-    side: str
+    side: str  # left, right, bilateral, or unknown: none given and no core to infer it from (nothing to run on)
     side_inferred: bool
     grid: NativeGrid
     registration: Registration
@@ -286,12 +286,13 @@ def hemisphere(shape: tuple[int, ...], affine: np.ndarray, side: str) -> np.ndar
 
 
 def infer_side(core: np.ndarray, affine: np.ndarray) -> str:
-    """The hemisphere holding more ADC core; bilateral when neither holds 2/3 of it (or there is none)."""
+    """The hemisphere holding more ADC core; bilateral when neither holds 2/3 of it; unknown when there is none (no
+    side is guessed from nothing: the U-Net is then not run)."""
     left = int(np.count_nonzero(core & hemisphere(core.shape, affine, "left")))
     right = int(np.count_nonzero(core & hemisphere(core.shape, affine, "right")))
     total = left + right
     if total == 0:
-        return "bilateral"
+        return "unknown"
     if left >= 2 * total / 3:
         return "left"
     if right >= 2 * total / 3:
@@ -378,10 +379,12 @@ def prepare_diffusion(dwi: np.ndarray, adc: np.ndarray, affine: np.ndarray, *, n
         raise InputValidationError("too little brain on the MNI grid after registration (fewer than 1000 voxels)")
     core_m = resample(measured.core.astype(np.float32), grid.mni_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE) >= 0.5
     parenchyma = brain_m & (adc_m < 1.5e-3)
-    inferred = side == "unknown"
-    resolved = infer_side(core_m, MNI_2MM_AFFINE) if inferred else side
-    side_mask = (brain_m if resolved == "bilateral" else hemisphere(MNI_2MM_SHAPE, MNI_2MM_AFFINE, resolved)
-                 ).astype(np.float32)
+    resolved = infer_side(core_m, MNI_2MM_AFFINE) if side == "unknown" else side
+    inferred = side == "unknown" and resolved != "unknown"
+    # The side channel tells the U-Net where to read: one hemisphere, or for "bilateral" (emboli in both) the whole
+    # brain. With the side unknown it is empty and the network is not run (serving.diffusion).
+    side_mask = (brain_m if resolved == "bilateral" else np.zeros_like(brain_m) if resolved == "unknown" else
+                 hemisphere(MNI_2MM_SHAPE, MNI_2MM_AFFINE, resolved)).astype(np.float32)
     channels = [
         np.where(brain_m, dwi_m / max(float(dwi_m[parenchyma].mean()), 1e-6), 0.0),
         np.where(brain_m, adc_m / max(float(adc_m[parenchyma].mean()), 1e-12), 0.0),

@@ -78,11 +78,19 @@ def _print_table(metrics, console) -> None:
         h = metrics.hypoperfusion
         row("ADC core", f"{h.core_ml:.1f} mL", "defuse3.core_ml")
         rule = h.lesion_rule
-        row("hypoperfusion", f"{h.hypoperfusion_ml:.1f} mL" + (
-            f" (volume-calibrated; network {rule.network_ml:.1f} mL)" if rule.calibrated else ""))
-        row("mismatch volume", f"{h.mismatch_ml:.1f} mL", "defuse3.mismatch_ml")
-        row("mismatch ratio", f"{h.mismatch_ratio:.2f}" + (" (capped)" if h.mismatch_ratio_capped else ""),
-            "defuse3.mismatch_ratio")
+        if h.lesion_reported:
+            row("hypoperfusion", f"{h.hypoperfusion_ml:.1f} mL" + (
+                f" (volume-calibrated; network {rule.network_ml:.1f} mL)" if rule.calibrated else ""))
+            row("mismatch volume", f"{h.mismatch_ml:.1f} mL", "defuse3.mismatch_ml")
+            row("mismatch ratio", f"{h.mismatch_ratio:.2f}" + (" (capped)" if h.mismatch_ratio_capped else ""),
+                "defuse3.mismatch_ratio")
+        else:  # never a number for a lesion that is not one: the reason, and what the masks hold
+            withheld = h.lesion_withheld
+            row("hypoperfusion", "NOT ASSESSED" if withheld and withheld.status == "not_run" else "WITHHELD")
+            for reason in withheld.reasons if withheld else []:
+                row("  why", reason)
+            if withheld and withheld.drawn_ml is not None:
+                row("  lesion_mask.nii.gz", f"holds the withheld {withheld.drawn_ml:.1f} mL, for inspection only")
         row("DEFUSE 3 target mismatch", "WITHHELD" if h.defuse3 is None else "yes" if h.defuse3.eligible else "no")
         dawn = "WITHHELD" if metrics.quality.withheld("dawn") else "n/a (no age)" if h.dawn is None else (
             "yes (" + ",".join(g for g, v in h.dawn.groups.items() if v) + ")" if h.dawn.eligible else "no")

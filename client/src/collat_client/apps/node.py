@@ -159,6 +159,9 @@ class Node:
             for note in plan.notes:
                 log.warning("study %s: %s", study.key, note)
             result = client.run(plan)
+        lesion = result.metrics.hypoperfusion
+        if lesion is not None and lesion.lesion_withheld is not None:  # sent as said, never drawn: logged for IT
+            log.warning("study %s: %s", study.key, lesion.lesion_withheld.text)
         outputs = result.save_dicom(study.results, overwrite=True)
         for note in outputs.notes:
             log.warning("study %s: %s", study.key, note)

@@ -11,6 +11,7 @@ carry the source study's patient and study identity, copied from a source instan
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +27,7 @@ SUMMARY_SERIES_NUMBER = 9920
 IMAGE_SIDE = 320  # the map's longer side on screen, in pixels
 BAR = 64  # the colour bar's strip on the right
 BANNER = 22  # text strips above and below the map
+SUMMARY_LINE_CHARS = 108  # what 900 pixels hold at 14-pixel type
 RESEARCH_LINE = "RESEARCH USE ONLY - phantom-trained demo weights, not for clinical decisions"
 SHORT_RESEARCH_LINE = "RESEARCH USE ONLY - demo weights"
 # RLE lossless: every PACS and viewer decodes it, pydicom encodes it with no extra library, and a burned-in colour
@@ -116,10 +118,14 @@ def summary_lines(metrics: Metrics) -> list[tuple[str, tuple[int, int, int]]]:
     lines = [("collat stroke triage: automated result - verify against the source images", white)]
     h, c = metrics.hypoperfusion, metrics.collateral
     if h is not None:
-        lines.append((f"ADC core {h.core_ml:.1f} mL   hypoperfusion {h.hypoperfusion_ml:.1f} mL   "
-                      f"mismatch {h.mismatch_ml:.1f} mL   ratio {h.mismatch_ratio:.2f}"
-                      f"{'+' if h.mismatch_ratio_capped else ''}   side {h.side}", white))
-        if h.lesion_rule.calibrated:
+        if h.lesion_reported:
+            lines.append((f"ADC core {h.core_ml:.1f} mL   hypoperfusion {h.hypoperfusion_ml:.1f} mL   "
+                          f"mismatch {h.mismatch_ml:.1f} mL   ratio {h.mismatch_ratio:.2f}"
+                          f"{'+' if h.mismatch_ratio_capped else ''}   side {h.side}", white))
+        else:  # the withheld lesion is said, not shown
+            lines.append((f"ADC core {h.core_ml:.1f} mL   side {h.side}", white))
+            lines.append((h.lesion_withheld.text if h.lesion_withheld else "hypoperfusion not reported", red))
+        if h.lesion_reported and h.lesion_rule.calibrated:
             lines.append((f"hypoperfusion volume calibrated from the network's {h.lesion_rule.network_ml:.1f} mL "
                           "(the weights' model card)", (200, 200, 200)))
         given = h.clinical
@@ -163,12 +169,15 @@ def render_summary(metrics: Metrics, overview_png: bytes) -> np.ndarray:
     lines = summary_lines(metrics)
     if research_only(metrics):
         lines.insert(1, (RESEARCH_LINE, (255, 110, 110)))
+    # Reasons run long: wrapped, never cut (a withheld result's reason is the result).
+    lines = [(piece, colour) for text, colour in lines
+             for piece in textwrap.wrap(text, SUMMARY_LINE_CHARS, subsequent_indent="    ") or [""]]
     font, step = _font(14), 20
     width = max(overview.width, 900)
     canvas = Image.new("RGB", (width, 12 + step * len(lines) + overview.height), (0, 0, 0))
     draw = ImageDraw.Draw(canvas)
     for row, (text, colour) in enumerate(lines):
-        draw.text((10, 6 + step * row), text[:150], fill=colour, font=font)
+        draw.text((10, 6 + step * row), text, fill=colour, font=font)
     canvas.paste(overview, (0, 12 + step * len(lines)))
     return np.asarray(canvas)
 

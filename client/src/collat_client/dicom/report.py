@@ -3,7 +3,8 @@
 Reporting systems and PACS that read structured reports take the values from here, not from pixels: the
 ADC core and hypoperfusion volumes (TID 1411, each referencing its segment of the SEG), and the mismatch
 volume and ratio, the DEFUSE 3 and DAWN decisions and the collateral perfusion score estimate (TID 1501).
-A decision the server withheld is coded as withheld, never as yes or no. Concepts with no standard code are
+A decision the server withheld is coded as withheld, never as yes or no; a withheld hypoperfusion lesion has no
+volume and no region here, only its coded status. Concepts with no standard code are
 in the local scheme ``99COLLAT`` (declared in the object), as DICOM PS3.16 allows.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from collat_contract.clinical import CORE_LABEL
 
 from ..schema import Metrics
+from .seg import SEGMENT_LABELS
 
 SERIES_NUMBER = 9930
 LOCAL_SCHEME = "99COLLAT"
@@ -36,6 +38,8 @@ def _codes():
         "ratio": hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units"),
         "yes": codes.SCT.Yes, "no": codes.SCT.No,
         "withheld": _local("WITHHELD", "Withheld: the input failed a quality check"),
+        "lesion_withheld": _local("LESIONWITHHELD", "Withheld: outside what the network was trained on"),
+        "not_assessed": _local("NOTASSESSED", "Not assessed: no stroke side and no ADC core"),
         "core": _local("ADCCORE", CORE_LABEL),
         "hypoperfusion": _local("HYPOPERF", "Predicted hypoperfusion lesion"),
         "mismatch_volume": _local("MISMATCHVOL", "Mismatch volume"),
@@ -58,7 +62,7 @@ def _decision(name, decision, c):
 def build_report(metrics: Metrics, evidence: Sequence, *, segmentation=None, algorithm: str, version: str,
                  research_only: bool):
     """A Comprehensive 3D SR of ``metrics``; ``evidence`` the instances it rests on (a source image, the SEG).
-    ``segmentation`` (the SEG dataset, segment 1 the lesion, 2 the core) ties each volume to its segment."""
+    ``segmentation`` (the SEG dataset) ties each volume to its segment, found by its label."""
     import highdicom as hd
     from highdicom.coding_schemes import CodingSchemeIdentificationItem
     from pydicom.uid import generate_uid
@@ -75,10 +79,17 @@ def build_report(metrics: Metrics, evidence: Sequence, *, segmentation=None, alg
     groups = []
     h, collateral = metrics.hypoperfusion, metrics.collateral
     if h is not None:
-        for number, key, value in ((1, "hypoperfusion", h.hypoperfusion_ml), (2, "core", h.core_ml)):
-            volume = [hd.sr.Measurement(name=c["volume"], value=float(value), unit=c["ml"], algorithm_id=algorithm_id)]
+        numbers = {} if segmentation is None else {str(d.SegmentLabel): int(d.SegmentNumber)
+                                                   for d in segmentation.SegmentSequence}
+        # A withheld lesion is no finding: no volume, no region; the summary says it was withheld.
+        volumes = [("hypoperfusion", h.hypoperfusion_ml)] if h.lesion_reported else []
+        for key, value in [*volumes, ("core", h.core_ml)]:
+            number = numbers.get(SEGMENT_LABELS[0] if key == "hypoperfusion" else SEGMENT_LABELS[1])
+            volume = [hd.sr.Measurement(name=c["volume"], value=float(value or 0.0), unit=c["ml"],
+                                        algorithm_id=algorithm_id)]
             tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=c[key].meaning)
-            if segmentation is not None:  # TID 1411: the volume of a region, the region being the SEG's segment
+            # TID 1411: the volume of the SEG segment (an empty segment, a 0 mL core, has no frames to point at)
+            if segmentation is not None and number is not None and value:
                 groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                     tracking_identifier=tracking, finding_type=c[key], algorithm_id=algorithm_id, measurements=volume,
                     referenced_segment=hd.sr.ReferencedSegment.from_segmentation(segmentation, segment_number=number)))
@@ -86,12 +97,17 @@ def build_report(metrics: Metrics, evidence: Sequence, *, segmentation=None, alg
                 groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
                     tracking_identifier=tracking, finding_type=c[key], algorithm_id=algorithm_id, measurements=volume))
     measurements, evaluations = [], []
-    if h is not None:
+    if h is not None and h.lesion_reported:
         measurements += [
-            hd.sr.Measurement(name=c["mismatch_volume"], value=float(h.mismatch_ml), unit=c["ml"],
+            hd.sr.Measurement(name=c["mismatch_volume"], value=float(h.mismatch_ml or 0.0), unit=c["ml"],
                               algorithm_id=algorithm_id),
-            hd.sr.Measurement(name=c["mismatch_ratio"], value=float(h.mismatch_ratio), unit=c["ratio"],
+            hd.sr.Measurement(name=c["mismatch_ratio"], value=float(h.mismatch_ratio or 0.0), unit=c["ratio"],
                               algorithm_id=algorithm_id)]
+    elif h is not None:  # said, not left out: withheld as implausible, or the network not run
+        status = h.lesion_withheld.status if h.lesion_withheld else "withheld"
+        evaluations.append(hd.sr.QualitativeEvaluation(
+            name=c["hypoperfusion"], value=c["not_assessed" if status == "not_run" else "lesion_withheld"]))
+    if h is not None:
         evaluations += [_decision(c["defuse3"], h.defuse3, c), _decision(c["dawn"], h.dawn, c)]
     if collateral is not None and collateral.cps_estimate is not None:
         measurements.append(hd.sr.Measurement(name=c["cps"], value=float(collateral.cps_estimate), unit=c["ratio"],

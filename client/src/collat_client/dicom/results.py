@@ -114,8 +114,9 @@ def _build(result, reference, dwi_files: tuple[Path, ...], perfusion_files: tupl
     unet = metrics.models.get(HYPOPERFUSION_UNET)
     if result.lesion_mask is not None and result.core_mask is not None:
         try:
+            reported = metrics.hypoperfusion is None or metrics.hypoperfusion.lesion_reported
             segmentation, sources = build_segmentation(
-                result.lesion_mask.data, result.core_mask.data, result.dwi.affine, dwi_files,
+                result.lesion_mask.data if reported else None, result.core_mask.data, result.dwi.affine, dwi_files,
                 algorithm=HYPOPERFUSION_UNET, version=unet.version if unet else "unknown",
                 checksum=unet.sha256 if unet else None, research_only=flagged)
             datasets[SEG_FILE] = segmentation

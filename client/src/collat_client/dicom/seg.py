@@ -60,17 +60,20 @@ def masks_on_frames(masks: list[np.ndarray], affine: np.ndarray, frames) -> np.n
     return np.stack(out).astype(np.uint8)
 
 
-def build_segmentation(lesion: np.ndarray, core: np.ndarray, affine: np.ndarray, files: tuple[Path, ...], *,
+def build_segmentation(lesion: np.ndarray | None, core: np.ndarray, affine: np.ndarray, files: tuple[Path, ...], *,
                        algorithm: str, version: str, checksum: str | None, research_only: bool):
     """(a binary DICOM SEG with the lesion (segment 1) and the core (segment 2) on the source frames, the source
-    instances it references: a report tied to its segments must list them as evidence)."""
+    instances it references: a report tied to its segments must list them as evidence). ``lesion`` None: a
+    withheld lesion, which is no finding and no segment; the core alone is segment 1."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     if not files:
         raise InvalidInput("DICOM output needs a DWI read from DICOM (its instances are what the SEG references)")
     sources, frames = _frames(files)
-    pixels = masks_on_frames([np.asarray(lesion, bool), np.asarray(core, bool)], affine, frames)
+    segments = ([] if lesion is None else [(SEGMENT_LABELS[0], np.asarray(lesion, bool))]) + \
+        [(SEGMENT_LABELS[1], np.asarray(core, bool))]
+    pixels = masks_on_frames([mask for _, mask in segments], affine, frames)
     identification = hd.AlgorithmIdentificationSequence(
         name=algorithm, version=version, family=codes.cid7162.ArtificialIntelligence,
         parameters={"model_sha256": checksum} if checksum else None)
@@ -80,11 +83,12 @@ def build_segmentation(lesion: np.ndarray, core: np.ndarray, affine: np.ndarray,
             segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
             segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=identification)
-        for number, label in enumerate(SEGMENT_LABELS, start=1)]
+        for number, (label, _) in enumerate(segments, start=1)]
     return hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9901,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="collat", manufacturer_model_name=algorithm,
         software_versions=version, device_serial_number="none", omit_empty_frames=False,
         content_qualification="RESEARCH" if research_only else "PRODUCT",
-        series_description="collat: hypoperfusion lesion and ADC core"), sources
+        series_description="collat: hypoperfusion lesion and ADC core" if lesion is not None else
+        "collat: ADC core (hypoperfusion withheld)"), sources

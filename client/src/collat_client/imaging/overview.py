@@ -7,6 +7,7 @@ Pillow, whose built-in font needs no system fonts.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +24,7 @@ MARGIN = 24
 TITLE = 46
 LABEL_WIDTH = 96
 BAR_WIDTH = 70
+CHAR_WIDTH = 6  # Pillow's built-in font, in pixels
 
 
 def to_ras(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -57,7 +59,7 @@ def _slices(depth: int) -> list[int]:
 
 
 def _rows(collateral_maps: MapImage | None, lesion: MapImage | None, core: MapImage | None,
-          dwi: Volume | None) -> list[tuple[str, list[np.ndarray]]]:
+          dwi: Volume | None, show_lesion: bool = True) -> list[tuple[str, list[np.ndarray]]]:
     rows: list[tuple[str, list[np.ndarray]]] = []
     if collateral_maps is not None:
         maps = to_ras(collateral_maps.data, collateral_maps.affine)
@@ -73,11 +75,12 @@ def _rows(collateral_maps: MapImage | None, lesion: MapImage | None, core: MapIm
         tiles = []
         for z in zs:
             base = _grey(_tile(image[:, :, z]), 0.0, hi).astype(np.float32)
-            inside = _tile(lesion_ras[:, :, z]) >= 0.5  # a mask resized for display: half-covered pixels count
-            base[inside] = 0.45 * base[inside] + 0.55 * np.array([255, 200, 0])  # hypoperfusion: amber
+            if show_lesion:  # a mask resized for display: half-covered pixels count
+                inside = _tile(lesion_ras[:, :, z]) >= 0.5
+                base[inside] = 0.45 * base[inside] + 0.55 * np.array([255, 200, 0])  # hypoperfusion: amber
             base[_tile(core_ras[:, :, z]) >= 0.5] = np.array([220, 30, 30])  # core: red
             tiles.append(base.astype(np.uint8))
-        rows.append(("DWI + lesion", tiles))
+        rows.append(("DWI + lesion" if show_lesion else "DWI + core", tiles))
     return rows
 
 
@@ -86,8 +89,11 @@ def _title(m: Metrics) -> str:
     if m.hypoperfusion is not None:
         h = m.hypoperfusion
         decision = "WITHHELD (quality)" if h.defuse3 is None else "yes" if h.defuse3.eligible else "no"
-        parts.append(f"core {h.core_ml:.1f} mL  hypoperfusion {h.hypoperfusion_ml:.1f} mL  "
-                     f"ratio {h.mismatch_ratio:.2f}  DEFUSE3 {decision}")
+        if h.lesion_reported:
+            parts.append(f"{h.volumes_text}  DEFUSE3 {decision}")
+        else:  # the reason goes under the images, where the lesion would have been
+            status = "NOT ASSESSED" if h.lesion_withheld and h.lesion_withheld.status == "not_run" else "WITHHELD"
+            parts.append(f"core {h.core_ml:.1f} mL  hypoperfusion {status}  DEFUSE3 {decision}")
     if m.collateral is not None:
         parts.append(m.collateral.grade_text)
     return " | ".join(parts)
@@ -99,9 +105,14 @@ def render_overview(path: Path | BinaryIO, metrics: Metrics, *, collateral_maps:
     """Write the PNG of a result's maps and masks; returns its (width, height)."""
     from PIL import Image, ImageDraw
 
-    rows = _rows(collateral_maps, lesion, core, dwi)
+    h = metrics.hypoperfusion
+    show_lesion = h is None or h.lesion_reported  # a withheld lesion is never drawn as a finding
+    rows = _rows(collateral_maps, lesion, core, dwi, show_lesion)
     width = LABEL_WIDTH + SLICES * (TILE + 4) + BAR_WIDTH + MARGIN
-    height = TITLE + len(rows) * (TILE + 4) + MARGIN + 14
+    legend = [] if lesion is None else ["amber: hypoperfusion lesion   red: ADC core"] if show_lesion else \
+        ["red: ADC core", *textwrap.wrap(h.lesion_withheld.text if h is not None and h.lesion_withheld else
+                                         "hypoperfusion not reported", (width - LABEL_WIDTH) // CHAR_WIDTH)]
+    height = TITLE + len(rows) * (TILE + 4) + MARGIN + 14 * max(len(legend), 1)
     canvas = Image.new("RGB", (width, height), (16, 16, 16))
     draw = ImageDraw.Draw(canvas)
     draw.text((MARGIN // 2, 6), _title(metrics), fill=(255, 255, 255))
@@ -122,8 +133,8 @@ def render_overview(path: Path | BinaryIO, metrics: Metrics, *, collateral_maps:
         draw.text((x0 + 20, TITLE), "+1", fill=(230, 230, 230))
         draw.text((x0 + 20, TITLE + bar_height // 2 - 6), "0", fill=(230, 230, 230))
         draw.text((x0 + 20, TITLE + bar_height - 12), "-1", fill=(230, 230, 230))
-    if lesion is not None:
-        y = TITLE + len(rows) * (TILE + 4)
-        draw.text((LABEL_WIDTH, y + 2), "amber: hypoperfusion lesion   red: ADC core", fill=(230, 230, 230))
+    y = TITLE + len(rows) * (TILE + 4)
+    for i, line in enumerate(legend):  # a withheld lesion: its reason in red where the legend would be
+        draw.text((LABEL_WIDTH, y + 2 + 14 * i), line, fill=(230, 230, 230) if show_lesion else (255, 110, 110))
     canvas.save(path, format="PNG")
     return width, height

@@ -9,6 +9,7 @@ from .case import (
     turn_in_plane,
     write_case,
 )
+from .kinds import KINDS, draw_kind
 
-__all__ = ["CASE_FILES", "EVALUATION_SEED_LIMIT", "Acquisition", "PhantomCase", "generate_case", "turn_in_plane",
-           "write_case"]
+__all__ = ["CASE_FILES", "EVALUATION_SEED_LIMIT", "KINDS", "Acquisition", "PhantomCase", "draw_kind", "generate_case",
+           "turn_in_plane", "write_case"]

@@ -1,40 +1,54 @@
-"""One synthetic stroke case: perfusion series, DWI/ADC, and everything that is true about it.
+"""One synthetic case: perfusion series, DWI/ADC, and everything that is true about it.
 
-Every random choice comes from ``numpy.random.default_rng(seed)`` in a fixed order, so a
-seed always produces the same bytes. Seeds below 1,000,000 are kept for evaluation; the
-training command only draws from 1,000,000 upwards.
+Every random choice comes from ``numpy.random.default_rng(seed)`` in a fixed order, or from a stream of its own
+(the pose, the diffusion haemodynamics, and in version 4 the kind, its lesions and the anatomy/acquisition
+variation), so a seed always produces the same bytes, and what a later version added moves nothing an earlier
+one drew. Seeds below 1,000,000 are kept for evaluation; the training command only draws from 1,000,000 upwards.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from scipy import ndimage
 
-from collat_contract.clinical import CORE_ADC_THRESHOLD
-
 from ..clinical import dawn_eligibility, defuse3_target_mismatch, mismatch, volume_ml
 from ..errors import InputValidationError
 from ..phases import PHASE_NAMES, collateral_maps
 from .anatomy import Anatomy, anatomy_on_grid, axial_grid, mni_2mm_grid
+from .diffusion import (  # noqa: F401  (ADC, T2_S0, B_VALUE and the oligaemic constants: case.* names since v1-3)
+    ADC,
+    B_VALUE,
+    OLIGAEMIC_ADC_DECLINE,
+    OLIGAEMIC_RAMP_S,
+    T2_S0,
+    OldTissue,
+    core_eligible,
+    diffusion_images,
+    rician,
+)
 from .grading import true_grade
+from .kinds import KINDS, NIHSS_RANGE, LesionPlan, calibrate_cores, old_infarct_weight, plan_lesions
 from .physiology import (
-    TMAX_THRESHOLD_S,
-    Haemodynamics,
     Stroke,
+    Territory,
     arterial_input,
     haemodynamics,
     tissue_concentration,
     venous_outflow,
 )
+from .variation import draw_variation, vary_anatomy
 
 # 2: the collateral grade is measured by SPEC section 4 (grading.py). 3: hypoperfused tissue shows a mild ADC decline
-# (OLIGAEMIC_ADC_DECLINE); the perfusion series and every perfusion truth keep their version-2 bytes.
-PHANTOM_VERSION = "3"
+# (OLIGAEMIC_ADC_DECLINE); the perfusion series and every perfusion truth keep their version-2 bytes. 4: what
+# hospitals scan: kinds of case (lacune, posterior, mimic, chronic, emboli beside the MCA stroke; kinds.py), anatomy
+# that varies (atrophy, ventricles, white-matter lesions) and DWI acquisitions that vary (b-value, b0 contrast, SNR;
+# variation.py); MCA perfusion and its truths keep their bytes, MCA diffusion images change.
+PHANTOM_VERSION = "4"
 EVALUATION_SEED_LIMIT = 1_000_000
 Modality = Literal["dce", "dsc"]
 Space = Literal["mni", "native"]
@@ -45,19 +59,6 @@ K_DCE = 1.5  # 1/mM
 K_DSC = 40.0  # 1/(s mM)
 DSC_TE = 0.030  # s
 S0 = {"gm": 1000.0, "wm": 1150.0, "csf": 500.0, "blood": 1000.0}
-# Diffusion (mm^2/s) and T2-weighted b=0 signal.
-ADC = {"gm": 0.80e-3, "wm": 0.70e-3, "csf": 3.0e-3, "core": 0.45e-3}
-T2_S0 = {"gm": 1000.0, "wm": 800.0, "csf": 2000.0, "core": 1150.0}
-B_VALUE = 1000.0
-# Tissue whose flow is low enough to delay it beyond Tmax 6 s but that is not yet core loses some of its water
-# mobility before the ADC reaches the core threshold (the intermediate ADC of penumbral tissue that diffusion-
-# perfusion studies describe). The phantom gives it a 6 % ADC decline, ramping in over Tmax 5.5-6.5 s, so that the
-# hypoperfusion the U-Net is asked for is visible on diffusion imaging, as the study's premise needs (why version 3
-# added it: docs/training.md). 6 % keeps white matter (0.70e-3 -> 0.66e-3 mm^2/s) clear of the 0.62e-3 core threshold.
-OLIGAEMIC_ADC_DECLINE = 0.06
-OLIGAEMIC_RAMP_S = (TMAX_THRESHOLD_S - 0.5, TMAX_THRESHOLD_S + 0.5)
-
-
 @dataclass(frozen=True)
 class Acquisition:
     """Perfusion acquisition; defaults are the study's DCE-MRA protocol (written axial)."""
@@ -130,10 +131,20 @@ class PhantomCase:
     age: int
     truth: dict = field(default_factory=dict)
     mni_to_native: np.ndarray | None = None  # the true pose of a native-space case (RAS mm), None in MNI space
+    kind: str = "mca"  # one of kinds.KINDS
+    wm_lesions: np.ndarray | None = None  # diffusion grid, bool: white-matter lesions (not stroke)
+    old_infarct: np.ndarray | None = None  # diffusion grid, bool: a chronic infarct's tissue (kind "chronic")
+
+    @property
+    def clinical_side(self) -> str:
+        """The side a clinician gives with the request: the lesion's, "bilateral" for emboli, and a lateralised
+        guess for a mimic or an old infarct (symptoms have a side even without an acute lesion)."""
+        return str(self.truth["clinical_side"])
 
 
-def _vessel_fractions(anat: Anatomy, stroke: Stroke) -> tuple[np.ndarray, np.ndarray]:
-    """Partial-volume fractions of arteries (both M1 segments, the occluded one only proximally) and of the SSS."""
+def _vessel_fractions(anat: Anatomy, occluded: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Partial-volume fractions of arteries (both M1 segments, the occluded one, ``occluded`` -1 left / +1 right,
+    only proximally; both whole for None) and of the SSS."""
     w = anat.world
 
     def segment(a, b, radius):
@@ -143,9 +154,12 @@ def _vessel_fractions(anat: Anatomy, stroke: Stroke) -> tuple[np.ndarray, np.nda
         dist = np.linalg.norm(w - (a + s[..., None] * d), axis=-1)
         return np.exp(-((dist / radius) ** 2))
 
-    healthy = -stroke.sign
-    arteries = 0.5 * segment((healthy * 10, 2, -14), (healthy * 46, 6, -4), 2.5)
-    arteries += 0.5 * segment((stroke.sign * 10, 2, -14), (stroke.sign * 16, 3, -12), 2.5)
+    if occluded is None:
+        arteries = 0.5 * segment((-10, 2, -14), (-46, 6, -4), 2.5) + 0.5 * segment((10, 2, -14), (46, 6, -4), 2.5)
+    else:
+        healthy = -occluded
+        arteries = 0.5 * segment((healthy * 10, 2, -14), (healthy * 46, 6, -4), 2.5)
+        arteries += 0.5 * segment((occluded * 10, 2, -14), (occluded * 16, 3, -12), 2.5)
     outside = ~anat.envelope
     dist_out = ndimage.distance_transform_edt(outside, sampling=np.abs(np.diag(anat.affine))[:3])
     sss = (np.abs(w[..., 0]) < 4.0) & (dist_out > 0) & (dist_out <= 5.0) & (w[..., 2] > 0) & (w[..., 1] > -100)
@@ -156,15 +170,6 @@ def _signal(conc: np.ndarray, s0: np.ndarray, modality: str) -> np.ndarray:
     if modality == "dce":
         return s0 * (1.0 + K_DCE * conc)
     return s0 * np.exp(-K_DSC * conc * DSC_TE)
-
-
-def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    n1 = rng.standard_normal(signal.shape, dtype=np.float32)
-    n2 = rng.standard_normal(signal.shape, dtype=np.float32)
-    n1 *= sigma
-    n2 *= sigma
-    n1 += signal
-    return np.sqrt(n1 * n1 + n2 * n2)
 
 
 def _move(series: np.ndarray, rng: np.random.Generator, voxel_mm: np.ndarray) -> np.ndarray:
@@ -200,20 +205,59 @@ def turn_in_plane(series: np.ndarray, affine: np.ndarray, degrees: float) -> tup
     return (out[..., 0] if series.ndim == 3 else out), pose
 
 
-def sample_clinical(lesion_ml: float, rng: np.random.Generator) -> tuple[int, int]:
-    """NIHSS grows with the hypoperfused volume (about 1 point per 9 mL); age 40-92."""
-    nihss = int(np.clip(round(2.0 + lesion_ml / 9.0 + rng.normal(0.0, 1.5)), 0, 42))
+def sample_clinical(lesion_ml: float, rng: np.random.Generator, kind: str = "mca",
+                    core_ml: float = 0.0) -> tuple[int, int]:
+    """NIHSS and age (40-92). MCA, as versions 1-3 drew it: NIHSS grows with the hypoperfused volume (about 1 point
+    per 9 mL). A lacune's grows with its core (about 1 point per 0.2 mL), a posterior or embolic stroke's with its
+    hypoperfusion (1 point per 6 mL), each within its kind's range (kinds.NIHSS_RANGE); a mimic's and an old
+    infarct's are uniform over theirs: the deficit is real, its cause is not on the images."""
+    lo, hi = NIHSS_RANGE[kind]
+    if kind == "mca":
+        nihss = int(np.clip(round(2.0 + lesion_ml / 9.0 + rng.normal(0.0, 1.5)), lo, hi))
+    elif kind == "lacune":
+        nihss = int(np.clip(round(1.0 + 5.0 * core_ml + rng.normal(0.0, 1.5)), lo, hi))
+    elif kind in ("posterior", "emboli"):
+        nihss = int(np.clip(round(2.0 + lesion_ml / 6.0 + rng.normal(0.0, 2.0)), lo, hi))
+    else:
+        nihss = int(rng.integers(lo, hi + 1))
     age = int(rng.integers(40, 93))
     return nihss, age
 
 
+def _mca_plan(stroke: Stroke) -> LesionPlan:
+    """Versions 1-3's stroke: one MCA territory whose core radius is the stroke's own (not sized on the grid)."""
+    return LesionPlan("mca", stroke.side, str(stroke.side), (stroke.mca_territory(),), (None,), (1.0,), stroke.grade,
+                      None, "mca")
+
+
+def _lesion_side(plan: LesionPlan, core: np.ndarray, world: np.ndarray) -> str | None:
+    """The plan's side; for a territory free to cross the midline (brainstem, lacune), the side holding most of
+    its core (the plan's when there is none)."""
+    if plan.side in (None, "bilateral") or all(t.hemisphere is not None for t in plan.territories):
+        return plan.side
+    x = world[..., 0][core]
+    left, right = int((x < 0).sum()), int((x > 0).sum())
+    return plan.side if left == right else "left" if left > right else "right"
+
+
+def _territory_truth(territories: tuple[Territory, ...]) -> list[dict]:
+    return [{"site": t.site, "centre_mni": [round(float(v), 2) for v in t.centre],
+             "radii_mm": [round(float(v) * t.scale, 2) for v in t.radii], "max_delay_s": round(t.max_delay_s, 3),
+             "core_radius": round(t.core_radius, 4)} for t in territories]
+
+
 def generate_case(seed: int, *, modality: Modality = "dce", strength: int | None = None, side: str | None = None,
                   snr: float = 30.0, motion: bool = False, acquisition: Acquisition | None = None,
-                  space: Space = "mni") -> PhantomCase:
-    """One case. ``strength`` (0..5, default drawn) sets the haemodynamics' collateral strength; the case's
-    collateral grade (truth ``collateral_grade``) is measured from them by SPEC section 4 (:mod:`.grading`).
-    ``space="native"`` writes the DWI/ADC (and their truth) on a scanner grid in a random head pose
-    (see :func:`native_pose`) with a bias field; everything else, the random stream included, is unchanged."""
+                  space: Space = "mni", kind: str | None = None) -> PhantomCase:
+    """One case. ``kind`` (:data:`.kinds.KINDS`; None: "mca", versions 1-3's stroke; ``draw_kind(seed)`` for the
+    mix hospitals scan) says what the scan holds. ``strength`` (0..5, default drawn) sets the haemodynamics'
+    collateral strength of an MCA, posterior or embolic territory; an MCA case's collateral grade (truth
+    ``collateral_grade``) is measured from them by SPEC section 4 (:mod:`.grading`), other kinds are not graded
+    (None). ``side`` forces the lesion's side (mca, lacune, posterior) or the clinician's (mimic, chronic);
+    emboli lie in both hemispheres. ``space="native"`` writes the DWI/ADC (and their truth) on a scanner grid in a
+    random head pose (see :func:`native_pose`) with a bias field; for an MCA case everything else, the random
+    stream included, is unchanged (other kinds size their cores on the diffusion grid, :func:`.kinds.calibrate_cores`,
+    so their territories can differ a little between spaces)."""
     if modality not in ("dce", "dsc"):
         raise InputValidationError(f"unknown modality {modality!r} (dce or dsc)")
     if strength is not None and not 0 <= strength <= 5:
@@ -224,6 +268,9 @@ def generate_case(seed: int, *, modality: Modality = "dce", strength: int | None
         raise InputValidationError(f"SNR must be positive, got {snr}")
     if space not in ("mni", "native"):
         raise InputValidationError(f"space must be mni or native, got {space!r}")
+    kind = "mca" if kind is None else kind
+    if kind not in KINDS:
+        raise InputValidationError(f"unknown kind {kind!r} ({', '.join(KINDS)})")
     acq = acquisition or Acquisition()
     rng = np.random.default_rng(seed)
     drawn_grade = int(rng.integers(0, 6))
@@ -231,31 +278,8 @@ def generate_case(seed: int, *, modality: Modality = "dce", strength: int | None
     stroke = Stroke(side or drawn_side, drawn_grade if strength is None else strength,
                     float(rng.uniform(0.6, 1.1)), float(rng.uniform(0.8, 1.2)))
 
-    # Perfusion grid
-    p_affine, p_shape = axial_grid(acq.matrix, acq.fov_mm, acq.slices, acq.slice_spacing_mm)
-    anat = anatomy_on_grid(p_affine, p_shape)
-    haemo = haemodynamics(anat, stroke, rng)
-    times = np.arange(acq.frames) * acq.frame_seconds
-    tissue = anat.tissue
-    where = tissue > 0.02
-    conc = np.zeros(p_shape + (acq.frames,), dtype=np.float32)
-    conc[where] = tissue[where][:, None] * tissue_concentration(times, haemo, where)
-    arteries, sss = _vessel_fractions(anat, stroke)
-    aif = arterial_input(times)
-    venous = venous_outflow(times, aif)
-    conc += arteries[..., None] * aif[None, None, None, :].astype(np.float32)
-    conc += sss[..., None] * venous[None, None, None, :].astype(np.float32)
-    s0 = anat.gm * S0["gm"] + anat.wm * S0["wm"] + anat.csf * S0["csf"]
-    s0 = s0 + (arteries + sss) * S0["blood"]
-    clean = _signal(conc, s0[..., None], modality).astype(np.float32)
-    reference = collateral_maps(clean, modality)
-    true_cps, grade_fractions = true_grade(conc, reference.windows, tissue > 0.3, p_affine, stroke.side)
-    noisy = _move(clean, rng, np.abs(np.diag(p_affine))[:3]) if motion else clean
-    sigma = float(s0[anat.envelope].mean()) / snr
-    # Stored as int16, as scanners store magnitude images (and 3x faster to compress).
-    perfusion = np.round(_rician(noisy, sigma, rng)).clip(0, np.iinfo(np.int16).max).astype(np.int16)
-
-    # Diffusion grid: MNI 2 mm, or a scanner grid whose voxels sit where the pose puts them in MNI space.
+    # Diffusion grid first (its own streams): version 4 sizes the lesions' cores on it. MNI 2 mm, or a scanner grid
+    # whose voxels sit where the pose puts them in MNI space.
     pose_rng = np.random.default_rng(seed + 104_729)  # its own stream: MNI-space cases keep their bytes
     if space == "native":
         mni_to_native = native_pose(pose_rng)
@@ -265,40 +289,72 @@ def generate_case(seed: int, *, modality: Modality = "dce", strength: int | None
         mni_to_native = None
         d_affine, d_shape = mni_2mm_grid()
         grid_in_mni = d_affine
-    danat = anatomy_on_grid(grid_in_mni, d_shape)
-    dhaemo: Haemodynamics = haemodynamics(danat, stroke, np.random.default_rng(seed + 7_919))
-    brain = danat.tissue > 0.3
-    low, high = OLIGAEMIC_RAMP_S
-    decline = OLIGAEMIC_ADC_DECLINE * np.clip((dhaemo.delay - low) / (high - low), 0.0, 1.0)
-    adc = (danat.gm * ADC["gm"] + danat.wm * ADC["wm"]) * (1.0 - decline) + danat.csf * ADC["csf"]
-    b0 = danat.gm * T2_S0["gm"] + danat.wm * T2_S0["wm"] + danat.csf * T2_S0["csf"]
-    adc = np.where(dhaemo.core, danat.tissue * ADC["core"] + danat.csf * ADC["csf"], adc)
-    b0 = np.where(dhaemo.core, danat.tissue * T2_S0["core"] + danat.csf * T2_S0["csf"], b0)
-    # The true core is what SPEC section 4 measures, on the noiseless ADC: partial volume with
-    # CSF lifts border voxels above the threshold, exactly as on a scanner.
-    core = danat.envelope & (adc < CORE_ADC_THRESHOLD)
-    lesion = ((dhaemo.delay > TMAX_THRESHOLD_S) & brain) | core
-    adc = (adc * (1.0 + rng.normal(0.0, 0.03, size=d_shape))).astype(np.float32)
-    adc = np.where(danat.envelope, np.clip(adc, 0.0, None), 0.0).astype(np.float32)
-    dwi = np.where(danat.envelope, b0 * np.exp(-B_VALUE * adc), 0.0)
-    if space == "native":  # the coil's field scales both b-values alike: the ADC does not see it
-        dwi = dwi * bias_field(d_shape, pose_rng)
-    dwi = _rician(dwi.astype(np.float32), float(dwi[brain].mean()) / 25.0, rng).astype(np.float32)
-
+    variation = draw_variation(seed, T2_S0)
+    danat, wml = vary_anatomy(anatomy_on_grid(grid_in_mni, d_shape), variation)
     voxel_ml = float(abs(np.linalg.det(d_affine[:3, :3]))) / 1000.0
+    plan = _mca_plan(stroke) if kind == "mca" else plan_lesions(kind, seed, side or drawn_side, strength)
+    territories = calibrate_cores(plan, danat.world, core_eligible(danat), voxel_ml)
+
+    # Perfusion grid (the template as it is: anatomy variation is the diffusion grid's)
+    p_affine, p_shape = axial_grid(acq.matrix, acq.fov_mm, acq.slices, acq.slice_spacing_mm)
+    anat = anatomy_on_grid(p_affine, p_shape)
+    haemo = haemodynamics(anat, territories, rng)
+    times = np.arange(acq.frames) * acq.frame_seconds
+    tissue = anat.tissue
+    where = tissue > 0.02
+    conc = np.zeros(p_shape + (acq.frames,), dtype=np.float32)
+    conc[where] = tissue[where][:, None] * tissue_concentration(times, haemo, where)
+    arteries, sss = _vessel_fractions(anat, stroke.sign if kind == "mca" else None)
+    aif = arterial_input(times)
+    venous = venous_outflow(times, aif)
+    conc += arteries[..., None] * aif[None, None, None, :].astype(np.float32)
+    conc += sss[..., None] * venous[None, None, None, :].astype(np.float32)
+    s0 = anat.gm * S0["gm"] + anat.wm * S0["wm"] + anat.csf * S0["csf"]
+    s0 = s0 + (arteries + sss) * S0["blood"]
+    clean = _signal(conc, s0[..., None], modality).astype(np.float32)
+    reference = collateral_maps(clean, modality)
+    true_cps: int | None = None
+    grade_fractions: dict[str, float] = {}
+    if kind == "mca":  # SPEC section 4 grades an MCA territory against its mirror: only MCA cases have a grade
+        true_cps, grade_fractions = true_grade(conc, reference.windows, tissue > 0.3, p_affine, str(stroke.side))
+    noisy = _move(clean, rng, np.abs(np.diag(p_affine))[:3]) if motion else clean
+    sigma = float(s0[anat.envelope].mean()) / snr
+    # Stored as int16, as scanners store magnitude images (and 3x faster to compress).
+    perfusion = np.round(rician(noisy, sigma, rng)).clip(0, np.iinfo(np.int16).max).astype(np.int16)
+
+    # Diffusion images
+    dhaemo = haemodynamics(danat, territories, np.random.default_rng(seed + 7_919))
+    brain = danat.tissue > 0.3
+    old, old_mask = None, None
+    if plan.old_infarct is not None:
+        weight = old_infarct_weight(plan.old_infarct, danat.world, brain, voxel_ml)
+        old = OldTissue(weight, plan.old_infarct.adc, plan.old_infarct.t2_factor * variation.t2_b0["csf"])
+        old_mask = (weight >= 0.5) & brain
+    bias = bias_field(d_shape, pose_rng) if space == "native" else None
+    images = diffusion_images(danat, dhaemo, variation, wml, old, rng, bias)
+    core, lesion = images.core, images.lesion
+
+    lesion_side = _lesion_side(plan, core, danat.world)
+    clinical_side = plan.clinical_side if plan.side is None else str(lesion_side)
+    if kind != "mca":
+        stroke = replace(stroke, side=lesion_side, grade=stroke.grade if plan.strength is None else plan.strength)
     core_ml = volume_ml(core, d_affine)
     lesion_ml = volume_ml(lesion, d_affine)
-    nihss, age = sample_clinical(lesion_ml, rng)
+    nihss, age = sample_clinical(lesion_ml, rng, kind, core_ml)
     mm = mismatch(lesion_ml, core_ml)
     truth = {
         "phantom_version": PHANTOM_VERSION,
         "seed": seed,
         "modality": modality,
-        "collateral_grade": true_cps,  # SPEC section 4 on the noiseless contrast (grading.py)
-        "collateral_strength": stroke.grade,  # the drawn parameter of the haemodynamics
+        "kind": kind,
+        "collateral_grade": true_cps,  # SPEC section 4 on the noiseless contrast (grading.py); None unless MCA
+        "collateral_strength": plan.strength,  # the drawn parameter of the haemodynamics; None where none used it
         "hypoperfused_fraction": {k: round(v, 4) for k, v in grade_fractions.items()},
-        "side": stroke.side,
-        "territory_size": round(stroke.size, 4),
+        "side": lesion_side,
+        "clinical_side": clinical_side,
+        "territory_size": round(stroke.size, 4) if kind == "mca" else None,
+        "site": plan.site,
+        "territories": _territory_truth(territories),
         "snr": snr,
         "motion": motion,
         "nihss": nihss,
@@ -306,11 +362,16 @@ def generate_case(seed: int, *, modality: Modality = "dce", strength: int | None
         "frame_seconds": acq.frame_seconds,
         "core_ml": round(core_ml, 3),
         "hypoperfusion_ml": round(lesion_ml, 3),
-        "tmax6_ml": round(float(((dhaemo.delay > TMAX_THRESHOLD_S) & brain).sum()) * voxel_ml, 3),
+        "tmax6_ml": round(float(images.tmax6.sum()) * voxel_ml, 3),
         "mismatch_ml": round(mm.volume_ml, 3),
         "mismatch_ratio": round(mm.ratio, 3),
         "defuse3_target_mismatch": defuse3_target_mismatch(core_ml, mm).eligible,
         "dawn": dawn_eligibility(age, nihss, core_ml).as_dict(),
+        "old_infarct_ml": round(float(old_mask.sum()) * voxel_ml, 3) if old_mask is not None else 0.0,
+        "anatomy": variation.summary(float(wml.sum()) * voxel_ml),
+        "dwi_b_value": variation.b_value,
+        "dwi_snr": round(variation.snr, 2),
+        "dwi_t2_b0": {k: round(v, 1) for k, v in variation.t2_b0.items()},
         "reference_windows": reference.windows.as_dict(),
         "phases": list(PHASE_NAMES),
         "synthetic": "digital phantom: not patient data",
@@ -318,8 +379,9 @@ def generate_case(seed: int, *, modality: Modality = "dce", strength: int | None
     }
     if mni_to_native is not None:
         truth["mni_to_native"] = [[round(float(v), 9) for v in row] for row in mni_to_native]
-    return PhantomCase(seed, modality, stroke, perfusion, p_affine, acq.frame_seconds, dwi, adc, d_affine,
-                       dhaemo.delay, core, lesion, reference.maps, reference.mask, nihss, age, truth, mni_to_native)
+    return PhantomCase(seed, modality, stroke, perfusion, p_affine, acq.frame_seconds, images.dwi, images.adc,
+                       d_affine, dhaemo.delay, core, lesion, reference.maps, reference.mask, nihss, age, truth,
+                       mni_to_native, kind, wml, old_mask)
 
 
 CASE_FILES = {
@@ -334,7 +396,7 @@ CASE_FILES = {
 }
 
 
-DWI_B_VALUE = 1000.0  # s/mm^2: the phantom's DWI is a b=1000 trace, as the study's were
+DWI_B_VALUE = 1000.0  # s/mm^2: the nominal b-value (the study's); version 4 draws each case's (truth dwi_b_value)
 DWI_BVAL_FILE = "dwi.bval"
 
 
@@ -378,7 +440,7 @@ def write_case(case: PhantomCase, out_dir: str | Path) -> dict[str, Path]:
         written[key] = final
     # The DWI's b-value beside it, as BIDS and dcm2niix write it: the SDK reads it for the server's b-value gate.
     tmp_bval = out / ".dwi.bval.partial"
-    tmp_bval.write_text(f"{DWI_B_VALUE:g}\n")
+    tmp_bval.write_text(f"{float(case.truth.get('dwi_b_value', DWI_B_VALUE)):g}\n")
     pending.append((tmp_bval, out / DWI_BVAL_FILE))
     truth = {**case.truth, "files": {k: p.name for k, p in written.items()}}
     tmp_truth = out / ".truth.json.partial"

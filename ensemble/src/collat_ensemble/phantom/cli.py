@@ -1,4 +1,4 @@
-"""``collat-phantom``: write one synthetic stroke case (NIfTI + truth.json)."""
+"""``collat-phantom``: write one synthetic case (NIfTI + truth.json)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputValidationError
+from .kinds import KINDS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,13 +19,16 @@ from ..errors import InputValidationError
 @click.option("--strength", type=click.IntRange(0, 5), default=None,
               help="Collateral strength of the haemodynamics, 0 very poor to 5 excellent (default: drawn); the case's "
                    "grade (truth.json collateral_grade) is measured from them by SPEC section 4.")
-@click.option("--side", type=click.Choice(["left", "right"]), default=None, help="Stroke side (default: drawn).")
+@click.option("--kind", type=click.Choice([*KINDS, "mixed"]), default="mca", show_default=True,
+              help="What the scan holds (docs/phantom.md, version 4); mixed: the seed's kind in the hospital mix.")
+@click.option("--side", type=click.Choice(["left", "right"]), default=None,
+              help="Lesion side, or the clinician's side for mimic and chronic (default: drawn; emboli: both).")
 @click.option("--snr", type=float, default=30.0, show_default=True, help="Baseline signal / noise SD.")
 @click.option("--motion", is_flag=True, help="Add per-frame rigid motion to the perfusion series.")
 @click.option("--space", type=click.Choice(["mni", "native"]), default="mni", show_default=True,
               help="native: DWI/ADC on a 0.9x0.9x5 mm scanner grid in a random head pose (truth.json holds it).")
-def main(out: Path, seed: int, modality: str, strength: int | None, side: str | None, snr: float, motion: bool,
-         space: str) -> None:
+def main(out: Path, seed: int, modality: str, strength: int | None, kind: str, side: str | None, snr: float,
+         motion: bool, space: str) -> None:
     """Generate a phantom case: perfusion.nii.gz, dwi.nii.gz, adc.nii.gz, truth_*.nii.gz, truth.json.
 
     Synthetic data for pipeline validation, not patient data.
@@ -33,19 +37,22 @@ def main(out: Path, seed: int, modality: str, strength: int | None, side: str | 
     Example:
       collat-phantom --out cases/0007 --seed 7 --modality dce --strength 2 --side left
       collat-phantom --out cases/0008 --seed 8 --space native
+      collat-phantom --out cases/0009 --seed 9 --kind lacune
     """
     from .case import generate_case, write_case
+    from .kinds import draw_kind
 
     start = time.perf_counter()
     try:
         case = generate_case(seed, modality=modality, strength=strength, side=side, snr=snr, motion=motion,
-                             space=space)
+                             space=space, kind=draw_kind(seed) if kind == "mixed" else kind)
         files = write_case(case, out)
     except (InputValidationError, OSError) as exc:
         click.echo(f"error: {out}: {exc}", err=True)
         sys.exit(2)
     t = case.truth
-    click.echo(f"case {seed}: {modality} grade {t['collateral_grade']} {t['side']}, core {t['core_ml']:.1f} mL, "
+    grade = "-" if t["collateral_grade"] is None else t["collateral_grade"]
+    click.echo(f"case {seed}: {t['kind']} {modality} grade {grade} {t['side'] or '-'}, core {t['core_ml']:.1f} mL, "
                f"hypoperfusion {t['hypoperfusion_ml']:.1f} mL, NIHSS {t['nihss']}, age {t['age']}, "
                f"DEFUSE 3 {'yes' if t['defuse3_target_mismatch'] else 'no'} "
                f"({time.perf_counter() - start:.1f} s) -> {files['truth'].parent}")

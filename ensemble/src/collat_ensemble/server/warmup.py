@@ -64,12 +64,14 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def implausible(metrics: dict[str, Any]) -> str | None:
-    """What is wrong with a warm-up answer, or None: each branch present with finite, positive volumes."""
+    """What is wrong with a warm-up answer, or None: each branch present with finite, positive volumes (a withheld
+    lesion says why instead of a volume)."""
     collateral, hypoperfusion = metrics.get("collateral"), metrics.get("hypoperfusion")
     if collateral is not None and not collateral.get("brain_volume_ml", 0) > 0:
         return f"collateral brain volume {collateral.get('brain_volume_ml')!r} mL"
     if hypoperfusion is not None:
-        for key in ("core_ml", "hypoperfusion_ml", "brain_volume_ml"):
+        withheld = hypoperfusion.get("lesion_withheld") is not None  # a withheld lesion has no volume, by design
+        for key in ("core_ml", "brain_volume_ml") if withheld else ("core_ml", "hypoperfusion_ml", "brain_volume_ml"):
             value = hypoperfusion.get(key)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 return f"hypoperfusion {key} {value!r}"

@@ -16,12 +16,13 @@ import numpy as np
 
 from collat_contract.clinical import ClinicalInputError, check_clinical
 from collat_contract.limits import MAX_VOLUME_VOXELS
+from collat_contract.metrics import LesionWithheld
 
 from .. import quality
 from ..errors import InputValidationError
 from ..geometry import reorient_from_ras
-from ..hypoperfusion import VolumeCalibration, assess_on_scan
-from ..preprocess import SLAB_STRIDE, NativeGrid, average_slabs, prepare_diffusion, slab_starts
+from ..hypoperfusion import VolumeCalibration, assess_on_scan, plausibility_checks
+from ..preprocess import MNI_2MM_SHAPE, SLAB_STRIDE, NativeGrid, average_slabs, prepare_diffusion, slab_starts
 from ..template import Template
 from .context import StepTimer, orientation_code, orientation_from_dict, orientation_to_dict, read_affine
 from .metrics import HypoperfusionPart
@@ -72,21 +73,25 @@ def preprocess(dwi: np.ndarray, adc: np.ndarray, dwi_affine: np.ndarray, adc_aff
     checks = quality.registration_checks(registration.similarity, registration.template_coverage,
                                          registration.scale, brain_ml)
     checks.append(quality.b_value_check(inputs.dwi_b_value))
+    # Nothing to read the hypoperfusion on (no side, no core): the ensemble's graph still passes the U-Net one empty
+    # slab, whose output the postprocessing discards.
+    run = prepared.side != "unknown"
+    slabs = prepared.slabs if run else np.zeros((1,) + prepared.slabs.shape[1:], dtype=np.float32)
+    nihss = prepared.nihss if run else np.zeros((1, 1), dtype=np.float32)
     context = {
         "diffusion": {"input_shape": list(grid.input_shape), "orientation": orientation_to_dict(grid.orientation),
                       "ras_affine": grid.ras_affine.tolist(), "native_to_mni": grid.native_to_mni.tolist(),
                       "orientation_code": orientation_code(grid.orientation), "adc_units": prepared.adc_units,
                       "side": prepared.side, "side_inferred": prepared.side_inferred, "brain_ml": brain_ml,
                       "registration": registration.as_dict(), "core_artefacts_removed_ml": prepared.core_removed_ml,
-                      "slab_stride": prepared.stride},
+                      "slab_stride": prepared.stride, "network_run": run},
         "quality_checks": [c.as_dict() for c in checks],
         "clinical": asdict(inputs),
         "timings_ms": {"preprocess_diffusion": timer.elapsed_ms(),
                        "registration": round(registration.seconds * 1e3, 2)},
         "preprocess_diffusion_end": StepTimer.now(),
     }
-    return (prepared.slabs, prepared.nihss, prepared.core.astype(np.uint8), prepared.brain.astype(np.uint8),
-            context)
+    return slabs, nihss, prepared.core.astype(np.uint8), prepared.brain.astype(np.uint8), context
 
 
 def _grid(context: dict[str, Any]) -> NativeGrid:
@@ -104,8 +109,10 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, 
     timer = StepTimer()
     waited = round((timer.start - float(context["preprocess_diffusion_end"])) * 1000.0, 2)
     probabilities = np.asarray(probabilities, dtype=np.float32)
-    starts = slab_starts(stride=int(context["diffusion"].get("slab_stride", SLAB_STRIDE)))
-    expected = (len(starts), 1, 16, 128, 128)
+    d = context["diffusion"]
+    run = bool(d.get("network_run", True))
+    starts = slab_starts(stride=int(d.get("slab_stride", SLAB_STRIDE)))
+    expected = (len(starts) if run else 1, 1, 16, 128, 128)
     if probabilities.shape != expected:
         raise InputValidationError(f"slab probabilities {probabilities.shape} are not {expected}")
     grid = _grid(context)
@@ -113,12 +120,12 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, 
     if core.shape != grid.ras_shape or brain.shape != grid.ras_shape:
         raise InputValidationError(f"core {core.shape} / brain {brain.shape} are not on the scan's grid "
                                    f"{grid.ras_shape}")
-    clinical, d = context["clinical"], context["diffusion"]
-    prob, assessment = assess_on_scan(average_slabs(probabilities, starts), core, brain, grid, nihss=clinical["nihss"],
-                                      age=clinical["age"], calibration=calibration)
-    found = quality.lesion_checks(assessment.hypoperfusion_ml, assessment.core_ml, float(d["brain_ml"]))
-    checks = context["quality_checks"] + [c.as_dict() for c in
-                                          found + [quality.core_domain_check(assessment.core_ml, domain)]]
+    clinical = context["clinical"]
+    on_mni = average_slabs(probabilities, starts) if run else np.zeros(MNI_2MM_SHAPE, dtype=np.float32)
+    prob, assessment = assess_on_scan(on_mni, core, brain, grid, nihss=clinical["nihss"], age=clinical["age"],
+                                      calibration=calibration)
+    checks = context["quality_checks"] + [c.as_dict() for c in plausibility_checks(
+        assessment, core, grid, side=d["side"], brain_ml=float(d["brain_ml"]), domain=domain, run=run)]
     gates = quality.summary(checks)
     part = HypoperfusionPart(
         **assessment.as_metrics(),
@@ -136,6 +143,13 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, 
     for decision in quality.BOTH_DECISIONS:  # never a decision from an input that failed a gate bearing on it
         if quality.withheld(checks, decision):
             part[decision] = None
+    if quality.withheld(checks, "hypoperfusion"):  # the lesion stays in the outputs, for inspection only
+        part.update(hypoperfusion_ml=None, mismatch_ml=None, mismatch_ratio=None, mismatch_ratio_capped=False,
+                    lesion_withheld=LesionWithheld(
+                        status="withheld" if run else "not_run",
+                        reasons=[c["reason"] for c in checks
+                                 if c["verdict"] == "fail" and "hypoperfusion" in c["withholds"]],
+                        drawn_ml=round(assessment.hypoperfusion_ml, 2) if run else None))
     # The probability is raised to at least 1 inside the core so the returned map agrees with the lesion volume.
     outputs = [reorient_from_ras(np.ascontiguousarray(x), grid.orientation) for x in
                (np.maximum(prob, core).astype(np.float32), assessment.lesion.astype(np.uint8), core.astype(np.uint8))]

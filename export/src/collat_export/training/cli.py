@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from collat_ensemble.phantom import KINDS
+
 from ..presets import PRESET_NAMES
 
 
@@ -40,14 +42,16 @@ def main() -> None:
 
 def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, batch: int, lr: float, workers: int,
            eval_seeds: str, init: Path | None, space: str = "mni", modality: str = "dce", motion: str = "none",
-           pose: str = "template", sample_cache: Path | None = None, **extra) -> None:
+           pose: str = "template", sample_cache: Path | None = None, kinds: str = "mca", **extra) -> None:
     from collat_ensemble.contrast import DSC_CONVERSION
     from collat_ensemble.phantom.case import PHANTOM_VERSION
+    from collat_ensemble.quality import TrainingDomain
 
     from ..checkpoint import save_checkpoint
     from ..presets import get_preset
     from .cards import write_model_card
     from .data import build_samples, parse_seed_range, training_seeds
+    from .domain import domain_document
     from .evaluate import evaluate_hypo, evaluate_mrod
     from .loop import TrainConfig, train_hypo, train_mrod
 
@@ -59,7 +63,7 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     _echo(f"generating {cases} phantom cases (seeds {seeds[0]}-{seeds[-1]}) with {workers} workers")
     samples = []
     for i, s in enumerate(build_samples(model, preset, seeds, workers, space, modality, motion, pose,
-                                        cache=sample_cache)):
+                                        cache=sample_cache, kinds=kinds)):
         samples.append(s)
         if (i + 1) % 10 == 0 or i + 1 == cases:
             _echo(f"  {i + 1}/{cases} cases")
@@ -87,6 +91,7 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
                 **({"modalities": ["dce", "dsc"] if modality == "mixed" else [modality], "motion": motion,
                     "pose": pose} if model == "mrod" else {}),
                 **({"dsc_conversion": DSC_CONVERSION} if model == "mrod" and modality != "dce" else {}),
+                **({"space": space, "kinds": kinds} if model == "hypo" else {}),
                 "cases": cases, "seeds": [seeds[0], seeds[-1]], "phantom_version": PHANTOM_VERSION,
                 "validation_cases": n_val, "config": cfg.as_dict(), "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss,
@@ -94,13 +99,17 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "checkpoint.pt", result.network, preset, training)
     _echo(f"evaluating on held-out seeds {held[0]}-{held[-1]}")
+    # The U-Net's training domain, from the cases it was just trained on (the server's plausibility gate reads it).
+    domain = domain_document(seeds, [(x.core_ml, x.lesion_ml) for x in samples], kinds) if model == "hypo" else None
     report = evaluate_mrod(result.network, preset, held, _echo, modality) if model == "mrod" else \
-        evaluate_hypo(result.network, held, _echo, space="native" if space != "mni" else "mni")
+        evaluate_hypo(result.network, held, _echo, space="native" if space != "mni" else "mni", kinds=kinds,
+                      domain=None if domain is None else TrainingDomain.from_dict(domain))
     command = "collat-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     evaluated = report.as_dict()
     write_model_card(out, model=model, preset=preset_name, command=command, training=training,
                      evaluation={} if report.space == "native" else evaluated,
-                     evaluation_native=evaluated if report.space == "native" else None)
+                     evaluation_native=evaluated if report.space == "native" else None,
+                     extra=None if domain is None else {"training_domain": domain})
     click.echo(json.dumps({"checkpoint": str(out / "checkpoint.pt"), **report.summary}, indent=2))
 
 
@@ -156,15 +165,19 @@ def mrod(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
 @click.option("--crop", type=int, default=64, show_default=True, help="In-plane training crop (0 = whole slab).")
 @click.option("--space", type=click.Choice(["mni", "native", "mixed"]), default="mni", show_default=True,
               help="Phantom DWIs in MNI space, in a native pose (registered as served), or every other one native.")
+@click.option("--kinds", type=click.Choice(["mixed", *KINDS]), default="mixed", show_default=True,
+              help="Phantom version 4's mix of what hospitals scan (MCA, lacunar, posterior strokes, emboli, chronic "
+                   "infarcts, mimics), or one kind.")
 def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, sample_cache, batch, lr,
-         slabs_per_case, crop, space) -> None:
+         slabs_per_case, crop, space, kinds) -> None:
     """Train the hypoperfusion U-Net (BCE + Dice + volume error)."""
     _train("hypo", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, space=space,
-           sample_cache=sample_cache, threads=threads, seed=seed, slabs_per_case=slabs_per_case, crop=crop)
+           sample_cache=sample_cache, kinds=kinds, threads=threads, seed=seed, slabs_per_case=slabs_per_case,
+           crop=crop)
 
 
 # Kept beside the main evaluation when a card is rewritten.
-_CARD_EXTRAS = ("evaluation_dsc", "evaluation_cps", "lesion_calibration", "training_domain")
+_CARD_EXTRAS = ("evaluation_dsc", "evaluation_cps", "evaluation_kinds", "lesion_calibration", "training_domain")
 
 
 def _rewrite_card_document(checkpoint: Path, card: dict) -> None:
@@ -179,7 +192,7 @@ def _rewrite_card_document(checkpoint: Path, card: dict) -> None:
 
 def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation: dict) -> None:
     """A re-evaluation (new metric, more seeds, another modality) updates the card; how the weights were trained
-    does not change. A DSC or CPS evaluation is kept beside the DCE one."""
+    does not change. A DSC, CPS or by-kind evaluation is kept beside the DCE (MCA) one."""
     previous = checkpoint.parent / "model_card.json"
     card = json.loads(previous.read_text()) if previous.is_file() else {}
     card = {**card, "model": card.get("model", evaluation["model"]), "preset": preset_name,
@@ -188,6 +201,8 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
         card["evaluation_cps"] = evaluation
     elif evaluation.get("modality") == "dsc":
         card["evaluation_dsc"] = evaluation
+    elif evaluation.get("kinds", "mca") != "mca":  # phantom version 4's mix, beside the MCA strokes' figures
+        card["evaluation_kinds"] = evaluation
     elif evaluation.get("space") == "native":
         card["evaluation_native"] = evaluation
     else:
@@ -206,11 +221,13 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
               help="hypo: phantoms with the DWI/ADC in MNI space, or native scans in a random pose (registered).")
 @click.option("--modality", type=click.Choice(["dce", "dsc", "mixed"]), default="dce", show_default=True,
               help="mrod: the phantom series' kind (mixed: odd seeds DSC).")
+@click.option("--kinds", type=click.Choice(["mixed", *KINDS]), default="mca", show_default=True,
+              help="hypo: the kinds of case (mixed: phantom version 4's mix; figures per kind in by_kind).")
 @click.option("--workers", type=int, default=1, show_default=True, help="cps and hypo: processes.")
 @click.option("--update-card", is_flag=True,
               help="Rewrite model_card.md/.json next to the checkpoint with this evaluation (training record kept).")
-def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str, modality: str, workers: int,
-             update_card: bool) -> None:
+def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str, modality: str, kinds: str,
+             workers: int, update_card: bool) -> None:
     """Generate held-out phantom cases, run the checkpoint, print the studies' metrics.
 
     \b
@@ -233,7 +250,8 @@ def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str
         report = evaluate_mrod(loaded.network, loaded.preset, seed_list, None if as_json else _echo, modality,
                                trained_dsc_conversion(loaded.training)) \
             if model == "mrod" else evaluate_hypo(loaded.network, seed_list, None if as_json else _echo, space=space,
-                                                  calibration=card_calibration(checkpoint), workers=workers)
+                                                  calibration=card_calibration(checkpoint), workers=workers,
+                                                  kinds=kinds, domain=card_domain(checkpoint))
     except (CheckpointError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -249,8 +267,14 @@ def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str
         click.echo(f"  {band:10} {figures['cases']:4d} cases  volume error {figures['mean_volume_error_ml']:+7.1f} mL "
                    f"(network {figures['network_mean_volume_error_ml']:+7.1f})  DEFUSE 3 accuracy "
                    f"{figures['defuse3_accuracy']:.3f} (network {figures['network_defuse3_accuracy']:.3f})")
+    for kind, figures in report.by_kind.items():
+        click.echo(f"  {kind:10} {figures['cases']:4d} cases  median Dice {figures['median_dice']:.3f}  volume error "
+                   f"{figures['mean_volume_error_ml']:+7.1f} mL  under 10 mL {figures['under_10ml_fraction']:.0%}  "
+                   f"withheld {figures['withheld_fraction']:.0%}  DEFUSE 3 false yes {figures['defuse3_false_yes']} "
+                   f"(served {figures['served_defuse3_false_yes']})")
     for k, ok in report.passed().items():
-        click.echo(f"  target {k} >= {report.as_dict()['targets'][k]}: {'met' if ok else 'NOT met'}")
+        bar = f"<= {report.targets[k]:g}" if k.endswith("_false_yes") else f">= {report.targets[k]:g}"
+        click.echo(f"  target {k} {bar} (measured {report.figure(k):.3g}): {'met' if ok else 'NOT met'}")
 
 
 def card_calibration(checkpoint: Path):
@@ -262,6 +286,19 @@ def card_calibration(checkpoint: Path):
     doc = lesion_calibration(str(checkpoint), "hypo")  # what the export puts into model.json for the server
     try:
         return None if doc is None else VolumeCalibration.from_dict(doc)
+    except ValueError as exc:
+        raise ValueError(f"{checkpoint.parent / 'model_card.json'}: {exc}") from None
+
+
+def card_domain(checkpoint: Path):
+    """The training domain in the checkpoint's model card, as the server's plausibility gate reads it (None: none)."""
+    from collat_ensemble.quality import TrainingDomain
+
+    from ..onnx_export import training_domain
+
+    doc = training_domain(str(checkpoint), "hypo")
+    try:
+        return None if doc is None else TrainingDomain.from_dict(doc)
     except ValueError as exc:
         raise ValueError(f"{checkpoint.parent / 'model_card.json'}: {exc}") from None
 
@@ -321,10 +358,11 @@ def fit_volume(checkpoint: Path, seeds: str, space: str, write: bool) -> None:
 @click.option("--write", is_flag=True, help="Store the domain in the checkpoint's model card (the server reads it "
                                             "from there once the repository is rebuilt).")
 def domain(checkpoint: Path, space: str, workers: int, write: bool) -> None:
-    """Record the U-Net weights' training domain (the range of their training cases' ADC cores).
+    """Record the U-Net weights' training domain (their training cases' cores, and the largest lesion around cores
+    of each size). A training run records it itself; this recomputes it from the card's training seeds.
 
-    The server withholds DEFUSE 3 for a scan whose core lies far below it: the U-Net has then never been shown a
-    diffusion scan like it, and its hypoperfusion rests on the NIHSS and the side alone.
+    The server withholds a lesion far larger than any the weights were shown around a core like the scan's: a
+    normal brain or a lacune read as a hemispheric stroke is outside what the network was trained on.
 
     \b
     Example:
@@ -332,12 +370,16 @@ def domain(checkpoint: Path, space: str, workers: int, write: bool) -> None:
     """
     from collat_ensemble.phantom.case import PHANTOM_VERSION
 
-    from .domain import domain_document, training_core_volumes
+    from .domain import domain_document, training_volumes
 
     card_path = checkpoint.parent / "model_card.json"
     try:
         card = json.loads(card_path.read_text())
         training = card["training"]
+        if "interpolated_from" in training:
+            click.echo(f"error: {card_path}: the weights are an average of checkpoints, each trained on its own "
+                       "cases: record the domain of the fine-tune averaged in (docs/training.md)", err=True)
+            sys.exit(2)
         first, last = (int(v) for v in training["seeds"])
         version = str(training.get("phantom_version", ""))
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -352,8 +394,10 @@ def domain(checkpoint: Path, space: str, workers: int, write: bool) -> None:
                    f"{PHANTOM_VERSION}: its seeds no longer make the training cases", err=True)
         sys.exit(2)
     seeds = list(range(first, last + 1))
-    _echo(f"measuring the cores of {len(seeds)} training cases ({space} space) with {workers} workers")
-    doc = domain_document(seeds, training_core_volumes(seeds, space, workers))
+    kinds = str(training.get("kinds", "mca"))  # weights from before phantom version 4 saw MCA strokes only
+    _echo(f"measuring the cores and lesions of {len(seeds)} training cases ({space} space, kinds {kinds}) with "
+          f"{workers} workers")
+    doc = domain_document(seeds, training_volumes(seeds, space, kinds, workers), kinds)
     click.echo(json.dumps(doc, indent=2))
     if write:
         card["training_domain"] = doc

@@ -17,7 +17,7 @@ import numpy as np
 
 from collat_ensemble.contrast import DSC_CONVERSION
 from collat_ensemble.geometry import reorient_to_ras, resample
-from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, PhantomCase, generate_case, turn_in_plane
+from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, PhantomCase, draw_kind, generate_case, turn_in_plane
 from collat_ensemble.phantom.case import PHANTOM_VERSION
 from collat_ensemble.preprocess import (
     MNI_2MM_AFFINE,
@@ -48,6 +48,8 @@ class HypoSample:
     volume: np.ndarray  # [4, 60, 128, 128] float16: the four channels, whole brain
     lesion: np.ndarray  # [60, 128, 128] bool
     nihss: float  # NIHSS / 21
+    core_ml: float = float("nan")  # the case's true core and lesion: the weights' training domain is made of them
+    lesion_ml: float = float("nan")
 
 
 def mrod_sample(case: PhantomCase, preset: Preset, register: bool = True,
@@ -66,11 +68,23 @@ def mrod_sample(case: PhantomCase, preset: Preset, register: bool = True,
 def hypo_sample(case: PhantomCase) -> HypoSample:
     """The served preparation; the label is the true lesion placed on the MNI grid by the same registration the
     image went through (identity for an MNI-space case), so the network learns what it will be shown."""
-    prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=case.stroke.side)
+    prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=clinical_side(case))
     truth = np.asarray(reorient_to_ras(case.lesion.astype(np.float32), case.diffusion_affine)[0])
     on_mni = resample(truth, prep.grid.mni_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE)
     lesion = np.transpose(pad_inplane(on_mni), (2, 1, 0)) >= 0.5
-    return HypoSample(prep.volume.astype(np.float16), lesion, prep.nihss_scaled)
+    return HypoSample(prep.volume.astype(np.float16), lesion, prep.nihss_scaled, float(case.truth["core_ml"]),
+                      float(case.truth["hypoperfusion_ml"]))
+
+
+def clinical_side(case: PhantomCase) -> str:
+    """The side a clinician sends with the request: the symptoms' side, which a mimic has too (phantom version 4's
+    ``clinical_side``; the stroke's side before it)."""
+    return str(case.truth.get("clinical_side") or case.stroke.side)
+
+
+def case_kind(seed: int, kinds: str) -> str:
+    """``mixed``: phantom version 4's mix of what hospitals scan (``draw_kind``); otherwise that one kind."""
+    return draw_kind(seed) if kinds == "mixed" else kinds
 
 
 def case_space(seed: int, space: str) -> str:
@@ -107,10 +121,10 @@ def case_motion(seed: int, motion: str) -> bool:
     return motion == "mixed" and seed % 4 >= 2
 
 
-def _build(args: tuple[int, str, Preset | None, str, str, str, str]) -> MRODSample | HypoSample:
-    seed, model, preset, space, modality, motion, pose = args
+def _build(args: tuple[int, str, Preset | None, str, str, str, str, str]) -> MRODSample | HypoSample:
+    seed, model, preset, space, modality, motion, pose, kinds = args
     if model == "hypo":
-        return hypo_sample(generate_case(seed, space=case_space(seed, space)))
+        return hypo_sample(generate_case(seed, space=case_space(seed, space), kind=case_kind(seed, kinds)))
     case = generate_case(seed, modality=case_modality(seed, modality), motion=case_motion(seed, motion))  # type: ignore[arg-type]
     return mrod_sample(turned(case, seed) if case_turned(seed, pose) else case, preset,  # type: ignore[arg-type]
                        register=False)
@@ -119,10 +133,11 @@ def _build(args: tuple[int, str, Preset | None, str, str, str, str]) -> MRODSamp
 def _cache_path(cache: Path, job: tuple) -> Path:
     """One file per sample, named by everything that makes it (the phantom's version and, where a series may be
     DSC, the DSC conversion included)."""
-    seed, model, preset, space, modality, motion, pose = job
+    seed, model, preset, space, modality, motion, pose, kinds = job
     conversion = f"-dsc{DSC_CONVERSION}" if model == "mrod" and modality != "dce" else ""
+    kinds_part = f"-{kinds}" if model == "hypo" else ""
     options = (f"{model}-{preset.name}-{preset.geometry.slices}x{preset.geometry.height}x{preset.geometry.width}-"
-               f"{space}-{modality}-{motion}-{pose}-v{PHANTOM_VERSION}{conversion}")
+               f"{space}-{modality}-{motion}-{pose}{kinds_part}-v{PHANTOM_VERSION}{conversion}")
     return cache / options / f"{seed}.npz"
 
 
@@ -132,7 +147,8 @@ def _build_cached(args: tuple[tuple, Path | None]) -> MRODSample | HypoSample:
     if path is not None and path.is_file():
         with np.load(path) as z:
             if job[1] == "hypo":
-                return HypoSample(z["volume"], z["lesion"], float(z["nihss"]))
+                return HypoSample(z["volume"], z["lesion"], float(z["nihss"]), float(z["core_ml"]),
+                                  float(z["lesion_ml"]))
             return MRODSample(z["x"], z["target"], z["mask"], z["input_mask"])
     sample = _build(job)
     if path is not None:
@@ -146,12 +162,13 @@ def _build_cached(args: tuple[tuple, Path | None]) -> MRODSample | HypoSample:
 
 def build_samples(model: str, preset: Preset, seeds: list[int], workers: int = 1, space: str = "mni",
                   modality: str = "dce", motion: str = "none", pose: str = "template",
-                  cache: Path | None = None) -> Iterator:
+                  cache: Path | None = None, kinds: str = "mca") -> Iterator:
     """Samples in seed order, generated in ``workers`` processes (``space``: mni, native or mixed, hypo only;
     ``modality``: dce, dsc or mixed, ``motion``: none or mixed and ``pose``: template or mixed, mrod only).
     ``cache``: a folder where each sample is kept once made (a full-grid case takes seconds to make and a
-    training run or its re-run needs hundreds)."""
-    jobs = [((s, model, preset, space, modality, motion, pose), cache) for s in seeds]
+    training run or its re-run needs hundreds). ``kinds`` (hypo only): ``mixed`` (phantom version 4's mix of what
+    hospitals scan) or one kind."""
+    jobs = [((s, model, preset, space, modality, motion, pose, kinds), cache) for s in seeds]
     yield from forked_imap(_build_cached, jobs, workers)
 
 

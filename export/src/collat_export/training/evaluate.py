@@ -23,10 +23,11 @@ import torch
 
 from collat_client.imaging.evaluation import auc, dice, phase_metrics, volume_difference_ml
 from collat_contract.names import PHASE_NAMES
+from collat_ensemble import quality
 from collat_ensemble.clinical import defuse3_target_mismatch, mismatch
 from collat_ensemble.contrast import DSC_CONVERSION
 from collat_ensemble.geometry import reorient_to_ras
-from collat_ensemble.hypoperfusion import VolumeCalibration, assess_on_scan
+from collat_ensemble.hypoperfusion import VolumeCalibration, assess_on_scan, plausibility_checks
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, generate_case
 from collat_ensemble.preprocess import (
     SLAB_STRIDE,
@@ -37,10 +38,11 @@ from collat_ensemble.preprocess import (
     prepare_diffusion,
     slab_starts,
 )
+from collat_ensemble.quality import TrainingDomain
 from collat_ensemble.registration import registration_error_mm
 
 from ..presets import Preset
-from .data import case_modality, forked_imap, mrod_sample
+from .data import case_kind, case_modality, clinical_side, forked_imap, mrod_sample
 
 # Quality the demo weights must reach. The maps' bars are per modality: one tiny network serves DCE, DSC, moving and
 # turned series, and pays for that breadth on still DCE series (docs/training.md, "The first weights").
@@ -57,20 +59,34 @@ class EvaluationReport:
     space: str = "mni"
     modality: str = "dce"  # mrod: the perfusion series' kind
     by_size: dict[str, dict[str, float]] = field(default_factory=dict)  # hypo: figures per lesion-size band
+    kinds: str = "mca"  # hypo: the kinds of case drawn (phantom version 4's "mixed", or one)
+    by_kind: dict[str, dict[str, float]] = field(default_factory=dict)  # hypo: figures per kind of case
 
     @property
     def targets(self) -> dict[str, float]:
-        return TARGETS["mrod_dsc" if self.model == "mrod" and self.modality == "dsc" else self.model]
+        """Each figure's bar (at least this much; ``*_false_yes`` counts: at most)."""
+        bars = dict(TARGETS["mrod_dsc" if self.model == "mrod" and self.modality == "dsc" else self.model])
+        if LESIONLESS in self.by_kind:  # issue 35's bars for the kinds that must come back without a lesion
+            bars.update(lesionless_under_10ml_fraction=LESIONLESS_UNDER_10ML, lesionless_defuse3_false_yes=0)
+        return bars
+
+    def figure(self, target: str) -> float:
+        """The measured figure a target is set for."""
+        if target.startswith("lesionless_"):
+            return float(self.by_kind[LESIONLESS][target.removeprefix("lesionless_")])
+        return float(self.summary[target])
 
     def passed(self) -> dict[str, bool]:
-        return {k: (self.summary[k] >= v) for k, v in self.targets.items()}
+        return {k: (self.figure(k) <= v if k.endswith("_false_yes") else self.figure(k) >= v)
+                for k, v in self.targets.items()}
 
     def as_dict(self) -> dict:
-        kind = {"modality": self.modality} if self.model == "mrod" else {}
+        kind = {"modality": self.modality} if self.model == "mrod" else {"kinds": self.kinds}
         return {"model": self.model, "space": self.space, **kind, "seeds": [self.seeds[0], self.seeds[-1]],
                 "cases": len(self.seeds),
                 "summary": self.summary, "targets": self.targets, "passed": self.passed(),
-                **({"by_size": self.by_size} if self.by_size else {}), "cases_detail": self.rows}
+                **({"by_size": self.by_size} if self.by_size else {}),
+                **({"by_kind": self.by_kind} if self.by_kind else {}), "cases_detail": self.rows}
 
 
 def _check_seeds(seeds: list[int]) -> None:
@@ -137,21 +153,29 @@ SIZE_BANDS: tuple[tuple[str, float, float], ...] = (("<10 mL", 0.0, 10.0), ("10-
                                                     ("50-100 mL", 50.0, 100.0), (">=100 mL", 100.0, float("inf")))
 
 
-def hypo_row(net: torch.nn.Module, seed: int, space: str = "mni", calibration: VolumeCalibration | None = None
-             ) -> dict:
+def hypo_row(net: torch.nn.Module, seed: int, space: str = "mni", calibration: VolumeCalibration | None = None,
+             kinds: str = "mca", domain: TrainingDomain | None = None) -> dict:
     """One phantom case through the served path: registration (for native-space cases), the core on the scan's
-    grid, the U-Net on the MNI grid, everything counted back on the scan's grid against the truth there."""
-    case = generate_case(seed, space=space)
-    prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=case.stroke.side)
+    grid, the U-Net on the MNI grid, everything counted back on the scan's grid against the truth there, and the
+    server's plausibility checks (``domain``: the weights' training domain) deciding what would be withheld."""
+    case = generate_case(seed, space=space, kind=case_kind(seed, kinds))  # type: ignore[arg-type]
+    side = clinical_side(case)
+    prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=side)
     prob, found = assess_on_scan(predict_lesion(net, prep.slabs, prep.nihss), prep.core, prep.brain, prep.grid,
                                  nihss=case.nihss, age=case.age, calibration=calibration)
     truth_lesion = np.asarray(reorient_to_ras(case.lesion, case.diffusion_affine)[0])
     hypo_ml, decision = found.hypoperfusion_ml, found.defuse3.eligible
-    ipsi = hemisphere(prob.shape, prep.grid.mni_affine, case.stroke.side)
+    reading = prep.brain if side not in ("left", "right") else hemisphere(prob.shape, prep.grid.mni_affine, side)
     vd, avd = volume_difference_ml(found.lesion, truth_lesion, prep.grid.voxel_ml)
     network_decision = defuse3_target_mismatch(found.core_ml, mismatch(found.network_ml, found.core_ml)).eligible
-    row = {"seed": seed, "dice": dice(found.lesion, truth_lesion),
-           "auc": auc(prob, truth_lesion, ipsi & prep.brain),
+    checks = [c.as_dict() for c in plausibility_checks(found, prep.core, prep.grid, side=side, domain=domain,
+                                                       brain_ml=float(prep.brain.sum()) * prep.grid.voxel_ml)]
+    withheld = quality.withheld(checks, "hypoperfusion")
+    row = {"seed": seed, "kind": str(case.truth.get("kind", "mca")), "side": side,
+           "dice": dice(found.lesion, truth_lesion) if truth_lesion.any() or found.lesion.any() else 1.0,
+           "auc": auc(prob, truth_lesion, reading & prep.brain),
+           "withheld": withheld, "served_ml": None if withheld else hypo_ml,
+           "defuse3_served": None if quality.withheld(checks, "defuse3") else decision,
            "volume_diff_ml": vd, "abs_volume_diff_ml": avd, "pred_ml": hypo_ml,
            "network_ml": found.network_ml, "threshold": found.threshold,
            "truth_ml": case.truth["hypoperfusion_ml"], "nihss": case.nihss,
@@ -166,8 +190,10 @@ def hypo_row(net: torch.nn.Module, seed: int, space: str = "mni", calibration: V
 _SHARED: dict = {}  # the network and the calibration, set before the worker processes fork (not pickled per job)
 
 
-def _hypo_job(args: tuple[int, str]) -> dict:
-    return hypo_row(_SHARED["net"], *args, calibration=_SHARED["calibration"])
+def _hypo_job(args: tuple[int, str, str]) -> dict:
+    seed, space, kinds = args
+    return hypo_row(_SHARED["net"], seed, space, calibration=_SHARED["calibration"], kinds=kinds,
+                    domain=_SHARED["domain"])
 
 
 def _one_torch_thread() -> None:  # each worker process: N workers share the cores, not N x the cores
@@ -175,16 +201,18 @@ def _one_torch_thread() -> None:  # each worker process: N workers share the cor
 
 
 def hypo_rows(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], None] | None = None, *,
-              space: str = "mni", calibration: VolumeCalibration | None = None, workers: int = 1) -> list[dict]:
+              space: str = "mni", calibration: VolumeCalibration | None = None, workers: int = 1,
+              kinds: str = "mca", domain: TrainingDomain | None = None) -> list[dict]:
     """:func:`hypo_row` for every seed, in seed order; ``workers`` processes (200 native cases: 13 min on two)."""
     net.eval()
-    _SHARED.update(net=net, calibration=calibration)
-    jobs = [(seed, space) for seed in seeds]
+    _SHARED.update(net=net, calibration=calibration, domain=domain)
+    jobs = [(seed, space, kinds) for seed in seeds]
     rows: list[dict] = []
     for row in forked_imap(_hypo_job, jobs, workers, initializer=_one_torch_thread):
         rows.append(row)
         if progress:
-            progress(f"seed {row['seed']}: Dice {row['dice']:.3f} volume {row['pred_ml']:.1f}/"
+            progress(f"seed {row['seed']} ({row['kind']}{', WITHHELD' if row['withheld'] else ''}): "
+                     f"Dice {row['dice']:.3f} volume {row['pred_ml']:.1f}/"
                      f"{row['truth_ml']:.1f} mL (network {row['network_ml']:.1f}) core {row['core_ml']:.1f}/"
                      f"{row['truth_core_ml']:.1f} mL "
                      f"DEFUSE3 {row['defuse3']}/{row['defuse3_truth']}"
@@ -212,30 +240,71 @@ def by_size(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def evaluate_hypo(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], None] | None = None, *,
-                  space: str = "mni", calibration: VolumeCalibration | None = None, workers: int = 1
-                  ) -> EvaluationReport:
+                  space: str = "mni", calibration: VolumeCalibration | None = None, workers: int = 1,
+                  kinds: str = "mca", domain: TrainingDomain | None = None) -> EvaluationReport:
     """Held-out scores of :func:`hypo_rows`; ``calibration``: the weights' lesion volume calibration (their
-    card's), so the figures are the served ones; the network's own (threshold 0.5) decisions are scored beside."""
+    card's), so the figures are the served ones; the network's own (threshold 0.5) decisions are scored beside.
+    The headline figures are the MCA strokes' (the studies' patients); ``by_kind`` holds every kind's."""
     _check_seeds(seeds)
-    report = EvaluationReport("hypo", seeds, space=space)
-    report.rows = hypo_rows(net, seeds, progress, space=space, calibration=calibration, workers=workers)
-    dices = [r["dice"] for r in report.rows]
-    report.summary = {
+    report = EvaluationReport("hypo", seeds, space=space, kinds=kinds)
+    rows = hypo_rows(net, seeds, progress, space=space, calibration=calibration, workers=workers, kinds=kinds,
+                     domain=domain)
+    mca = [r for r in rows if r["kind"] == "mca"] or rows
+    report.rows, report.by_kind = rows, by_kind(rows)
+    lesionless = [{**r, "kind": LESIONLESS} for r in rows if r["kind"] in LESIONLESS_KINDS]
+    if lesionless and kinds != "mca":
+        report.by_kind.update(by_kind(lesionless))
+    report.summary, report.by_size = _hypo_summary(mca), by_size(mca)
+    return report
+
+
+# Lesionless kinds: the network must not draw a lesion (SPEC's product rule: a normal brain, a lacune or a mimic never
+# comes back with one). Under 10 mL in at least 95 % of them, and no DEFUSE 3 "yes".
+LESIONLESS_KINDS = ("lacune", "mimic", "chronic")
+LESIONLESS = "lacune+mimic+chronic"  # their pooled figures in by_kind
+LESIONLESS_ML, LESIONLESS_UNDER_10ML = 10.0, 0.95
+
+
+def by_kind(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per kind of case: Dice, volume error, DEFUSE 3 accuracy, how often the network's lesion stayed under 10 mL
+    and how often the server would withhold it."""
+    kinds: dict[str, dict[str, float]] = {}
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        chosen = [r for r in rows if r["kind"] == kind]
+        kinds[kind] = {
+            "cases": len(chosen),
+            "median_dice": float(statistics.median(r["dice"] for r in chosen)),
+            "mean_volume_error_ml": float(np.mean([r["pred_ml"] - r["truth_ml"] for r in chosen])),
+            "mean_abs_volume_error_ml": float(np.mean([abs(r["pred_ml"] - r["truth_ml"]) for r in chosen])),
+            "defuse3_accuracy": float(np.mean([r["defuse3"] == r["defuse3_truth"] for r in chosen])),
+            "defuse3_false_yes": int(sum(bool(r["defuse3"]) and not r["defuse3_truth"] for r in chosen)),
+            "served_defuse3_false_yes": int(sum(bool(r["defuse3_served"]) and not r["defuse3_truth"] for r in chosen)),
+            "under_10ml_fraction": float(np.mean([r["pred_ml"] < LESIONLESS_ML for r in chosen])),
+            "served_under_10ml_or_withheld_fraction": float(np.mean([r["withheld"] or r["pred_ml"] < LESIONLESS_ML
+                                                                     for r in chosen])),
+            "withheld_fraction": float(np.mean([r["withheld"] for r in chosen])),
+        }
+    return kinds
+
+
+def _hypo_summary(rows: list[dict]) -> dict[str, float]:
+    dices = [r["dice"] for r in rows]
+    summary = {
         "median_dice": float(statistics.median(dices)),
         "mean_dice": float(np.mean(dices)),
-        "mean_auc": float(np.nanmean([r["auc"] for r in report.rows])),
-        "mean_abs_volume_diff_ml": float(np.mean([r["abs_volume_diff_ml"] for r in report.rows])),
-        "defuse3_accuracy": float(np.mean([r["defuse3"] == r["defuse3_truth"] for r in report.rows])),
-        "network_defuse3_accuracy": float(np.mean([r["defuse3_network"] == r["defuse3_truth"] for r in report.rows])),
+        "mean_auc": float(np.nanmean([r["auc"] for r in rows])),
+        "mean_abs_volume_diff_ml": float(np.mean([r["abs_volume_diff_ml"] for r in rows])),
+        "defuse3_accuracy": float(np.mean([r["defuse3"] == r["defuse3_truth"] for r in rows])),
+        "network_defuse3_accuracy": float(np.mean([r["defuse3_network"] == r["defuse3_truth"] for r in rows])),
         "mean_core_relative_error": float(np.mean([abs(r["core_ml"] - r["truth_core_ml"]) / max(r["truth_core_ml"], 1.0)
-                                                   for r in report.rows])),
+                                                   for r in rows])),
+        "withheld_fraction": float(np.mean([r["withheld"] for r in rows])),
     }
-    errors = [r["registration_error_mm"] for r in report.rows if "registration_error_mm" in r]
+    errors = [r["registration_error_mm"] for r in rows if "registration_error_mm" in r]
     if errors:
-        report.summary["mean_registration_error_mm"] = float(np.mean(errors))
-        report.summary["max_registration_error_mm"] = float(np.max(errors))
-    report.by_size = by_size(report.rows)
-    return report
+        summary["mean_registration_error_mm"] = float(np.mean(errors))
+        summary["max_registration_error_mm"] = float(np.max(errors))
+    return summary
 
 
 def fit_volume_calibration(rows: list[dict], fitted_on: str) -> VolumeCalibration:
