@@ -1,0 +1,99 @@
+"""Where a labelled stroke dataset keeps each subject's images, and what its participants table calls each field.
+
+A layout is data, not code, so that a new dataset (another OpenNeuro release, a site's own export) is one
+:class:`DatasetLayout` away from the reader rather than a new reader. Patterns are globs relative to the dataset's
+root, in which ``{sub}`` stands for the subject's label (the folder name without ``sub-``: ``2`` for ``sub-2``) and
+``{ses}`` for any session label. A role lists several patterns when datasets disagree; the first that matches wins.
+A role with no patterns is one the dataset does not have, so it is never reported as missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+ROLES: tuple[str, ...] = ("dwi", "adc", "perfusion", "lesion_mask", "core_mask", "reference_maps")
+# Which role claims a file first: the specific ones before the generic DWI glob, which would match an ADC written
+# as BIDS ``rec-ADC_dwi`` (a file is never given to two roles).
+CLAIM_ORDER: tuple[str, ...] = ("adc", "core_mask", "lesion_mask", "reference_maps", "perfusion", "dwi")
+CLINICAL_FIELDS: tuple[str, ...] = ("nihss", "age", "side", "cps_grade", "defuse3")
+
+
+def _tuple(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Patterns per image role and the participants table's column names (each a list of accepted spellings)."""
+
+    name: str
+    dwi: tuple[str, ...] = ()
+    adc: tuple[str, ...] = ()
+    perfusion: tuple[str, ...] = ()  # 4D, BIDS perf/
+    lesion_mask: tuple[str, ...] = ()  # the reference label
+    core_mask: tuple[str, ...] = ()
+    reference_maps: tuple[str, ...] = ()  # e.g. Tmax or phase maps in derivatives: a file or a folder
+    subject_folders: str = "sub-*"  # which folders of the root are subjects
+    dicom_studies: bool = False  # each subject folder is a DICOM study (its series are not classified here)
+    participants: str = "participants.tsv"
+    participant_id: str = "participant_id"
+    nihss_columns: tuple[str, ...] = ("nihss", "nihss_admission", "admission_nihss")
+    age_columns: tuple[str, ...] = ("age",)
+    side_columns: tuple[str, ...] = ("side", "stroke_side", "lesion_side")
+    cps_columns: tuple[str, ...] = ("cps_grade", "cps", "collateral_grade")
+    defuse3_columns: tuple[str, ...] = ("defuse3", "defuse3_eligible", "defuse_3")
+
+    def __post_init__(self) -> None:
+        # A single pattern or column name given as a string would otherwise be iterated character by character.
+        for f in fields(self):
+            if f.name in ROLES or f.name.endswith("_columns"):
+                object.__setattr__(self, f.name, _tuple(getattr(self, f.name)))
+
+    def patterns(self, role: str) -> tuple[str, ...]:
+        return getattr(self, role)
+
+    def columns(self, field: str) -> tuple[str, ...]:
+        """The accepted column names of a clinical field (``cps_grade`` reads ``cps_columns``)."""
+        return getattr(self, f"{'cps' if field == 'cps_grade' else field}_columns")
+
+
+SOOP = DatasetLayout(
+    name="SOOP",  # OpenNeuro ds004889: trace DWI and ADC per subject, acute lesion masks in derivatives; no side
+    dwi=("sub-{sub}/dwi/sub-{sub}_rec-TRACE_dwi.nii.gz",),
+    adc=("sub-{sub}/dwi/sub-{sub}_rec-ADC_dwi.nii.gz",),
+    lesion_mask=("derivatives/lesion_masks/sub-{sub}/dwi/sub-{sub}_space-TRACE_desc-lesionAcute_mask.nii.gz",),
+)
+
+ISLES22 = DatasetLayout(
+    name="ISLES22",  # ISLES'22 challenge: one session per case, masks under derivatives with or without dwi/
+    dwi=("sub-{sub}/ses-{ses}/dwi/sub-{sub}_ses-{ses}_dwi.nii.gz",),
+    adc=("sub-{sub}/ses-{ses}/dwi/sub-{sub}_ses-{ses}_adc.nii.gz",),
+    lesion_mask=("derivatives/sub-{sub}/ses-{ses}/sub-{sub}_ses-{ses}_msk.nii.gz",
+                 "derivatives/sub-{sub}/ses-{ses}/dwi/sub-{sub}_ses-{ses}_msk.nii.gz"),
+)
+
+
+def _sessions(*patterns: str) -> tuple[str, ...]:
+    """Each subject-relative pattern with and without a session folder."""
+    return tuple(p for pattern in patterns for p in (f"sub-{{sub}}/{pattern}", f"sub-{{sub}}/ses-{{ses}}/{pattern}"))
+
+
+# The generic fallback: plain BIDS raw data (dwi/, perf/) and masks in any derivatives pipeline's subject folder.
+GENERIC_BIDS = DatasetLayout(
+    name="BIDS",
+    dwi=_sessions("dwi/sub-{sub}*_rec-TRACE_dwi.nii*", "dwi/sub-{sub}*_dwi.nii*"),
+    adc=_sessions("dwi/sub-{sub}*_rec-ADC_dwi.nii*", "dwi/sub-{sub}*_adc.nii*"),
+    perfusion=_sessions("perf/sub-{sub}*_dsc.nii*", "perf/sub-{sub}*_perf.nii*", "perf/sub-{sub}*_asl.nii*"),
+    lesion_mask=tuple(f"derivatives/{pipeline}sub-{{sub}}/**/sub-{{sub}}_{name}.nii*" for name in
+                      ("*desc-lesion*_mask", "*label-lesion*_mask", "*msk") for pipeline in ("", "*/")),
+    core_mask=tuple(f"derivatives/{pipeline}sub-{{sub}}/**/sub-{{sub}}_*desc-core*_mask.nii*"
+                    for pipeline in ("", "*/")),
+    reference_maps=tuple(f"derivatives/{pipeline}sub-{{sub}}/**/sub-{{sub}}_*{name}.nii*" for name in
+                         ("Tmax", "tmax") for pipeline in ("", "*/")),
+)
+
+# One folder per subject holding a DICOM study at any depth; only found by :func:`~.bids.detect_layout` when the
+# root has no ``sub-*`` folder.
+DICOM_STUDIES = DatasetLayout(name="DICOM", subject_folders="*", dicom_studies=True)
+
+BUILTIN_LAYOUTS: tuple[DatasetLayout, ...] = (SOOP, ISLES22)
