@@ -342,3 +342,22 @@ def test_every_side_alias_names_a_side_the_contract_knows():
     from collat_export.datasets.bids import SIDE_ALIASES
 
     assert set(SIDE_ALIASES.values()) <= set(SIDES)
+
+
+def test_the_command_lists_each_subject_and_refuses_a_folder_in_one_line(soop: Path, tmp_path: Path):
+    import json
+
+    from click.testing import CliRunner
+
+    from collat_export.training.cli import main as train_cli
+
+    shown = CliRunner().invoke(train_cli, ["dataset", "--data", str(soop)])
+    assert shown.exit_code == 0, shown.output
+    assert f"{soop}: SOOP layout, 4 subjects, 0 complete" in shown.output
+    assert "  sub-3: missing adc, nihss, side, cps_grade, defuse3" in shown.output
+    as_json = json.loads(CliRunner().invoke(train_cli, ["dataset", "--data", str(soop), "--json"]).output)
+    assert as_json["file_digest"] == read_dataset(soop).file_digest and len(as_json["subjects"]) == 4
+    assert as_json["subjects"][1]["paths"]["adc"] is None and as_json["subjects"][0]["clinical"]["nihss"] == 17
+    refused = CliRunner().invoke(train_cli, ["dataset", "--data", str(tmp_path / "absent")])
+    assert refused.exit_code == 2 and refused.output.strip() == f"error: {tmp_path / 'absent'}: not a folder"
+    assert "Traceback" not in refused.output

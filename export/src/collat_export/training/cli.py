@@ -525,5 +525,45 @@ def stride_study_command(checkpoint: Path, seeds: str, space: str, strides: tupl
                    f"DEFUSE 3 accuracy {r['defuse3_accuracy']:.2f}")
 
 
+LAYOUT_NAMES = ("auto", "soop", "isles22", "bids", "dicom")
+
+
+@main.command("dataset")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="The dataset's root: BIDS (SOOP, ISLES'22 or plain) or one DICOM study folder per subject.")
+@click.option("--layout", "layout_name", type=click.Choice(LAYOUT_NAMES), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="The counts, the digest and every subject as JSON.")
+def dataset(data: Path, layout_name: str, as_json: bool) -> None:
+    """List a labelled dataset as training and evaluation will read it: each subject's images and clinical fields,
+    and what each one lacks (a subject is never dropped silently).
+
+    \b
+    Example:
+      collat-train dataset --data /data/ds004889
+    """
+    from ..datasets import DICOM_STUDIES, GENERIC_BIDS, ISLES22, SOOP, DatasetError, read_dataset
+
+    layouts = {"soop": SOOP, "isles22": ISLES22, "bids": GENERIC_BIDS, "dicom": DICOM_STUDIES}
+    try:
+        read = read_dataset(data, layouts.get(layout_name))
+    except DatasetError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        subjects = [{"id": s.id, "paths": {k: None if v is None else str(v) for k, v in vars(s.paths).items()},
+                     "clinical": vars(s.clinical), "missing": list(s.missing), "problems": list(s.problems)}
+                    for s in read.subjects]
+        click.echo(json.dumps({"root": str(read.root), "summary": read.summary(), "file_digest": read.file_digest,
+                               "subjects": subjects}, indent=2))
+        return
+    summary = read.summary()
+    click.echo(f"{read.root}: {read.layout} layout, {summary['subjects']} subjects, {summary['complete']} complete, "
+               f"file digest {read.file_digest[:16]}")
+    click.echo("  " + ", ".join(f"{k.removeprefix('with_')} {v}" for k, v in summary.items()
+                                if k.startswith("with_") and v))
+    for line in read.listing():
+        click.echo(f"  {line}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
