@@ -326,5 +326,5 @@ def test_a_withheld_lesion_is_said_and_never_drawn(served_documents, case_right_
     evaluations = {q.name.meaning: q.value.meaning for g in sr.content.get_image_measurement_groups()
                    for q in g.get_qualitative_evaluations()}
     assert "Predicted hypoperfusion lesion" not in findings and not {"Mismatch volume", "Mismatch ratio"} & measured
-    assert evaluations["Predicted hypoperfusion lesion"] == "Withheld: outside what the network was trained on"
+    assert evaluations["Predicted hypoperfusion lesion"] == "Withheld: failed a plausibility check"
     assert evaluations["DEFUSE 3 target mismatch"].startswith("Withheld")

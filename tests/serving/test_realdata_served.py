@@ -76,7 +76,7 @@ def test_a_withheld_lesion_is_no_finding_in_any_dicom_object(server, tmp_path):
         for g in sr.content.get_volumetric_roi_measurement_groups())
     evaluations = {q.name.meaning: q.value.meaning for g in sr.content.get_image_measurement_groups()
                    for q in g.get_qualitative_evaluations()}
-    assert evaluations["Predicted hypoperfusion lesion"].startswith("Withheld: outside what the network")
+    assert evaluations["Predicted hypoperfusion lesion"] == "Withheld: failed a plausibility check"
     measured = {m.name.meaning for g in sr.content.get_image_measurement_groups() for m in g.get_measurements()}
     assert "Mismatch volume" not in measured and "Mismatch ratio" not in measured
     # The summary capture is its text lines over the overview picture: no lesion painted in the picture.

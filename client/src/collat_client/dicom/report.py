@@ -38,7 +38,7 @@ def _codes():
         "ratio": hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units"),
         "yes": codes.SCT.Yes, "no": codes.SCT.No,
         "withheld": _local("WITHHELD", "Withheld: the input failed a quality check"),
-        "lesion_withheld": _local("LESIONWITHHELD", "Withheld: outside what the network was trained on"),
+        "lesion_withheld": _local("LESIONWITHHELD", "Withheld: failed a plausibility check"),
         "not_assessed": _local("NOTASSESSED", "Not assessed: no stroke side and no ADC core"),
         "core": _local("ADCCORE", CORE_LABEL),
         "hypoperfusion": _local("HYPOPERF", "Predicted hypoperfusion lesion"),
