@@ -164,6 +164,8 @@ def test_a_deployment_may_space_the_unets_windows_wider(case_left_poor):
     wider = prepare_diffusion(c.dwi, c.adc, c.diffusion_affine, nihss=12, side="left", stride=8)
     assert served.slabs.shape[0] == served.nihss.shape[0] == 12
     assert wider.slabs.shape[0] == wider.nihss.shape[0] == 7
-    np.testing.assert_array_equal(wider.slabs[1], served.slabs[2])  # the window at slice 8 is the same window
+    # The window at slice 8 is the same window (to float rounding: two registrations of the same scan may differ in
+    # the last bit when the phantom's brain is not the template's and is registered, not recognised).
+    np.testing.assert_allclose(wider.slabs[1], served.slabs[2], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="window stride must be 1-16 slices"):
         check_stride(0)
