@@ -57,6 +57,7 @@ def test_a_lesion_mostly_on_the_other_side_is_withheld():
         "hypoperfusion_on_side"].verdict == "pass"
     unknown = {c.name: c for c in quality.lesion_checks(0.5, 0.2, 1300.0, "left", None)}["hypoperfusion_on_side"]
     assert unknown.verdict == "unknown" and not quality.withheld([unknown.as_dict()], "hypoperfusion")
+    assert unknown.reason == "less than 1 mL of lesion beyond the core: where it lies says nothing"
     assert [c.name for c in quality.lesion_checks(80.0, 5.0, 1300.0, "bilateral", None)] == [
         "hypoperfusion_within_hemisphere"]  # emboli in both hemispheres: no side to hold them to
 
@@ -70,6 +71,7 @@ def test_a_side_the_core_contradicts_withholds_the_lesion():
     assert quality.core_side_check("left", 30.0, 0.4).verdict == "pass"  # a core across the midline, mostly right
     small = quality.core_side_check("left", 0.3, None)  # a lacune: too little core to hold the side to
     assert small.verdict == "unknown" and not quality.withheld([small.as_dict()], "hypoperfusion")
+    assert small.reason == "no ADC core of 1 mL or more to hold the side to"  # said as not checked, not as wrong
 
 
 def test_no_side_and_no_core_is_not_run_with_what_would_let_it_run():

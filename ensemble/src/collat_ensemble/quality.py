@@ -98,6 +98,7 @@ def core_side_check(side: str, core_ml: float, on_side_fraction: float | None) -
     share = "-" if on_side_fraction is None else f"{on_side_fraction:.0%}"
     return _check("side_matches_core", None if on_side_fraction is None else round(on_side_fraction, 3),
                   f">= {MIN_CORE_ON_SIDE_FRACTION:.0%} of the ADC core in the {side} hemisphere", ok,
+                  f"no ADC core of {MIN_LOCATED_ML:g} mL or more to hold the side to" if ok is None else
                   f"the side given is {side}, but only {share} of the {core_ml:.1f} mL ADC core lies in the {side} "
                   "hemisphere: check the side of the symptoms (or give bilateral)", LESION)
 
@@ -125,7 +126,8 @@ def lesion_checks(hypoperfusion_ml: float, core_ml: float, brain_ml: float, side
         checks.append(_check(
             "hypoperfusion_on_side", None if on_side_fraction is None else round(on_side_fraction, 3),
             f">= {MIN_ON_SIDE_FRACTION:.0%} of the lesion beyond the core in the {side} hemisphere", ok,
-            f"only {share} of the hypoperfusion the U-Net drew lies in the {side} hemisphere the side names: "
+            f"less than {MIN_LOCATED_ML:g} mL of lesion beyond the core: where it lies says nothing" if ok is None
+            else f"only {share} of the hypoperfusion the U-Net drew lies in the {side} hemisphere the side names: "
             "outside what the network was trained on (a unilateral stroke)", LESION))
     return checks
 
