@@ -29,7 +29,8 @@ PAYLOADS = st.dictionaries(st.sampled_from((*FIELDS, "patient_name", "nihss ")),
 
 
 def oracle(payload: dict) -> bool:
-    """The documented rules: only the five fields; nihss an integer 0-42 (a float equal to one counts); age
+    """The documented rules: only the five fields; nihss given, null (not known) or an integer 0-42 (a float equal
+    to one counts); age
     missing/null or a finite number 18-120; side missing/null or one of four words; onset missing/null or a
     finite number >= 0; dwi_b_value missing/null or a finite number in (0, 10000]. Booleans are not numbers."""
     def number(v) -> bool:
@@ -38,7 +39,7 @@ def oracle(payload: dict) -> bool:
     if set(payload) - set(FIELDS) or "nihss" not in payload:
         return False
     n = payload["nihss"]
-    if not (number(n) and 0 <= n <= 42 and n == int(n)):
+    if n is not None and not (number(n) and 0 <= n <= 42 and n == int(n)):
         return False
     age, side, onset = payload.get("age"), payload.get("side"), payload.get("onset_to_imaging_min")
     if age is not None and not (number(age) and 18 <= age <= 120):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from collat_ensemble import quality
 from collat_ensemble.errors import InputValidationError
 from collat_ensemble.serving import context as ctx
 from collat_ensemble.serving import diffusion, metrics, perfusion
@@ -132,6 +133,27 @@ def test_no_side_and_no_core_is_not_run_and_says_which_input_would_run_it(case_l
     assert given[0].shape[0] == 12 and given[4]["diffusion"]["network_run"] is True
     channel = given[0][:, 3]  # "bilateral": the side channel is the whole brain, both hemispheres
     assert channel[:, :, :, :64].any() and channel[:, :, :, 64:].any()
+
+
+def test_no_nihss_measures_the_core_and_does_not_run_the_u_net(case_left_poor):
+    """A dataset or an order system without the score: the core stands, the network that reads the NIHSS is not
+    run, DAWN (which needs it) is withheld, and the reason names the input that would run it."""
+    case = case_left_poor
+    slabs, nihss, core, brain, context = diffusion.preprocess(case.dwi, case.adc, case.diffusion_affine,
+                                                              case.diffusion_affine, {"nihss": None, "age": 70})
+    assert slabs.shape[0] == 1 and not slabs.any() and context["diffusion"]["network_run"] is False
+    assert context["diffusion"]["side"] == "left"  # still inferred from the core
+    _, lesion, core_mask, part, _ = diffusion.postprocess(np.zeros((1, 1, 16, 128, 128), np.float32), core, brain,
+                                                          ctx.decode(ctx.encode(context)))
+    assert part["core_ml"] == pytest.approx(case.truth["core_ml"], rel=0.10) and core_mask.any()
+    assert part["hypoperfusion_ml"] is None and part["defuse3"] is None and part["dawn"] is None
+    assert part["lesion_withheld"]["status"] == "not_run"
+    assert part["lesion_withheld"]["reasons"] == ["no NIHSS was given: the hypoperfusion network was not run "
+                                                  "(give the NIHSS, 0-42)"]
+    assert part["clinical"]["nihss"] is None
+    both = quality.assessable_check("unknown", nihss_given=False)
+    assert both.reason.startswith("no stroke side was given and the ADC shows no core to infer it from and no NIHSS")
+    assert both.reason.endswith("(give the side of the symptoms: left, right or bilateral and the NIHSS, 0-42)")
 
 
 def _hypo_part(case, probabilities, side=None):

@@ -80,16 +80,17 @@ def test_soop_subjects_in_natural_order_with_what_each_lacks(soop: Path):
     two = by_id["sub-2"]
     assert two.paths.dwi == soop / "sub-2/dwi/sub-2_rec-TRACE_dwi.nii.gz"
     assert two.paths.adc == soop / "sub-2/dwi/sub-2_rec-ADC_dwi.nii.gz"
-    assert two.paths.lesion_mask == \
+    # SOOP's acute lesion is the diffusion lesion: the reference for the served core.
+    assert two.paths.core_mask == \
         soop / "derivatives/lesion_masks/sub-2/dwi/sub-2_space-TRACE_desc-lesionAcute_mask.nii.gz"
-    assert (two.paths.perfusion, two.paths.core_mask, two.paths.dicom_study) == (None, None, None)
+    assert (two.paths.perfusion, two.paths.lesion_mask, two.paths.dicom_study) == (None, None, None)
     assert (two.clinical.nihss, two.clinical.age, two.clinical.side) == (17, 78.0, None)
     # SOOP has no side, CPS or DEFUSE 3 columns: absent, never a problem; perfusion is no SOOP role, so not missing.
     assert two.missing == ("side", "cps_grade", "defuse3")
     assert two.problems == ()
     assert by_id["sub-3"].missing == ("adc", "nihss", "side", "cps_grade", "defuse3")
     assert by_id["sub-3"].clinical.age == 89.0  # "89+": the table's clamp
-    assert by_id["sub-5"].missing[0] == "lesion_mask"
+    assert by_id["sub-5"].missing[0] == "core_mask"
     ten = by_id["sub-10"]
     assert (ten.clinical.nihss, ten.clinical.age) == (None, None)
     assert ten.problems == ("nihss 'abc' is not a number",)
@@ -97,14 +98,14 @@ def test_soop_subjects_in_natural_order_with_what_each_lacks(soop: Path):
     assert ds.listing() == [
         "sub-2: missing side, cps_grade, defuse3",
         "sub-3: missing adc, nihss, side, cps_grade, defuse3",
-        "sub-5: missing lesion_mask, side, cps_grade, defuse3",
+        "sub-5: missing core_mask, side, cps_grade, defuse3",
         "sub-10: missing nihss, age, side, cps_grade, defuse3; problems: nihss 'abc' is not a number",
     ]
     summary = ds.summary()
     assert {k: summary[k] for k in ("layout", "subjects", "with_dwi", "with_adc", "with_dwi_and_adc",
-                                    "with_lesion_mask", "with_nihss", "with_age", "with_side", "with_problems",
+                                    "with_core_mask", "with_nihss", "with_age", "with_side", "with_problems",
                                     "participants_without_folder", "complete")} == {
-        "layout": "SOOP", "subjects": 4, "with_dwi": 4, "with_adc": 3, "with_dwi_and_adc": 3, "with_lesion_mask": 3,
+        "layout": "SOOP", "subjects": 4, "with_dwi": 4, "with_adc": 3, "with_dwi_and_adc": 3, "with_core_mask": 3,
         "with_nihss": 2, "with_age": 3, "with_side": 0, "with_problems": 1, "participants_without_folder": 1,
         "complete": 0}
 
@@ -119,14 +120,14 @@ def test_isles22_both_mask_variants_and_no_participants_table(tmp_path: Path):
     assert [s.id for s in ds.subjects] == ["sub-strokecase0001", "sub-strokecase0002", "sub-strokecase0010"]
     one, two, ten = ds.subjects
     assert one.paths.adc == root / "sub-strokecase0001/ses-0001/dwi/sub-strokecase0001_ses-0001_adc.nii.gz"
-    assert one.paths.lesion_mask == \
+    assert one.paths.core_mask == \
         root / "derivatives/sub-strokecase0001/ses-0001/sub-strokecase0001_ses-0001_msk.nii.gz"
-    assert two.paths.lesion_mask == \
+    assert two.paths.core_mask == \
         root / "derivatives/sub-strokecase0002/ses-0001/dwi/sub-strokecase0002_ses-0001_msk.nii.gz"
     assert one.missing == ("nihss", "age", "side", "cps_grade", "defuse3")
-    assert ten.missing == ("lesion_mask", "nihss", "age", "side", "cps_grade", "defuse3")
+    assert ten.missing == ("core_mask", "nihss", "age", "side", "cps_grade", "defuse3")
     assert ten.problems == ()
-    assert ds.summary()["with_lesion_mask"] == 2
+    assert ds.summary()["with_core_mask"] == 2
 
 
 def test_auto_detection_tells_the_layouts_apart(tmp_path: Path, soop: Path):
@@ -140,15 +141,15 @@ def test_auto_detection_tells_the_layouts_apart(tmp_path: Path, soop: Path):
     bare = tmp_path / "bare"
     (bare / "sub-01/anat").mkdir(parents=True)
     assert detect_layout(bare) is GENERIC_BIDS  # no image anywhere: still BIDS, its subjects listed as lacking all
-    assert read_dataset(bare).listing() == ["sub-01: missing dwi, adc, perfusion, lesion_mask, core_mask, "
-                                            "reference_maps, nihss, age, side, cps_grade, defuse3"]
+    assert read_dataset(bare).listing() == ["sub-01: missing dwi, adc, perfusion, core_mask, lesion_mask, "
+                                            "tmax, reference_maps, nihss, age, side, cps_grade, defuse3"]
     # A SOOP dataset whose first subject lacks everything is still SOOP: the detector counts over several subjects.
     (soop / "sub-1").mkdir()
     assert detect_layout(soop) is SOOP
     # Forcing a layout that does not fit lists every image as missing rather than failing or dropping subjects.
     forced = read_dataset(isles, layout=SOOP)
     assert forced.layout == "SOOP"
-    assert forced.subjects[0].missing[:3] == ("dwi", "adc", "lesion_mask")
+    assert forced.subjects[0].missing[:3] == ("dwi", "adc", "core_mask")
 
 
 def test_generic_bids_sessions_perfusion_and_an_adc_written_as_dwi(tmp_path: Path):
@@ -158,15 +159,17 @@ def test_generic_bids_sessions_perfusion_and_an_adc_written_as_dwi(tmp_path: Pat
     perf = nifti(root / "sub-01/ses-1/perf/sub-01_ses-1_dsc.nii.gz", (4, 4, 4, 3))
     mask = nifti(root / "derivatives/manual/sub-01/ses-1/anat/sub-01_ses-1_desc-lesion_mask.nii.gz")
     tmax = nifti(root / "derivatives/perfusion/sub-01/sub-01_Tmax.nii.gz")
+    hypo = nifti(root / "derivatives/perfusion/sub-01/sub-01_desc-hypoperfusion_mask.nii.gz")
+    phases = nifti(root / "derivatives/perfusion/sub-01/sub-01_desc-collateral_maps.nii.gz", (4, 4, 4, 5))
     nifti(root / "sub-02/dwi/sub-02_dwi.nii")
     ds = read_dataset(root)
     assert ds.layout == "BIDS"
     one, two = ds.subjects
-    assert (one.paths.dwi, one.paths.adc, one.paths.perfusion, one.paths.lesion_mask, one.paths.reference_maps) \
-        == (dwi, adc, perf, mask, tmax)
-    assert one.missing == ("core_mask", "nihss", "age", "side", "cps_grade", "defuse3")
+    assert (one.paths.dwi, one.paths.adc, one.paths.perfusion, one.paths.core_mask, one.paths.lesion_mask,
+            one.paths.tmax, one.paths.reference_maps) == (dwi, adc, perf, mask, hypo, tmax, phases)
+    assert one.missing == ("nihss", "age", "side", "cps_grade", "defuse3")
     assert two.paths.dwi == root / "sub-02/dwi/sub-02_dwi.nii"
-    assert two.missing[:5] == ("adc", "perfusion", "lesion_mask", "core_mask", "reference_maps")
+    assert two.missing[:6] == ("adc", "perfusion", "core_mask", "lesion_mask", "tmax", "reference_maps")
     # Two sessions' DWIs: the first is used, and the subject says so.
     nifti(root / "sub-01/ses-2/dwi/sub-01_ses-2_dwi.nii.gz")
     again = read_dataset(root).subjects[0]

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 
 from collat_ensemble.territory import CPS_PHASES
+from collat_export.statistics import confusion, weighted_kappa
 from collat_export.training.grading import (
     GradingCase,
     agreement,
-    confusion,
     fit_ratios,
     scores,
-    weighted_kappa,
 )
 
 

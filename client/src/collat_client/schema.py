@@ -28,7 +28,8 @@ class Clinical(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    nihss: int = Field(description="NIH Stroke Scale, 0-42")
+    nihss: int | None = Field(description="NIH Stroke Scale, 0-42; null when not known (the core is measured, the "
+                                          "hypoperfusion network, which reads it, is not run)")
     age: float | None = Field(default=None, description="years, 18-120; DAWN needs it")
     side: Side = "unknown"
     onset_to_imaging_min: float | None = Field(default=None, description="minutes, >= 0")
@@ -108,7 +109,7 @@ class CollateralMetrics(_Strict):
 
 
 class ClinicalEcho(_Strict):
-    nihss: int
+    nihss: int | None
     age: float | None
     side: Side
     onset_to_imaging_min: float | None

@@ -75,16 +75,16 @@ def b_value_in_range(b_value: float) -> bool:
 
 
 def check_clinical(value: Any) -> dict[str, Any]:
-    """The validated, normalized inputs ``{"nihss": int, "age": float | None, "side": str,
+    """The validated, normalized inputs ``{"nihss": int | None, "age": float | None, "side": str,
     "onset_to_imaging_min": float | None, "dwi_b_value": float | None}``, or :class:`ClinicalInputError`."""
     if not isinstance(value, Mapping):
         raise ClinicalInputError(f"clinical inputs must be a JSON object, got {type(value).__name__}")
     unknown = set(value) - set(FIELDS)
     if unknown:
         raise ClinicalInputError(f"clinical inputs have unknown fields: {', '.join(sorted(map(str, unknown)))}")
-    if "nihss" not in value:
-        raise ClinicalInputError(f"clinical inputs must give nihss ({NIHSS_MIN}-{NIHSS_MAX})")
-    nihss = check_nihss(value["nihss"])
+    if "nihss" not in value:  # a forgotten score is refused; a null one is stated as not known
+        raise ClinicalInputError(f"clinical inputs must give nihss ({NIHSS_MIN}-{NIHSS_MAX}, or null: not known)")
+    nihss = None if value["nihss"] is None else check_nihss(value["nihss"])
     age = value.get("age")
     if age is not None and (not _number(age) or not AGE_MIN <= age <= AGE_MAX):
         raise ClinicalInputError(f"age must be {AGE_MIN:g}-{AGE_MAX:g} years, got {age!r}")

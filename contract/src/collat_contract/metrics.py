@@ -13,7 +13,7 @@ No ``from __future__ import annotations`` here: ``NotRequired`` is only seen by 
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 
 Verdict = Literal["pass", "fail", "unknown"]  # a quality check's
 # What a failed quality check may withhold: the two treatment decisions, and the hypoperfusion lesion itself (its

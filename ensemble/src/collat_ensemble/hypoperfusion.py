@@ -133,26 +133,29 @@ class HypoperfusionAssessment:
 
 
 def assess_hypoperfusion(probability: np.ndarray, core: np.ndarray, brain: np.ndarray, affine: np.ndarray, *,
-                         nihss: float, age: float | None, calibration: VolumeCalibration | None = None,
+                         nihss: float | None, age: float | None, calibration: VolumeCalibration | None = None,
                          ) -> HypoperfusionAssessment:
-    """Lesion, core and lesion volumes (from ``affine``'s voxel size), mismatch, DEFUSE 3 and DAWN."""
+    """Lesion, core and lesion volumes (from ``affine``'s voxel size), mismatch, DEFUSE 3 and DAWN (None without
+    an age or an NIHSS; with no NIHSS the network was not run, so no calibration applies either)."""
     lesion = lesion_mask(probability, core, brain)
     core_ml = volume_ml(core, affine)
     network_ml = volume_ml(lesion, affine)
     threshold = LESION_PROBABILITY_THRESHOLD
+    if nihss is None:
+        calibration = None
     if calibration is not None:
         voxel = volume_ml(np.ones((1, 1, 1), dtype=bool), affine)
         lesion, threshold = calibrated_lesion(probability, core, brain, voxel,
                                               calibration.expected_ml(network_ml, core_ml, nihss))
     hypo_ml = volume_ml(lesion, affine)
     mm = mismatch(hypo_ml, core_ml)
-    dawn = None if age is None else dawn_eligibility(age, nihss, core_ml)
+    dawn = None if age is None or nihss is None else dawn_eligibility(age, nihss, core_ml)
     return HypoperfusionAssessment(lesion, core_ml, hypo_ml, mm, defuse3_target_mismatch(core_ml, mm), dawn,
                                    network_ml, threshold, calibration)
 
 
 def assess_on_scan(probability_mni: np.ndarray, core: np.ndarray, brain: np.ndarray, grid: NativeGrid, *,
-                   nihss: float, age: float | None, calibration: VolumeCalibration | None = None,
+                   nihss: float | None, age: float | None, calibration: VolumeCalibration | None = None,
                    ) -> tuple[np.ndarray, HypoperfusionAssessment]:
     """The U-Net's probability (MNI 2 mm grid) brought onto the scan's RAS grid through the registration, and
     everything counted there, on the scan's own voxels (``core`` and ``brain`` are on that grid)."""
@@ -163,13 +166,13 @@ def assess_on_scan(probability_mni: np.ndarray, core: np.ndarray, brain: np.ndar
 
 def plausibility_checks(assessment: HypoperfusionAssessment, core: np.ndarray, grid: NativeGrid, *, side: str,
                         brain_ml: float, domain: quality.TrainingDomain | None, run: bool = True,
-                        ) -> list[quality.Check]:
+                        nihss_given: bool = True) -> list[quality.Check]:
     """The checks on what came out, for the server and the held-out evaluation alike: the core, and (when the
     network ran) whether its lesion is one a stroke on the side it was told, around a core like this one, makes in
     what the network was trained on. A failure withholds the lesion (``quality.LESION``), never silently."""
     checks = [quality.core_check(assessment.core_ml, brain_ml)]
     if not run:
-        return [*checks, quality.assessable_check(side)]
+        return [*checks, quality.assessable_check(side, nihss_given)]
     core = np.asarray(core, dtype=bool)
     beyond = assessment.lesion & ~core
     fraction = None

@@ -103,12 +103,20 @@ def core_side_check(side: str, core_ml: float, on_side_fraction: float | None) -
                   "hemisphere: check the side of the symptoms (or give bilateral)", LESION)
 
 
-def assessable_check(side: str) -> Check:
-    """The U-Net is told which hemisphere to read; with no side given and no core to infer it from, nothing does."""
-    return _check("hypoperfusion_assessable", side, "a side given, or an ADC core to infer it from",
-                  side != "unknown",
-                  "no stroke side was given and the ADC shows no core to infer it from: the hypoperfusion network was "
-                  "not run (give the side of the symptoms: left, right or bilateral)", LESION)
+def assessable_check(side: str, nihss_given: bool = True) -> Check:
+    """The U-Net is told which hemisphere to read and the NIHSS; with no side given and no core to infer it from,
+    or no NIHSS, it is not run, and the reason names the input that would run it."""
+    missing = []
+    if side == "unknown":
+        missing.append("no stroke side was given and the ADC shows no core to infer it from")
+    if not nihss_given:
+        missing.append("no NIHSS was given")
+    wanted = [w for w, gap in (("the side of the symptoms: left, right or bilateral", side == "unknown"),
+                               ("the NIHSS, 0-42", not nihss_given)) if gap]
+    return _check("hypoperfusion_assessable", side if nihss_given else f"{side}, NIHSS not known",
+                  "an NIHSS, and a side given or an ADC core to infer it from", not missing,
+                  f"{' and '.join(missing)}: the hypoperfusion network was not run (give {' and '.join(wanted)})",
+                  LESION)
 
 
 def lesion_checks(hypoperfusion_ml: float, core_ml: float, brain_ml: float, side: str,

@@ -129,7 +129,8 @@ def summary_lines(metrics: Metrics) -> list[tuple[str, tuple[int, int, int]]]:
             lines.append((f"hypoperfusion volume calibrated from the network's {h.lesion_rule.network_ml:.1f} mL "
                           "(the weights' model card)", (200, 200, 200)))
         given = h.clinical
-        lines.append((f"inputs: NIHSS {given.nihss}, age {'unknown' if given.age is None else f'{given.age:g}'}, "
+        nihss = "unknown" if given.nihss is None else given.nihss
+        lines.append((f"inputs: NIHSS {nihss}, age {'unknown' if given.age is None else f'{given.age:g}'}, "
                       f"side given {given.side}, DWI b-value "
                       f"{'unknown' if given.dwi_b_value is None else f'{given.dwi_b_value:g}'}", (200, 200, 200)))
         for key, name, decision in (("defuse3", "DEFUSE 3 target mismatch", h.defuse3),

@@ -33,7 +33,7 @@ class ClinicalInputs:
     """What the clinician knows; validated here again (by the shared rules) because the server trusts nothing it
     receives."""
 
-    nihss: int
+    nihss: int | None  # None: not known, the U-Net (which reads it) is not run
     age: float | None = None
     side: str = "unknown"
     onset_to_imaging_min: float | None = None
@@ -65,7 +65,8 @@ def preprocess(dwi: np.ndarray, adc: np.ndarray, dwi_affine: np.ndarray, adc_aff
     inputs = ClinicalInputs.from_json(clinical)
     dwi, adc = _volume(dwi, "DWI"), _volume(adc, "ADC")
     affine = read_affine(dwi_affine, "DWI_AFFINE")
-    prepared = prepare_diffusion(dwi, adc, affine, nihss=inputs.nihss, side=inputs.side,
+    # Without an NIHSS the network is not run (below), so the score it would have read does not matter.
+    prepared = prepare_diffusion(dwi, adc, affine, nihss=inputs.nihss or 0, side=inputs.side,
                                  adc_affine=read_affine(adc_affine, "ADC_AFFINE"), template=template,
                                  stride=stride)
     grid, registration = prepared.grid, prepared.registration
@@ -73,9 +74,9 @@ def preprocess(dwi: np.ndarray, adc: np.ndarray, dwi_affine: np.ndarray, adc_aff
     checks = quality.registration_checks(registration.similarity, registration.template_coverage,
                                          registration.scale, brain_ml)
     checks.append(quality.b_value_check(inputs.dwi_b_value))
-    # Nothing to read the hypoperfusion on (no side, no core): the ensemble's graph still passes the U-Net one empty
-    # slab, whose output the postprocessing discards.
-    run = prepared.side != "unknown"
+    # Nothing to read the hypoperfusion on (no side, no core), or no NIHSS for the network to read: the ensemble's
+    # graph still passes the U-Net one empty slab, whose output the postprocessing discards.
+    run = prepared.side != "unknown" and inputs.nihss is not None
     slabs = prepared.slabs if run else np.zeros((1,) + prepared.slabs.shape[1:], dtype=np.float32)
     nihss = prepared.nihss if run else np.zeros((1, 1), dtype=np.float32)
     context = {
@@ -125,7 +126,8 @@ def postprocess(probabilities: np.ndarray, core: np.ndarray, brain: np.ndarray, 
     prob, assessment = assess_on_scan(on_mni, core, brain, grid, nihss=clinical["nihss"], age=clinical["age"],
                                       calibration=calibration)
     checks = context["quality_checks"] + [c.as_dict() for c in plausibility_checks(
-        assessment, core, grid, side=d["side"], brain_ml=float(d["brain_ml"]), domain=domain, run=run)]
+        assessment, core, grid, side=d["side"], brain_ml=float(d["brain_ml"]), domain=domain, run=run,
+        nihss_given=clinical["nihss"] is not None)]
     gates = quality.summary(checks)
     part = HypoperfusionPart(
         **assessment.as_metrics(),

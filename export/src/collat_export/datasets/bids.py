@@ -48,8 +48,9 @@ class SubjectPaths:
     dwi: Path | None = None
     adc: Path | None = None
     perfusion: Path | None = None
-    lesion_mask: Path | None = None
     core_mask: Path | None = None
+    lesion_mask: Path | None = None
+    tmax: Path | None = None
     reference_maps: Path | None = None
     dicom_study: Path | None = None
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-ROLES: tuple[str, ...] = ("dwi", "adc", "perfusion", "lesion_mask", "core_mask", "reference_maps")
+# core_mask: the reference diffusion lesion (the acute DWI lesion SOOP and ISLES'22 draw), scored against the
+# served ADC core; lesion_mask: a reference hypoperfusion lesion; tmax: a Tmax map in seconds, whose > 6 s region
+# is the reference hypoperfusion lesion where no mask is given; reference_maps: the five phase maps, one 4D image.
+ROLES: tuple[str, ...] = ("dwi", "adc", "perfusion", "core_mask", "lesion_mask", "tmax", "reference_maps")
 # Which role claims a file first: the specific ones before the generic DWI glob, which would match an ADC written
 # as BIDS ``rec-ADC_dwi`` (a file is never given to two roles).
-CLAIM_ORDER: tuple[str, ...] = ("adc", "core_mask", "lesion_mask", "reference_maps", "perfusion", "dwi")
+CLAIM_ORDER: tuple[str, ...] = ("adc", "core_mask", "lesion_mask", "tmax", "reference_maps", "perfusion", "dwi")
 CLINICAL_FIELDS: tuple[str, ...] = ("nihss", "age", "side", "cps_grade", "defuse3")
 
 
@@ -30,9 +33,10 @@ class DatasetLayout:
     dwi: tuple[str, ...] = ()
     adc: tuple[str, ...] = ()
     perfusion: tuple[str, ...] = ()  # 4D, BIDS perf/
-    lesion_mask: tuple[str, ...] = ()  # the reference label
-    core_mask: tuple[str, ...] = ()
-    reference_maps: tuple[str, ...] = ()  # e.g. Tmax or phase maps in derivatives: a file or a folder
+    core_mask: tuple[str, ...] = ()  # the reference diffusion lesion (core)
+    lesion_mask: tuple[str, ...] = ()  # the reference hypoperfusion lesion
+    tmax: tuple[str, ...] = ()  # a Tmax map (s)
+    reference_maps: tuple[str, ...] = ()  # the five phase maps (x, y, z, 5), or a folder of them
     subject_folders: str = "sub-*"  # which folders of the root are subjects
     dicom_studies: bool = False  # each subject folder is a DICOM study (its series are not classified here)
     participants: str = "participants.tsv"
@@ -58,17 +62,19 @@ class DatasetLayout:
 
 
 SOOP = DatasetLayout(
-    name="SOOP",  # OpenNeuro ds004889: trace DWI and ADC per subject, acute lesion masks in derivatives; no side
+    # OpenNeuro ds004889: trace DWI and ADC per subject, the acute diffusion lesion drawn in derivatives; no side
+    name="SOOP",
     dwi=("sub-{sub}/dwi/sub-{sub}_rec-TRACE_dwi.nii.gz",),
     adc=("sub-{sub}/dwi/sub-{sub}_rec-ADC_dwi.nii.gz",),
-    lesion_mask=("derivatives/lesion_masks/sub-{sub}/dwi/sub-{sub}_space-TRACE_desc-lesionAcute_mask.nii.gz",),
+    core_mask=("derivatives/lesion_masks/sub-{sub}/dwi/sub-{sub}_space-TRACE_desc-lesionAcute_mask.nii.gz",),
 )
 
 ISLES22 = DatasetLayout(
-    name="ISLES22",  # ISLES'22 challenge: one session per case, masks under derivatives with or without dwi/
+    # ISLES'22 challenge: one session per case, the diffusion lesion under derivatives with or without dwi/
+    name="ISLES22",
     dwi=("sub-{sub}/ses-{ses}/dwi/sub-{sub}_ses-{ses}_dwi.nii.gz",),
     adc=("sub-{sub}/ses-{ses}/dwi/sub-{sub}_ses-{ses}_adc.nii.gz",),
-    lesion_mask=("derivatives/sub-{sub}/ses-{ses}/sub-{sub}_ses-{ses}_msk.nii.gz",
+    core_mask=("derivatives/sub-{sub}/ses-{ses}/sub-{sub}_ses-{ses}_msk.nii.gz",
                  "derivatives/sub-{sub}/ses-{ses}/dwi/sub-{sub}_ses-{ses}_msk.nii.gz"),
 )
 
@@ -78,18 +84,23 @@ def _sessions(*patterns: str) -> tuple[str, ...]:
     return tuple(p for pattern in patterns for p in (f"sub-{{sub}}/{pattern}", f"sub-{{sub}}/ses-{{ses}}/{pattern}"))
 
 
+def _derivatives(*names: str) -> tuple[str, ...]:
+    """A subject's file under derivatives/ directly or in any pipeline's folder, at any depth, by name pattern."""
+    return tuple(f"derivatives/{pipeline}sub-{{sub}}/**/sub-{{sub}}_{name}.nii*" for name in names
+                 for pipeline in ("", "*/"))
+
+
 # The generic fallback: plain BIDS raw data (dwi/, perf/) and masks in any derivatives pipeline's subject folder.
 GENERIC_BIDS = DatasetLayout(
     name="BIDS",
     dwi=_sessions("dwi/sub-{sub}*_rec-TRACE_dwi.nii*", "dwi/sub-{sub}*_dwi.nii*"),
     adc=_sessions("dwi/sub-{sub}*_rec-ADC_dwi.nii*", "dwi/sub-{sub}*_adc.nii*"),
     perfusion=_sessions("perf/sub-{sub}*_dsc.nii*", "perf/sub-{sub}*_perf.nii*", "perf/sub-{sub}*_asl.nii*"),
-    lesion_mask=tuple(f"derivatives/{pipeline}sub-{{sub}}/**/sub-{{sub}}_{name}.nii*" for name in
-                      ("*desc-lesion*_mask", "*label-lesion*_mask", "*msk") for pipeline in ("", "*/")),
-    core_mask=tuple(f"derivatives/{pipeline}sub-{{sub}}/**/sub-{{sub}}_*desc-core*_mask.nii*"
-                    for pipeline in ("", "*/")),
-    reference_maps=tuple(f"derivatives/{pipeline}sub-{{sub}}/**/sub-{{sub}}_*{name}.nii*" for name in
-                         ("Tmax", "tmax") for pipeline in ("", "*/")),
+    # A stroke dataset's "lesion" mask is the diffusion lesion (SOOP, ISLES'22, ATLAS-style names): the core role.
+    core_mask=_derivatives("*desc-core*_mask", "*desc-lesion*_mask", "*label-lesion*_mask", "*msk"),
+    lesion_mask=_derivatives("*desc-hypoperfusion*_mask", "*label-hypoperfusion*_mask"),
+    tmax=_derivatives("*Tmax*", "*tmax*"),
+    reference_maps=_derivatives("*desc-collateral*"),
 )
 
 # One folder per subject holding a DICOM study at any depth; only found by :func:`~.bids.detect_layout` when the

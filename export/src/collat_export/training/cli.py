@@ -177,6 +177,7 @@ def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
 
 
 # Kept beside the main evaluation when a card is rewritten.
+LAYOUT_NAMES = ("auto", "soop", "isles22", "bids", "dicom")
 _CARD_EXTRAS = ("evaluation_dsc", "evaluation_cps", "evaluation_kinds", "lesion_calibration", "training_domain")
 
 
@@ -212,9 +213,19 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
 
 
 @main.command()
-@click.option("--model", type=click.Choice(["mrod", "hypo", "cps"]), required=True,
+@click.option("--model", type=click.Choice(["mrod", "hypo", "cps"]),
               help="cps: the collateral grade from 3D-MROD-Net's maps (and the conventional map's) vs the phantom's.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
+@click.option("--checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path),
+              help="A labelled dataset (BIDS: SOOP, ISLES'22, plain; or DICOM study folders) to send through the "
+                   "running server instead of phantoms; needs --out.")
+@click.option("--out", type=click.Path(path_type=Path), help="--data: the report folder (a rerun resumes in it).")
+@click.option("--url", default="127.0.0.1:8000", show_default=True, help="--data: the server's address.")
+@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
+@click.option("--layout", "layout_name", type=click.Choice(LAYOUT_NAMES), default="auto", show_default=True,
+              help="--data: the dataset's layout.")
+@click.option("--allow-b-value", is_flag=True,
+              help="--data: run DWIs outside b=800-1200 too (their decisions are withheld), as collat-client infer.")
 @click.option("--seeds", default="0-19", show_default=True, help="FIRST-LAST held-out phantom seeds (< 1,000,000).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--space", type=click.Choice(["mni", "native"]), default="mni", show_default=True,
@@ -226,15 +237,25 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
 @click.option("--workers", type=int, default=1, show_default=True, help="cps and hypo: processes.")
 @click.option("--update-card", is_flag=True,
               help="Rewrite model_card.md/.json next to the checkpoint with this evaluation (training record kept).")
-def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str, modality: str, kinds: str,
-             workers: int, update_card: bool) -> None:
-    """Generate held-out phantom cases, run the checkpoint, print the studies' metrics.
+def evaluate(model: str | None, checkpoint: Path | None, data: Path | None, out: Path | None, url: str,
+             protocol: str, layout_name: str, allow_b_value: bool, seeds: str, as_json: bool, space: str,
+             modality: str, kinds: str, workers: int, update_card: bool) -> None:
+    """Generate held-out phantom cases, run the checkpoint, print the studies' metrics; or, with --data, send a
+    labelled dataset through the running server and write a report folder (CSV, Markdown, HTML, plots).
 
     \b
     Example:
       collat-train evaluate --model hypo --checkpoint weights/hypo_tiny/checkpoint.pt --seeds 0-19
       collat-train evaluate --model cps --checkpoint weights/mrod_tiny/checkpoint.pt --seeds 0-199 --workers 2
+      collat-train evaluate --data /data/ds004889 --out report/ --url 127.0.0.1:8000
     """
+    if data is not None:
+        _evaluate_dataset(data, out, url, protocol, layout_name, allow_b_value, as_json)
+        return
+    if model is None or checkpoint is None:
+        click.echo("error: give --model and --checkpoint (phantom evaluation) or --data and --out (a dataset)",
+                   err=True)
+        sys.exit(2)
     from collat_ensemble.contrast import trained_dsc_conversion
 
     from ..checkpoint import CheckpointError, load_checkpoint
@@ -275,6 +296,51 @@ def evaluate(model: str, checkpoint: Path, seeds: str, as_json: bool, space: str
     for k, ok in report.passed().items():
         bar = f"<= {report.targets[k]:g}" if k.endswith("_false_yes") else f">= {report.targets[k]:g}"
         click.echo(f"  target {k} {bar} (measured {report.figure(k):.3g}): {'met' if ok else 'NOT met'}")
+
+
+def _layout(name: str):
+    from ..datasets import DICOM_STUDIES, GENERIC_BIDS, ISLES22, SOOP
+
+    return {"soop": SOOP, "isles22": ISLES22, "bids": GENERIC_BIDS, "dicom": DICOM_STUDIES}.get(name)
+
+
+def _evaluate_dataset(data: Path, out: Path | None, url: str, protocol: str, layout_name: str,
+                      allow_b_value: bool, as_json: bool) -> None:
+    from ..datasets import DatasetError
+    from ..datasets.evaluate import evaluate_dataset
+    from ..datasets.served import ServerGone
+
+    if out is None:
+        click.echo(f"error: {data}: --data needs --out, the report folder", err=True)
+        sys.exit(2)
+    try:
+        summary, files = evaluate_dataset(data, out, url, layout=_layout(layout_name), protocol=protocol,
+                                          allow_b_value=allow_b_value, progress=_echo)
+    except DatasetError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ServerGone as exc:
+        click.echo(f"error: {exc}; finished subjects are kept in {out}, run the same command to resume",
+                   err=True)
+        sys.exit(3)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    s = summary
+    click.echo(f"{s['subjects']} subjects: {s['done']} analysed, {len(s['failed'])} failed, {len(s['skipped'])} "
+               f"skipped, lesion withheld in {s['lesion_withheld']}")
+    for key, label in (("core_dice", "core Dice"), ("lesion_dice", "lesion Dice")):
+        if s[key]["scored"]:
+            click.echo(f"  {label:12} median {s[key]['median']:.3f} over {s[key]['scored']}")
+    for key in ("defuse3", "dawn"):
+        d = s[key]
+        if d["cases"]:
+            sens = "n/a" if d["sensitivity"] is None else f"{d['sensitivity']:.2f}"
+            spec = "n/a" if d["specificity"] is None else f"{d['specificity']:.2f}"
+            click.echo(f"  {key:12} sensitivity {sens} specificity {spec} over {d['cases']} (withheld {d['withheld']})")
+    if s["cps"]["cases"]:
+        click.echo(f"  CPS          weighted kappa {s['cps']['weighted_kappa']:.3f} over {s['cps']['cases']}")
+    click.echo(f"report: {files[0]}")
 
 
 def card_calibration(checkpoint: Path):
@@ -525,9 +591,6 @@ def stride_study_command(checkpoint: Path, seeds: str, space: str, strides: tupl
                    f"DEFUSE 3 accuracy {r['defuse3_accuracy']:.2f}")
 
 
-LAYOUT_NAMES = ("auto", "soop", "isles22", "bids", "dicom")
-
-
 @main.command("dataset")
 @click.option("--data", type=click.Path(path_type=Path), required=True,
               help="The dataset's root: BIDS (SOOP, ISLES'22 or plain) or one DICOM study folder per subject.")
@@ -541,11 +604,10 @@ def dataset(data: Path, layout_name: str, as_json: bool) -> None:
     Example:
       collat-train dataset --data /data/ds004889
     """
-    from ..datasets import DICOM_STUDIES, GENERIC_BIDS, ISLES22, SOOP, DatasetError, read_dataset
+    from ..datasets import DatasetError, read_dataset
 
-    layouts = {"soop": SOOP, "isles22": ISLES22, "bids": GENERIC_BIDS, "dicom": DICOM_STUDIES}
     try:
-        read = read_dataset(data, layouts.get(layout_name))
+        read = read_dataset(data, _layout(layout_name))
     except DatasetError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -563,6 +625,32 @@ def dataset(data: Path, layout_name: str, as_json: bool) -> None:
                                 if k.startswith("with_") and v))
     for line in read.listing():
         click.echo(f"  {line}")
+
+
+@main.command("phantom-dataset")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The dataset's root folder.")
+@click.option("--layout", type=click.Choice(["soop", "isles22", "bids"]), default="bids", show_default=True,
+              help="bids adds the perfusion series, Tmax and the phase maps to what SOOP and ISLES'22 carry.")
+@click.option("--seeds", default="0-9", show_default=True, help="FIRST-LAST phantom seeds.")
+@click.option("--kinds", type=click.Choice(["mixed", *KINDS]), default="mca", show_default=True)
+def phantom_dataset(out: Path, layout: str, seeds: str, kinds: str) -> None:
+    """Write phantom cases as a labelled dataset (known truth) to try `collat-train evaluate --data` on.
+
+    \b
+    Example:
+      collat-train phantom-dataset --out /tmp/phantom-bids --seeds 0-9
+      collat-train evaluate --data /tmp/phantom-bids --out /tmp/report
+    """
+    from ..datasets.phantom_dataset import write_phantom_dataset
+    from .data import parse_seed_range
+
+    try:
+        seed_list = parse_seed_range(seeds)
+    except ValueError as exc:
+        click.echo(f"error: --seeds {seeds}: {exc}", err=True)
+        sys.exit(2)
+    write_phantom_dataset(out, seed_list, layout, kind=kinds, progress=_echo)  # type: ignore[arg-type]
+    click.echo(f"{out}: {len(seed_list)} subjects in the {layout} layout")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,6 +38,7 @@ from collat_ensemble.territory import (
 )
 
 from ..presets import Preset
+from ..statistics import grade_agreement, weighted_kappa
 from .data import forked_imap, turned
 from .evaluate import predict_maps
 
@@ -131,31 +132,8 @@ def _fractions_by_ratio(case: GradingCase, source: str, floor: float) -> np.ndar
     return np.array([[column[p] for column in columns] for p in CPS_PHASES])
 
 
-def weighted_kappa(truth: np.ndarray, estimate: np.ndarray, classes: int = GRADES) -> float:
-    """Cohen's kappa with quadratic weights (1 for perfect agreement; 0 for chance)."""
-    observed = confusion(truth, estimate, classes).astype(np.float64)
-    total = observed.sum()
-    if total == 0:
-        return float("nan")
-    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / total
-    i, j = np.indices((classes, classes))
-    weights = (i - j) ** 2 / (classes - 1) ** 2
-    denominator = (weights * expected).sum()
-    return float(1.0 - (weights * observed).sum() / denominator) if denominator > 0 else 1.0
-
-
-def confusion(truth: np.ndarray, estimate: np.ndarray, classes: int = GRADES) -> np.ndarray:
-    """Rows: the phantom's grade; columns: the estimate."""
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(truth, dtype=int), np.asarray(estimate, dtype=int)), 1)
-    return matrix
-
-
 def agreement(truth: np.ndarray, estimate: np.ndarray) -> dict:
-    truth, estimate = np.asarray(truth, dtype=int), np.asarray(estimate, dtype=int)
-    return {"cases": int(truth.size), "exact": float(np.mean(truth == estimate)),
-            "within_one": float(np.mean(np.abs(truth - estimate) <= 1)),
-            "weighted_kappa": weighted_kappa(truth, estimate), "confusion": confusion(truth, estimate).tolist()}
+    return grade_agreement(estimate, truth, GRADES)
 
 
 def fit_ratios(cases: list[GradingCase], source: str = "network", floor: float = 0.1) -> dict[str, float]:
