@@ -1,13 +1,16 @@
 """`collat-train evaluate --data` through the real server, on datasets written here from phantom cases in the
 published layouts (the truth known exactly) and on a folder of DICOM studies with a real scan among them: the
 report's figures equal the phantom's computed directly, subjects without what a figure needs are counted, a rerun
-resumes, and the report folder holds its tables and pictures."""
+resumes, and the report folder holds its tables and pictures. Weights fine-tuned on such a dataset serve through
+their network card."""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -16,11 +19,14 @@ import pytest
 from click.testing import CliRunner
 from dicom_writer import write_classic, write_phantom_study
 from realdata import AVAILABLE, REALDATA
+from serving_helpers import build_cpu_repository
 
 from collat_client.imaging.evaluation import dice, phase_metrics
 from collat_ensemble.phantom import generate_case
+from collat_ensemble.server.launcher import TritonServer
 from collat_export.datasets.phantom_dataset import write_phantom_dataset
 from collat_export.training.cli import main as train_cli
+from collat_export.weights import demo_checkpoint
 
 BIDS_SEEDS = (2, 3)  # an MCA stroke each, DCE and DSC
 
@@ -156,3 +162,24 @@ def test_a_folder_of_dicom_studies_with_a_real_scan(server, tmp_path):
         # A healthy brain: no lesion, or one withheld with its reason, never a DEFUSE 3 "yes".
         assert real["lesion_withheld"] or float(real["hypoperfusion_ml"]) < 10.0
         assert real["defuse3"] in ("", "False")
+
+
+def test_weights_fine_tuned_on_a_dataset_serve_and_are_evaluated_through_the_server(bids_report, tmp_path):
+    """`collat-train hypo --data` -> its network card -> a model repository -> the real server -> the report."""
+    root, _, _ = bids_report
+    run = tmp_path / "run"
+    trained = subprocess.run([sys.executable, "-m", "collat_export.training.cli", "hypo", "--data", str(root),
+                              "--epochs", "1", "--phantom-fraction", "0", "--eval-seeds", "0-0", "--threads", "1",
+                              "--workers", "1", "--init", str(demo_checkpoint("hypo")), "--slabs-per-case", "1",
+                              "--out", str(run)], capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    repository = build_cpu_repository(tmp_path / "model_repository", mrod_preset="tiny",
+                                      hypo_card=run / "network_card.yaml")
+    with TritonServer(repository, log_file=tmp_path / "tritonserver.log") as running:
+        out = tmp_path / "report"
+        _evaluate(running, root, out)
+    rows = _rows(out)
+    assert all(r["status"] == "done" for r in rows.values())
+    metrics = json.loads((out / "subjects" / "sub-002" / "metrics.json").read_text())
+    assert metrics["models"]["hypoperfusion_unet"]["preset"] == "imported:hypo-ds"
+    assert "hypoperfusion_unet 1 (imported:hypo-ds)" in (out / "summary.md").read_text()

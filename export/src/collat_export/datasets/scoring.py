@@ -73,6 +73,32 @@ def _mask(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     return on_grid(data > 0, ref_affine, shape, affine, order=0) > 0.5
 
 
+def reference_masks(subject: Subject, shape: tuple[int, ...], affine: np.ndarray,
+                    ) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """(reference core, reference hypoperfusion lesion, where the lesion came from) on the given grid; None where
+    the dataset has none. The lesion is the mask, else Tmax > 6 s united with the reference core."""
+    p = subject.paths
+    core = _mask(p.core_mask, shape, affine) if p.core_mask else None
+    if p.lesion_mask:
+        return core, _mask(p.lesion_mask, shape, affine), "mask"
+    if p.tmax:
+        tmax, tmax_affine = _load(p.tmax)
+        tmax = on_grid(np.squeeze(tmax).astype(np.float32), tmax_affine, shape, affine, order=1)
+        lesion = tmax > TMAX_THRESHOLD_S
+        return core, lesion if core is None else lesion | core, f"Tmax > {TMAX_THRESHOLD_S:g} s"
+    return core, None, ""
+
+
+def reference_maps_on(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """The five reference phase maps (x, y, z, 5) on the given grid (linear interpolation when they differ)."""
+    if path.is_dir():
+        raise ReferenceImageError(f"{path}: reference maps must be one 4D image of the {len(PHASE_NAMES)} phases")
+    ref, ref_affine = _load(path)
+    if ref.ndim != 4 or ref.shape[-1] != len(PHASE_NAMES):
+        raise ReferenceImageError(f"{path}: reference maps must be (x, y, z, {len(PHASE_NAMES)}), not {ref.shape}")
+    return on_grid(ref.astype(np.float32), ref_affine, shape, affine, order=1)
+
+
 def _served(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray] | None:
     path = folder / f"{name}.nii.gz"
     return _load(path) if path.is_file() else None
@@ -90,19 +116,9 @@ def _diffusion_scores(subject: Subject, folder: Path, metrics: dict, row: dict[s
                lesion_withheld="; ".join(withheld["reasons"]) if withheld else "",
                defuse3=None if hypo["defuse3"] is None else hypo["defuse3"]["eligible"],
                dawn=None if hypo["dawn"] is None else hypo["dawn"]["eligible"])
-    p = subject.paths
-    ref_core = _mask(p.core_mask, core.shape, affine) if p.core_mask else None
+    ref_core, ref_lesion, source = reference_masks(subject, core.shape, affine)
     if ref_core is not None:
         row.update(reference_core_ml=round(float(ref_core.sum()) * voxel_ml, 3), core_dice=dice(core, ref_core))
-    ref_lesion, source = None, ""
-    if p.lesion_mask:
-        ref_lesion, source = _mask(p.lesion_mask, core.shape, affine), "mask"
-    elif p.tmax:
-        tmax, tmax_affine = _load(p.tmax)
-        tmax = on_grid(np.squeeze(tmax).astype(np.float32), tmax_affine, core.shape, affine, order=1)
-        ref_lesion, source = tmax > TMAX_THRESHOLD_S, f"Tmax > {TMAX_THRESHOLD_S:g} s"
-        if ref_core is not None:
-            ref_lesion |= ref_core
     if ref_lesion is not None:
         row.update(reference_hypoperfusion_ml=round(float(ref_lesion.sum()) * voxel_ml, 3),
                    reference_lesion_source=source)
@@ -130,13 +146,7 @@ def _map_scores(subject: Subject, folder: Path, metrics: dict, row: dict[str, An
     maps, brain = _served(folder, "collateral_maps"), _served(folder, "brain_mask")
     if subject.paths.reference_maps is None or maps is None or brain is None:
         return
-    path = subject.paths.reference_maps
-    if path.is_dir():
-        raise ReferenceImageError(f"{path}: reference maps must be one 4D image of the {len(PHASE_NAMES)} phases")
-    ref, ref_affine = _load(path)
-    if ref.ndim != 4 or ref.shape[-1] != len(PHASE_NAMES):
-        raise ReferenceImageError(f"{path}: reference maps must be (x, y, z, {len(PHASE_NAMES)}), not {ref.shape}")
-    ref = on_grid(ref.astype(np.float32), ref_affine, maps[0].shape, maps[1], order=1)
+    ref = reference_maps_on(subject.paths.reference_maps, maps[0].shape, maps[1])
     table = phase_metrics(maps[0].astype(np.float32), ref, brain[0] > 0)
     for phase in (*PHASE_NAMES, "mean"):
         for metric in MAP_METRICS:

@@ -157,6 +157,28 @@ def check_outputs(where: Path, card: NetworkCard, output: np.ndarray, inputs: di
                                  f"declared range (card: {said}) on a phantom case")
 
 
+def _card_gates(card_path: Path, card: NetworkCard) -> dict:
+    """A U-Net card's own ``training_domain`` and ``lesion_calibration`` (weights trained here write them), checked
+    as the server will read them; absent, the server's training-domain gate and calibration stay off."""
+    from collat_ensemble.hypoperfusion import VolumeCalibration
+    from collat_ensemble.quality import TrainingDomain
+
+    gates = {"lesion_calibration": None, "training_domain": None}
+    if card.role != "hypoperfusion":
+        return gates
+    for key, reader in (("training_domain", TrainingDomain.from_dict), ("lesion_calibration",
+                                                                         VolumeCalibration.from_dict)):
+        value = card.extra.get(key)
+        if value is None:
+            continue
+        try:
+            reader(value)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise NetworkImportError(f"{card_path}: {key}: {exc}") from None
+        gates[key] = value
+    return gates
+
+
 def import_network(card_path: Path, out_dir: Path, network_path: Path | None = None) -> ImportedNetwork:
     """Check, wrap and write ``model.onnx`` + ``model.json`` into ``out_dir`` (nothing there until all passed)."""
     from collat_ensemble.contrast import DSC_CONVERSION
@@ -171,6 +193,7 @@ def import_network(card_path: Path, out_dir: Path, network_path: Path | None = N
             check_dsc_conversion(str(card.extra.get("dsc_conversion", DSC_CONVERSION)))
         except ValueError as exc:
             raise NetworkImportError(f"{card_path}: dsc_conversion: {exc}") from None
+    gates = _card_gates(card_path, card)
     source = network_path or (card_path.parent / card.network)
     model = load_network(source, card)
     try:
@@ -215,7 +238,7 @@ def import_network(card_path: Path, out_dir: Path, network_path: Path | None = N
             "modalities": list(card.modalities) or None,
             "dsc_conversion": str(card.extra.get("dsc_conversion", DSC_CONVERSION)) if "dsc" in card.modalities
             else None,
-            "lesion_calibration": None, "training_domain": None, "parity_openvino": parity,
+            **gates, "parity_openvino": parity,
         }
         (out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         partial.replace(out_dir / "model.onnx")

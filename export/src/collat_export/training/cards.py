@@ -131,14 +131,41 @@ Reproduce: `collat-train evaluate --model cps --checkpoint checkpoint.pt --seeds
 """
 
 
+def _dataset_section(record: dict, figures: dict) -> str:
+    """The labelled dataset the weights were fine-tuned on, its subject split, who was left out, and the test
+    subjects' figures."""
+    split = record.get("split", {})
+    left_out = record.get("left_out", [])
+    lines = [f"\n## Fine-tuning dataset: {record.get('name')} ({record.get('version')})\n",
+             f"* Layout {record.get('layout')}, {record.get('subjects')} subjects, file list sha256 "
+             f"`{record.get('file_digest')}`",
+             f"* Split by subject (seed {record.get('split_seed')}): {len(split.get('train', []))} train, "
+             f"{len(split.get('validation', []))} validation, {len(split.get('test', []))} test (ids in "
+             "model_card.json)",
+             f"* Mixed with {record.get('phantom_cases', 0)} phantom cases (fraction "
+             f"{record.get('phantom_fraction', 0):g})",
+             f"* Left out: {len(left_out)}" + "".join(f"\n  * {x['subject']}: {x['reason']}" for x in left_out)]
+    if figures.get("subjects"):
+        shown = {k: v for k, v in figures.items() if isinstance(v, float)}
+        lines += ["", f"Test subjects ({figures['subjects']}), PyTorch on the served preparation:", "",
+                  "| metric | value |", "| --- | ---: |"] + [f"| {k} | {v:.4f} |" for k, v in shown.items()]
+    else:
+        lines.append("* No test subject had what the figures need.")
+    return "\n".join(lines) + "\n"
+
+
 def write_model_card(out_dir: Path, *, model: str, preset: str, command: str, training: dict,
                      evaluation: dict, evaluation_native: dict | None = None,
                      extra: dict | None = None) -> tuple[Path, Path]:
     """``evaluation``: phantoms in MNI space (mrod: DCE); ``evaluation_native``: DWI/ADC in a native pose,
     registered as served (hypo only); ``extra``: further evaluations kept in the card (mrod: ``evaluation_dsc``,
     ``evaluation_cps``)."""
-    card = {"model": model, "preset": preset, "intended_use": "pipeline validation and demos",
-            "not_for_clinical_use": True, "disclaimer": DISCLAIMER, "command": command,
+    dataset = training.get("dataset")
+    disclaimer = DISCLAIMER if not dataset else (
+        f"Fine-tuned on the research dataset {dataset.get('name')} (and phantom cases) by collat-train. NOT for "
+        "clinical use: research weights, not validated as a medical device.")
+    card = {"model": model, "preset": preset, "intended_use": "pipeline validation and demos" if not dataset else
+            "research", "not_for_clinical_use": True, "disclaimer": disclaimer, "command": command,
             "training": training, "evaluation": evaluation}
     if evaluation_native is not None:
         card["evaluation_native"] = evaluation_native
@@ -169,9 +196,10 @@ def write_model_card(out_dir: Path, *, model: str, preset: str, command: str, tr
   training time {training.get('seconds', 0):.0f} s on CPU
 * Git commit: {training.get('git_commit')}
 * Reproduce: `{command}`"""
-    md = f"""# Model card: {model} ({preset} preset), phantom-trained demo weights
+    kind = "phantom-trained demo weights" if not dataset else f"fine-tuned on {dataset.get('name')}"
+    md = f"""# Model card: {model} ({preset} preset), {kind}
 
-**{DISCLAIMER}**
+**{disclaimer}**
 
 * Network: {network}
 {"* Trained on: " + _modalities(training) + chr(10) if model == "mrod" else ""}{provenance}
@@ -224,6 +252,8 @@ Reproduce: `collat-train evaluate --model mrod --checkpoint checkpoint.pt --moda
         md += _calibration_section(card["lesion_calibration"])
     if card.get("training_domain"):
         md += _domain_section(card["training_domain"])
+    if training.get("dataset"):
+        md += _dataset_section(training["dataset"], card.get("evaluation_dataset") or {})
     md_path = out_dir / "model_card.md"
     md_path.write_text(md)
     return md_path, json_path

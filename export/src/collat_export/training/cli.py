@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -40,9 +41,69 @@ def main() -> None:
     """
 
 
+@dataclass
+class _DatasetPart:
+    """A labelled dataset's share of a training run: its samples by split and what the card says about it."""
+
+    train: list
+    validation: list
+    test_subjects: list
+    record: dict
+
+
+def _read_split(data: Path, layout_name: str, split_seed: int):
+    """(dataset, its subject split): cheap, so a run's fingerprint is known before anything is prepared."""
+    from ..datasets import DatasetError, read_dataset
+    from ..datasets.training import split_subjects
+
+    try:
+        dataset = read_dataset(data, _layout(layout_name))
+    except DatasetError as exc:
+        raise click.UsageError(str(exc)) from None
+    split = split_subjects([s.id for s in dataset.subjects], seed=split_seed)
+    _echo(f"{dataset.root}: {dataset.layout} layout, {len(dataset.subjects)} subjects: {len(split['train'])} train, "
+          f"{len(split['validation'])} validation, {len(split['test'])} test (split seed {split_seed})")
+    return dataset, split
+
+
+def _dataset_part(model: str, preset, dataset, split: dict[str, list[str]], split_seed: int) -> _DatasetPart:
+    from ..datasets.training import build_subject_samples, dataset_record, read_subjects
+
+    data = dataset.root
+    parts, unusable = {}, []
+    for name in ("train", "validation"):
+        _echo(f"preparing the {name} subjects as the server does")
+        samples, left_out = build_subject_samples(model, read_subjects(dataset, split[name]), preset, _echo)
+        parts[name] = [s for _, s in samples]
+        unusable += left_out
+    if not parts["train"]:
+        raise click.UsageError(f"{data}: no training subject has what the {model} network needs "
+                               f"({'; '.join(sorted({x['reason'] for x in unusable}))})")
+    return _DatasetPart(parts["train"], parts["validation"], read_subjects(dataset, split["test"]),
+                        dataset_record(dataset, split, unusable, split_seed))
+
+
+def _resume_state(path: Path, fingerprint: dict, resume: bool) -> dict | None:
+    """The snapshot to go on from (``--resume``), refused when it belongs to another run."""
+    import torch
+
+    if not resume:
+        return None
+    if not path.is_file():
+        _echo(f"--resume: no {path}, starting from the first epoch")
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        raise click.UsageError(f"{path}: a snapshot of another run (other data, preset or settings); remove it or "
+                               "leave out --resume")
+    return state
+
+
 def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, batch: int, lr: float, workers: int,
            eval_seeds: str, init: Path | None, space: str = "mni", modality: str = "dce", motion: str = "none",
-           pose: str = "template", sample_cache: Path | None = None, kinds: str = "mca", **extra) -> None:
+           pose: str = "template", sample_cache: Path | None = None, kinds: str = "mca", data: Path | None = None,
+           layout_name: str = "auto", phantom_fraction: float = 0.25, split_seed: int = 0, resume: bool = False,
+           **extra) -> None:
     from collat_ensemble.contrast import DSC_CONVERSION
     from collat_ensemble.phantom.case import PHANTOM_VERSION
     from collat_ensemble.quality import TrainingDomain
@@ -55,21 +116,44 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     from .evaluate import evaluate_hypo, evaluate_mrod
     from .loop import TrainConfig, train_hypo, train_mrod
 
-    if cases < 2:
-        raise click.UsageError("--cases must be at least 2 (one is held out for validation)")
     preset = get_preset(model, preset_name)
-    seeds = training_seeds(cases)
+    part, read = None, None
+    cfg = TrainConfig(epochs=epochs, batch=batch, lr=lr, **extra)
+    fingerprint: dict = {"model": model, "preset": preset_name, "config": cfg.as_dict(),
+                         "init": str(init) if init else None}
+    if data is not None:
+        if not 0 <= phantom_fraction < 1:
+            raise click.UsageError("--phantom-fraction must be in [0, 1)")
+        read = _read_split(data, layout_name, split_seed)
+        fingerprint.update(dataset=[read[0].file_digest, read[1]], phantom_fraction=phantom_fraction)
+    elif cases < 2:
+        raise click.UsageError("--cases must be at least 2 (one is held out for validation)")
+    else:
+        fingerprint.update(cases=cases, space=space, kinds=kinds, modality=modality, motion=motion, pose=pose)
+    snapshot_path = out / "resume.pt"
+    resume_from = _resume_state(snapshot_path, fingerprint, resume)
+    if read is not None:
+        part = _dataset_part(model, preset, *read, split_seed)
+        cases = round(len(part.train) * phantom_fraction / (1 - phantom_fraction))
+    seeds = training_seeds(cases) if cases else []
+    seed_range = [seeds[0], seeds[-1]] if seeds else []
     held = parse_seed_range(eval_seeds)
-    _echo(f"generating {cases} phantom cases (seeds {seeds[0]}-{seeds[-1]}) with {workers} workers")
     samples = []
+    if cases:
+        _echo(f"generating {cases} phantom cases (seeds {seeds[0]}-{seeds[-1]}) with {workers} workers")
     for i, s in enumerate(build_samples(model, preset, seeds, workers, space, modality, motion, pose,
-                                        cache=sample_cache, kinds=kinds)):
+                                        cache=sample_cache, kinds=kinds) if cases else ()):
         samples.append(s)
         if (i + 1) % 10 == 0 or i + 1 == cases:
             _echo(f"  {i + 1}/{cases} cases")
-    n_val = max(1, cases // 10)
-    train, val = samples[:-n_val], samples[-n_val:]
-    cfg = TrainConfig(epochs=epochs, batch=batch, lr=lr, **extra)
+    if part is None:
+        n_val = max(1, cases // 10)
+        train, val = samples[:-n_val], samples[-n_val:]
+    else:  # the dataset's own validation subjects judge the epochs; phantoms only add to training
+        n_val = len(part.validation)
+        train, val = part.train + samples, part.validation
+        part.record.update(phantom_cases=cases, phantom_fraction=phantom_fraction)
+        _echo(f"training on {len(part.train)} subjects and {cases} phantom cases, validating on {n_val} subjects")
     init_state = None
     if init is not None:
         from ..checkpoint import load_checkpoint
@@ -79,20 +163,31 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
         _echo(f"fine-tuning from {init}" + ("" if source.preset.name == preset_name else
                                            f" ({source.preset.name} preset: its layers, the {preset_name} head new)"))
     out.mkdir(parents=True, exist_ok=True)
+
+    def snapshot(state: dict) -> None:  # every epoch: --resume goes on from the last one finished
+        import torch
+
+        tmp = snapshot_path.with_name(".resume.pt.partial")
+        torch.save({**state, "fingerprint": fingerprint}, tmp)
+        tmp.replace(snapshot_path)
+
     if model == "mrod":
         def keep_best(network, epoch: int) -> None:  # a stopped run keeps its best weights so far
-            save_checkpoint(out / "checkpoint.pt", network, preset, {"cases": cases, "seeds": [seeds[0], seeds[-1]],
+            save_checkpoint(out / "checkpoint.pt", network, preset, {"cases": cases, "seeds": seed_range,
                                                                      "partial": f"best of the first {epoch} epochs"})
 
-        result = train_mrod(preset, train, val, cfg, progress=_echo, init_state=init_state, on_best=keep_best)
+        result = train_mrod(preset, train, val, cfg, progress=_echo, init_state=init_state, on_best=keep_best,
+                            resume=resume_from, on_epoch=snapshot)
     else:
-        result = train_hypo(preset, train, val, cfg, progress=_echo, init_state=init_state)
+        result = train_hypo(preset, train, val, cfg, progress=_echo, init_state=init_state, resume=resume_from,
+                            on_epoch=snapshot)
     training = {"initialized_from": str(init) if init else None,
                 **({"modalities": ["dce", "dsc"] if modality == "mixed" else [modality], "motion": motion,
                     "pose": pose} if model == "mrod" else {}),
                 **({"dsc_conversion": DSC_CONVERSION} if model == "mrod" and modality != "dce" else {}),
                 **({"space": space, "kinds": kinds} if model == "hypo" else {}),
-                "cases": cases, "seeds": [seeds[0], seeds[-1]], "phantom_version": PHANTOM_VERSION,
+                **({"dataset": part.record} if part is not None else {}),
+                "cases": cases, "seeds": seed_range, "phantom_version": PHANTOM_VERSION,
                 "validation_cases": n_val, "config": cfg.as_dict(), "best_epoch": result.best_epoch,
                 "best_val_loss": result.best_val_loss,
                 "seconds": round(result.seconds, 1), "history": result.history, "git_commit": _git_commit()}
@@ -100,19 +195,42 @@ def _train(model: str, preset_name: str, cases: int, epochs: int, out: Path, bat
     save_checkpoint(out / "checkpoint.pt", result.network, preset, training)
     _echo(f"evaluating on held-out seeds {held[0]}-{held[-1]}")
     # The U-Net's training domain, from the cases it was just trained on (the server's plausibility gate reads it).
-    domain = domain_document(seeds, [(x.core_ml, x.lesion_ml) for x in samples], kinds) if model == "hypo" else None
+    domain = None
+    if model == "hypo":
+        described = None if part is None else (f"{len(part.train)} subjects of {part.record['name']} and "
+                                               f"{cases} phantom cases (phantom version {PHANTOM_VERSION})")
+        trained_on = samples if part is None else part.train + samples
+        domain = domain_document(seeds, [(x.core_ml, x.lesion_ml) for x in trained_on], kinds, cases=described)
     report = evaluate_mrod(result.network, preset, held, _echo, modality) if model == "mrod" else \
         evaluate_hypo(result.network, held, _echo, space="native" if space != "mni" else "mni", kinds=kinds,
                       domain=None if domain is None else TrainingDomain.from_dict(domain))
+    extras: dict = {} if domain is None else {"training_domain": domain}
+    if part is not None:
+        from ..datasets.training import evaluate_hypo_subjects, evaluate_mrod_subjects
+
+        _echo(f"evaluating on the {len(part.test_subjects)} test subjects")
+        figures = evaluate_hypo_subjects(result.network, part.test_subjects) if model == "hypo" else \
+            evaluate_mrod_subjects(result.network, part.test_subjects, preset)
+        extras["evaluation_dataset"] = figures
     command = "collat-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     evaluated = report.as_dict()
     write_model_card(out, model=model, preset=preset_name, command=command, training=training,
                      evaluation={} if report.space == "native" else evaluated,
-                     evaluation_native=evaluated if report.space == "native" else None,
-                     extra=None if domain is None else {"training_domain": domain})
-    click.echo(json.dumps({"checkpoint": str(out / "checkpoint.pt"), **report.summary}, indent=2))
+                     evaluation_native=evaluated if report.space == "native" else None, extra=extras or None)
+    if part is not None:
+        from ..importing.card_writer import write_network_card
+
+        card = write_network_card(out / "checkpoint.pt", out, name=f"{model}-{part.record['name']}", card_extra={
+            "model_card": "model_card.json", **({"training_domain": domain} if domain else {}),
+            "training_dataset": {k: part.record[k] for k in ("name", "version", "subjects", "file_digest")}})
+        _echo(f"network card {card}: collat-export repository --{model}-card {card}")
+    snapshot_path.unlink(missing_ok=True)  # finished: nothing to resume
+    click.echo(json.dumps({"checkpoint": str(out / "checkpoint.pt"), **report.summary,
+                           **({"dataset_test": {k: v for k, v in extras["evaluation_dataset"].items() if k != "rows"}}
+                              if part is not None else {})}, indent=2))
 
 
+LAYOUT_NAMES = ("auto", "soop", "isles22", "bids", "dicom")
 _common = [
     click.option("--preset", "preset_name", type=click.Choice(PRESET_NAMES), default="tiny", show_default=True),
     click.option("--cases", type=int, default=120, show_default=True, help="Training phantom cases (10% validate)."),
@@ -127,6 +245,17 @@ _common = [
                       "checkpoint starts a fine one's coarse path."),
     click.option("--sample-cache", type=click.Path(path_type=Path), default=None,
                  help="Keep each generated training sample in this folder and reuse it on the next run."),
+    click.option("--data", type=click.Path(path_type=Path), default=None,
+                 help="Fine-tune on a labelled dataset (BIDS: SOOP, ISLES'22, plain): split by subject, its "
+                      "validation subjects judge the epochs, its test subjects are scored in the card; --cases is "
+                      "then set by --phantom-fraction. Writes a network card beside the checkpoint."),
+    click.option("--layout", "layout_name", type=click.Choice(LAYOUT_NAMES), default="auto", show_default=True,
+                 help="--data: the dataset's layout."),
+    click.option("--phantom-fraction", type=float, default=0.25, show_default=True,
+                 help="--data: the share of phantom cases among the training samples."),
+    click.option("--split-seed", type=int, default=0, show_default=True,
+                 help="--data: the subject split's seed (80 % train, 10 % validation, 10 % test)."),
+    click.option("--resume", is_flag=True, help="Go on from the last finished epoch of an interrupted run in --out."),
 ]
 
 
@@ -149,12 +278,13 @@ def _with_common(f):
               help="mixed: two series in three with the head turned in-plane (up to 15 degrees), maps alike.")
 @click.option("--crop", type=int, default=64, show_default=True,
               help="fine preset: the in-plane crop its full-resolution head trains on.")
-def mrod(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, sample_cache, batch, lr, patience,
-         modality, motion, pose, crop) -> None:
-    """Train 3D-MROD-Net (0.75 masked L2 + 0.25 ordinal CE on SID bins)."""
+def mrod(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, sample_cache, data, layout_name,
+         phantom_fraction, split_seed, resume, batch, lr, patience, modality, motion, pose, crop) -> None:
+    """Train 3D-MROD-Net (0.75 masked L2 + 0.25 ordinal CE on SID bins), on phantoms or a labelled dataset."""
     _train("mrod", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, modality=modality,
-           motion=motion, pose=pose, sample_cache=sample_cache, threads=threads, seed=seed, patience=patience,
-           crop=crop)
+           motion=motion, pose=pose, sample_cache=sample_cache, data=data, layout_name=layout_name,
+           phantom_fraction=phantom_fraction, split_seed=split_seed, resume=resume, threads=threads, seed=seed,
+           patience=patience, crop=crop)
 
 
 @main.command()
@@ -168,17 +298,18 @@ def mrod(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
 @click.option("--kinds", type=click.Choice(["mixed", *KINDS]), default="mixed", show_default=True,
               help="Phantom version 4's mix of what hospitals scan (MCA, lacunar, posterior strokes, emboli, chronic "
                    "infarcts, mimics), or one kind.")
-def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, sample_cache, batch, lr,
-         slabs_per_case, crop, space, kinds) -> None:
-    """Train the hypoperfusion U-Net (BCE + Dice + volume error)."""
+def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, init, sample_cache, data, layout_name,
+         phantom_fraction, split_seed, resume, batch, lr, slabs_per_case, crop, space, kinds) -> None:
+    """Train the hypoperfusion U-Net (BCE + Dice + volume error), on phantoms or a labelled dataset."""
     _train("hypo", preset_name, cases, epochs, out, batch, lr, workers, eval_seeds, init, space=space,
-           sample_cache=sample_cache, kinds=kinds, threads=threads, seed=seed, slabs_per_case=slabs_per_case,
-           crop=crop)
+           sample_cache=sample_cache, kinds=kinds, data=data, layout_name=layout_name,
+           phantom_fraction=phantom_fraction, split_seed=split_seed, resume=resume, threads=threads, seed=seed,
+           slabs_per_case=slabs_per_case, crop=crop)
 
 
 # Kept beside the main evaluation when a card is rewritten.
-LAYOUT_NAMES = ("auto", "soop", "isles22", "bids", "dicom")
-_CARD_EXTRAS = ("evaluation_dsc", "evaluation_cps", "evaluation_kinds", "lesion_calibration", "training_domain")
+_CARD_EXTRAS = ("evaluation_dsc", "evaluation_cps", "evaluation_kinds", "lesion_calibration", "training_domain",
+                "evaluation_dataset")
 
 
 def _rewrite_card_document(checkpoint: Path, card: dict) -> None:

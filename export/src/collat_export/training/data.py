@@ -23,6 +23,7 @@ from collat_ensemble.preprocess import (
     MNI_2MM_AFFINE,
     MNI_2MM_SHAPE,
     PerfusionGrid,
+    PreparedDiffusion,
     pad_inplane,
     prepare_diffusion,
     prepare_perfusion,
@@ -69,11 +70,16 @@ def hypo_sample(case: PhantomCase) -> HypoSample:
     """The served preparation; the label is the true lesion placed on the MNI grid by the same registration the
     image went through (identity for an MNI-space case), so the network learns what it will be shown."""
     prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=clinical_side(case))
-    truth = np.asarray(reorient_to_ras(case.lesion.astype(np.float32), case.diffusion_affine)[0])
+    return HypoSample(prep.volume.astype(np.float16), label_on_network_grid(case.lesion, case.diffusion_affine, prep),
+                      prep.nihss_scaled, float(case.truth["core_ml"]), float(case.truth["hypoperfusion_ml"]))
+
+
+def label_on_network_grid(label: np.ndarray, affine: np.ndarray, prep: PreparedDiffusion) -> np.ndarray:
+    """A mask on the scan's grid placed on the U-Net's [60, 128, 128] MNI grid by the registration the image went
+    through (the served preparation's), so the network learns what it will be shown."""
+    truth = np.asarray(reorient_to_ras(np.asarray(label, dtype=np.float32), affine)[0])
     on_mni = resample(truth, prep.grid.mni_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE)
-    lesion = np.transpose(pad_inplane(on_mni), (2, 1, 0)) >= 0.5
-    return HypoSample(prep.volume.astype(np.float16), lesion, prep.nihss_scaled, float(case.truth["core_ml"]),
-                      float(case.truth["hypoperfusion_ml"]))
+    return np.transpose(pad_inplane(on_mni), (2, 1, 0)) >= 0.5
 
 
 def clinical_side(case: PhantomCase) -> str:

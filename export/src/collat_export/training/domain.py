@@ -49,15 +49,18 @@ def lesion_envelope(volumes: Sequence[tuple[float, float]]) -> dict[str, float]:
     return envelope
 
 
-def domain_document(seeds: Sequence[int], volumes: Sequence[tuple[float, float]], kinds: str = "mca") -> dict:
-    """The model card's ``training_domain``: the range of the training cores, the lesion envelope, which cases."""
-    if not volumes or len(volumes) != len(seeds):
+def domain_document(seeds: Sequence[int], volumes: Sequence[tuple[float, float]], kinds: str = "mca",
+                    cases: str | None = None) -> dict:
+    """The model card's ``training_domain``: the range of the training cores, the lesion envelope, which cases
+    (``cases``: said otherwise, for a dataset's subjects, whose volumes then need no seeds)."""
+    if not volumes or (cases is None and len(volumes) != len(seeds)):
         raise ValueError("a training domain needs one (core, lesion) volume pair per training case")
     cores = np.asarray([core for core, _ in volumes], dtype=np.float64)
     return {"core_ml": {"min": round(float(cores.min()), 3), "p05": round(float(np.percentile(cores, 5)), 3),
                         "median": round(float(np.median(cores)), 3), "max": round(float(cores.max()), 3)},
             "lesion_ml_by_core": lesion_envelope(volumes),
-            "cases": f"{len(seeds)} phantom cases, seeds {min(seeds)}-{max(seeds)} (phantom version "
-                     f"{PHANTOM_VERSION}, kinds {kinds}), the weights' last training run",
+            "cases": cases or f"{len(seeds)} phantom cases, seeds {min(seeds)}-{max(seeds)} (phantom version "
+                              f"{PHANTOM_VERSION}, kinds {kinds}), the weights' last training run",
             "measured_on": "each case's true ADC core and hypoperfusion lesion (SPEC section 4 on the noiseless "
-                           "ADC; Tmax > 6 s united with the core)"}
+                           "ADC; Tmax > 6 s united with the core)" + (
+                               "; each dataset subject's measured ADC core and reference lesion" if cases else "")}

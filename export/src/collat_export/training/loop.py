@@ -53,6 +53,25 @@ class TrainResult:
 
 
 Progress = Callable[[str], None]
+Snapshot = Callable[[dict], None]
+
+
+def _snapshot(net: torch.nn.Module, opt: torch.optim.Optimizer, sched, rng: np.random.Generator, epoch: int,
+              best: float, best_state: dict | None, best_epoch: int, history: list[dict]) -> dict:
+    """Everything an interrupted run needs to go on exactly where it stopped (after ``epoch`` epochs)."""
+    return {"epoch": epoch, "network": copy.deepcopy(net.state_dict()), "optimizer": copy.deepcopy(opt.state_dict()),
+            "scheduler": sched.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "best": best, "best_state": best_state, "best_epoch": best_epoch, "history": list(history)}
+
+
+def _restore(state: dict, net: torch.nn.Module, opt: torch.optim.Optimizer, sched,
+             rng: np.random.Generator) -> tuple[int, float, dict | None, int, list[dict]]:
+    net.load_state_dict(state["network"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    return state["epoch"], state["best"], state["best_state"], state["best_epoch"], list(state["history"])
 
 
 def _eta(start: float, done: int, total: int) -> str:
@@ -175,9 +194,10 @@ def _recalibrate_fine_norms(net: MRODNet, samples: list[MRODSample], coarse: lis
 
 def train_mrod(preset: Preset, train: list[MRODSample], val: list[MRODSample], cfg: TrainConfig,
                progress: Progress = print, init_state: dict | None = None,
-               on_best: Callable[[torch.nn.Module, int], None] | None = None) -> TrainResult:
+               on_best: Callable[[torch.nn.Module, int], None] | None = None,
+               resume: dict | None = None, on_epoch: Snapshot | None = None) -> TrainResult:
     """``on_best(network, epoch)``: called at each new best validation loss, so a long run that is stopped keeps
-    its best weights so far."""
+    its best weights so far. ``on_epoch(snapshot)`` after every epoch; ``resume``: such a snapshot to go on from."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -188,12 +208,16 @@ def train_mrod(preset: Preset, train: list[MRODSample], val: list[MRODSample], c
     opt = torch.optim.Adam(trained, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=cfg.patience)
     best, best_state, best_epoch, history = math.inf, None, -1, []
+    first = 0
+    if resume is not None:
+        first, best, best_state, best_epoch, history = _restore(resume, net, opt, sched, rng)
+        progress(f"resuming after epoch {first} (best {best:.4f}@{best_epoch + 1})")
     start = time.perf_counter()
     if net.fine is not None:
         net.eval()
         coarse = _coarse_outputs(net, train)
         progress(f"coarse path run once on {len(train)} training samples ({time.perf_counter() - start:.0f} s)")
-    for epoch in range(cfg.epochs):
+    for epoch in range(first, cfg.epochs):
         net.train()
         if net.fine is not None:  # the coarse path's batch norms keep the statistics it was trained with
             net.eval()
@@ -237,7 +261,9 @@ def train_mrod(preset: Preset, train: list[MRODSample], val: list[MRODSample], c
                         "lr": opt.param_groups[0]["lr"]})
         progress(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} val {val_loss:.4f} "
                  f"best {best:.4f}@{best_epoch + 1} lr {opt.param_groups[0]['lr']:.1e} "
-                 f"ETA {_eta(start, epoch + 1, cfg.epochs)}")
+                 f"ETA {_eta(start, epoch + 1 - first, cfg.epochs - first)}")
+        if on_epoch is not None:
+            on_epoch(_snapshot(net, opt, sched, rng, epoch + 1, best, best_state, best_epoch, history))
     net.load_state_dict(best_state)
     return TrainResult(net.eval(), best_epoch + 1, best, history, time.perf_counter() - start)
 
@@ -271,7 +297,9 @@ def _hypo_batch(samples: list[HypoSample], rng: np.random.Generator, crop: int, 
 
 
 def train_hypo(preset: Preset, train: list[HypoSample], val: list[HypoSample], cfg: TrainConfig,
-               progress: Progress = print, init_state: dict | None = None) -> TrainResult:
+               progress: Progress = print, init_state: dict | None = None, resume: dict | None = None,
+               on_epoch: Snapshot | None = None) -> TrainResult:
+    """``on_epoch(snapshot)`` after every epoch; ``resume``: such a snapshot to go on from."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -282,8 +310,12 @@ def train_hypo(preset: Preset, train: list[HypoSample], val: list[HypoSample], c
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     best, best_state, best_epoch, history = math.inf, None, -1, []
+    first = 0
+    if resume is not None:
+        first, best, best_state, best_epoch, history = _restore(resume, net, opt, sched, rng)
+        progress(f"resuming after epoch {first} (best {best:.4f}@{best_epoch + 1})")
     start = time.perf_counter()
-    for epoch in range(cfg.epochs):
+    for epoch in range(first, cfg.epochs):
         net.train()
         pool = np.repeat(np.arange(len(train)), cfg.slabs_per_case)
         rng.shuffle(pool)
@@ -308,6 +340,8 @@ def train_hypo(preset: Preset, train: list[HypoSample], val: list[HypoSample], c
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                         "lr": opt.param_groups[0]["lr"]})
         progress(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} val {val_loss:.4f} "
-                 f"best {best:.4f}@{best_epoch + 1} ETA {_eta(start, epoch + 1, cfg.epochs)}")
+                 f"best {best:.4f}@{best_epoch + 1} ETA {_eta(start, epoch + 1 - first, cfg.epochs - first)}")
+        if on_epoch is not None:
+            on_epoch(_snapshot(net, opt, sched, rng, epoch + 1, best, best_state, best_epoch, history))
     net.load_state_dict(best_state)
     return TrainResult(net.eval(), best_epoch + 1, best, history, time.perf_counter() - start)
