@@ -115,20 +115,26 @@ def test_withheld_and_missing_references_are_counted_not_scored(tmp_path: Path):
     held = _served_subject(tmp_path, "sub-2", 100, 4000, withheld=True)
     bare = _served_subject(tmp_path, "sub-3", 100, 1000, reference_lesion=False,
                            clinical=Clinical(nihss=3, age=50.0, defuse3=False))
+    # A mimic: the reference draws no lesion, so Dice says nothing; the volumes still count.
+    mimic_subject, mimic_folder = _served_subject(tmp_path, "sub-5", 0, 0)
+    empty = _nifti(tmp_path / "refs" / "sub-5" / "core.nii.gz", np.zeros((20, 20, 5), np.uint8), AFFINE)
+    mimic = (Subject("sub-5", SubjectPaths(core_mask=empty), mimic_subject.clinical), mimic_folder)
     rows = [score_subject(s, f, Outcome(s.id, "done", "", "hypoperfusion_pipeline", 1.0, {}))
-            for s, f in (good, held, bare)]
+            for s, f in (good, held, bare, mimic)]
+    assert "core_dice" not in rows[3] and rows[3]["reference_core_ml"] == 0.0
     rows.append(score_subject(Subject("sub-4", SubjectPaths(), Clinical()), tmp_path / "none",
                               Outcome("sub-4", "skipped", "no perfusion series and no DWI with its ADC", None, None,
                                       {})))
     assert "lesion_dice" not in rows[1] and rows[1]["lesion_withheld"] == "outside what the network was trained on"
     assert rows[2]["reference_defuse3_source"] == "table"
     s = summarize(rows)
-    assert (s["subjects"], s["done"], s["lesion_withheld"]) == (4, 3, 1)
+    assert (s["subjects"], s["done"], s["lesion_withheld"]) == (5, 4, 1)
+    assert s["core_dice"]["empty_reference"] == 1 and s["core_volume"]["pairs"] == 4
     assert s["skipped"] == [{"subject": "sub-4", "reason": "no perfusion series and no DWI with its ADC"}]
     assert s["lesion_dice"]["scored"] == 1 and s["core_dice"]["scored"] == 3
     assert s["lesion_dice"]["median"] == pytest.approx(1.0)
     assert s["defuse3"]["withheld"] == 1  # sub-2: a reference decision, no served one
-    assert s["defuse3"]["cases"] == 2
+    assert s["defuse3"]["cases"] == 2  # sub-5 has no reference lesion, so no reference decision
     assert s["hypoperfusion_volume"]["pairs"] == 1  # the withheld lesion has no served volume
     assert s["cps"]["cases"] == 0 and s["maps"]["scored"] == 0
 

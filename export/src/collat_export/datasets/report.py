@@ -157,7 +157,7 @@ def _worst_case_picture(path: Path, subject: Subject, folder: Path, row: dict) -
             focus |= v
     slices = _slices_through(focus if focus.any() else layers["served core"])
     plt = _pyplot()
-    fig = plt.figure(figsize=(13, 5.2), dpi=100)
+    fig = plt.figure(figsize=(13, 5.2), dpi=80)
     grid = fig.add_gridspec(2, 1 + len(slices), width_ratios=[2.2] + [1] * len(slices))
     ax = fig.add_subplot(grid[:, 0])
     ax.imshow(np.asarray(Image.open(overview).convert("RGB")))
@@ -199,11 +199,10 @@ def markdown(dataset: Dataset, summary: dict, plots: list[str], worst: list[str]
              f"Analysed {s['done']}, failed {len(s['failed'])}, skipped {len(s['skipped'])}; hypoperfusion lesion "
              f"withheld by a quality check in {s['lesion_withheld']}. Subjects without a reference for a figure are "
              "counted beside it, not scored.", "", "## Lesions", ""]
-    lines += _table(["reference", "scored", "median Dice", "mean Dice"],
-                    [["core (ADC) vs reference diffusion lesion", s["core_dice"]["scored"], s["core_dice"]["median"],
-                      s["core_dice"]["mean"]],
-                     ["hypoperfusion lesion vs reference", s["lesion_dice"]["scored"], s["lesion_dice"]["median"],
-                      s["lesion_dice"]["mean"]]])
+    lines += _table(["reference", "scored", "median Dice", "mean Dice", "empty reference (not scored)"],
+                    [[label, s[key]["scored"], s[key]["median"], s[key]["mean"], s[key]["empty_reference"]]
+                     for key, label in (("core_dice", "core (ADC) vs reference diffusion lesion"),
+                                        ("lesion_dice", "hypoperfusion lesion vs reference"))])
     lines += ["", "## Volumes", ""]
     volume_rows = []
     for key, label in (("core_volume", "core"), ("hypoperfusion_volume", "hypoperfusion")):

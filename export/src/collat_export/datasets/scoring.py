@@ -117,13 +117,17 @@ def _diffusion_scores(subject: Subject, folder: Path, metrics: dict, row: dict[s
                defuse3=None if hypo["defuse3"] is None else hypo["defuse3"]["eligible"],
                dawn=None if hypo["dawn"] is None else hypo["dawn"]["eligible"])
     ref_core, ref_lesion, source = reference_masks(subject, core.shape, affine)
+    # Dice is scored where the reference has a lesion; against an empty one it says nothing (1.0 when the served
+    # mask is empty too), so those subjects count by their volumes and decisions only.
     if ref_core is not None:
-        row.update(reference_core_ml=round(float(ref_core.sum()) * voxel_ml, 3), core_dice=dice(core, ref_core))
+        row["reference_core_ml"] = round(float(ref_core.sum()) * voxel_ml, 3)
+        if ref_core.any():
+            row["core_dice"] = dice(core, ref_core)
     if ref_lesion is not None:
         row.update(reference_hypoperfusion_ml=round(float(ref_lesion.sum()) * voxel_ml, 3),
                    reference_lesion_source=source)
         served_lesion = _served(folder, "lesion_mask")
-        if not withheld and served_lesion is not None:
+        if not withheld and served_lesion is not None and ref_lesion.any():
             row["lesion_dice"] = dice(served_lesion[0] > 0, ref_lesion)
     c = subject.clinical
     if c.defuse3 is not None:
@@ -173,10 +177,11 @@ def _values(rows: list[dict], *keys: str) -> list[tuple]:
     return [tuple(r[k] for k in keys) for r in rows if all(r.get(k) is not None for k in keys)]
 
 
-def _dice_figures(rows: list[dict], key: str) -> dict[str, Any]:
+def _dice_figures(rows: list[dict], key: str, reference: str) -> dict[str, Any]:
     values = [v for (v,) in _values(rows, key)]
+    empty = sum(1 for r in rows if r.get(reference) == 0.0)
     return {"scored": len(values), "median": float(np.median(values)) if values else None,
-            "mean": float(np.mean(values)) if values else None}
+            "mean": float(np.mean(values)) if values else None, "empty_reference": empty}
 
 
 def _volume_figures(rows: list[dict], served: str, reference: str) -> dict[str, Any]:
@@ -205,8 +210,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "reference_problems": [{"subject": r["subject"], "problem": r["reference_problem"]}
                                for r in rows if r.get("reference_problem")],
         "lesion_withheld": sum(1 for r in done if r.get("lesion_withheld")),
-        "core_dice": _dice_figures(done, "core_dice"),
-        "lesion_dice": _dice_figures(done, "lesion_dice"),
+        "core_dice": _dice_figures(done, "core_dice", "reference_core_ml"),
+        "lesion_dice": _dice_figures(done, "lesion_dice", "reference_hypoperfusion_ml"),
         "core_volume": _volume_figures(done, "core_ml", "reference_core_ml"),
         "hypoperfusion_volume": _volume_figures(done, "hypoperfusion_ml", "reference_hypoperfusion_ml"),
         "defuse3": _decision_figures(done, "defuse3", "reference_defuse3"),
