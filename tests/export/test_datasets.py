@@ -364,3 +364,15 @@ def test_the_command_lists_each_subject_and_refuses_a_folder_in_one_line(soop: P
     refused = CliRunner().invoke(train_cli, ["dataset", "--data", str(tmp_path / "absent")])
     assert refused.exit_code == 2 and refused.output.strip() == f"error: {tmp_path / 'absent'}: not a folder"
     assert "Traceback" not in refused.output
+
+
+def test_isles22_as_the_challenge_publishes_it_rawdata_beside_derivatives(tmp_path: Path):
+    """The challenge's own example case: subjects under rawdata/, the images straight in the session folder."""
+    root = tmp_path / "isles"
+    sub = "sub-strokecase0009"
+    dwi = nifti(root / f"rawdata/{sub}/ses-0001/{sub}_ses-0001_dwi.nii.gz")
+    adc = nifti(root / f"rawdata/{sub}/ses-0001/{sub}_ses-0001_adc.nii.gz")
+    mask = nifti(root / f"derivatives/{sub}/ses-0001/{sub}_ses-0001_msk.nii.gz")
+    ds = read_dataset(root)
+    assert ds.layout == "ISLES22" and [s.id for s in ds.subjects] == [sub]
+    assert (ds.subjects[0].paths.dwi, ds.subjects[0].paths.adc, ds.subjects[0].paths.core_mask) == (dwi, adc, mask)

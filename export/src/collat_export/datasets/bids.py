@@ -23,7 +23,16 @@ from typing import Any
 from collat_contract.clinical import AGE_MAX, NIHSS_MAX, NIHSS_MIN
 from collat_ensemble.territory import CPS_LABELS
 
-from .layouts import BUILTIN_LAYOUTS, CLAIM_ORDER, CLINICAL_FIELDS, DICOM_STUDIES, GENERIC_BIDS, ROLES, DatasetLayout
+from .layouts import (
+    BUILTIN_LAYOUTS,
+    CLAIM_ORDER,
+    CLINICAL_FIELDS,
+    DICOM_STUDIES,
+    GENERIC_BIDS,
+    RAW_FOLDER,
+    ROLES,
+    DatasetLayout,
+)
 
 MISSING_VALUES = frozenset({"", "n/a", "na", "nan", "none"})  # BIDS writes n/a; spreadsheets the others
 SIDE_ALIASES: dict[str, str] = {"left": "left", "l": "left", "lt": "left", "right": "right", "r": "right",
@@ -143,9 +152,13 @@ def is_dicom_study(folder: Path, probe: int = DICOM_PROBE_FILES) -> bool:
 
 
 def _subject_folders(root: Path, layout: DatasetLayout) -> list[Path]:
+    """The subject folders at the root or, for BIDS kept as ``rawdata/`` beside ``derivatives/``, in rawdata/."""
     folders = [p for p in root.glob(layout.subject_folders) if p.is_dir() and not p.name.startswith(".")]
     if layout.dicom_studies:
-        folders = [p for p in folders if p.name not in {"derivatives", "code", "sourcedata"}]
+        folders = [p for p in folders if p.name not in {"derivatives", "code", "sourcedata", RAW_FOLDER}]
+    elif not folders and (root / RAW_FOLDER).is_dir():
+        folders = [p for p in (root / RAW_FOLDER).glob(layout.subject_folders)
+                   if p.is_dir() and not p.name.startswith(".")]
     return sorted(folders, key=lambda p: natural_key(p.name))
 
 

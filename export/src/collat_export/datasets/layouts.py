@@ -21,6 +21,9 @@ CLAIM_ORDER: tuple[str, ...] = ("adc", "core_mask", "lesion_mask", "tmax", "refe
 CLINICAL_FIELDS: tuple[str, ...] = ("nihss", "age", "side", "cps_grade", "defuse3")
 
 
+RAW_FOLDER = "rawdata"  # BIDS raw data kept in a folder of its own beside derivatives/
+
+
 def _tuple(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
@@ -37,7 +40,7 @@ class DatasetLayout:
     lesion_mask: tuple[str, ...] = ()  # the reference hypoperfusion lesion
     tmax: tuple[str, ...] = ()  # a Tmax map (s)
     reference_maps: tuple[str, ...] = ()  # the five phase maps (x, y, z, 5), or a folder of them
-    subject_folders: str = "sub-*"  # which folders of the root are subjects
+    subject_folders: str = "sub-*"  # which folders of the root (or of its rawdata/) are subjects
     dicom_studies: bool = False  # each subject folder is a DICOM study (its series are not classified here)
     participants: str = "participants.tsv"
     participant_id: str = "participant_id"
@@ -54,7 +57,10 @@ class DatasetLayout:
                 object.__setattr__(self, f.name, _tuple(getattr(self, f.name)))
 
     def patterns(self, role: str) -> tuple[str, ...]:
-        return getattr(self, role)
+        """The role's patterns, each raw-data one also under ``rawdata/`` (the arrangement ISLES'22 publishes:
+        ``rawdata/sub-*`` beside ``derivatives/``)."""
+        own = getattr(self, role)
+        return own + tuple(f"{RAW_FOLDER}/{p}" for p in own if not p.startswith("derivatives/"))
 
     def columns(self, field: str) -> tuple[str, ...]:
         """The accepted column names of a clinical field (``cps_grade`` reads ``cps_columns``)."""
@@ -72,8 +78,10 @@ SOOP = DatasetLayout(
 ISLES22 = DatasetLayout(
     # ISLES'22 challenge: one session per case, the diffusion lesion under derivatives with or without dwi/
     name="ISLES22",
-    dwi=("sub-{sub}/ses-{ses}/dwi/sub-{sub}_ses-{ses}_dwi.nii.gz",),
-    adc=("sub-{sub}/ses-{ses}/dwi/sub-{sub}_ses-{ses}_adc.nii.gz",),
+    dwi=("sub-{sub}/ses-{ses}/dwi/sub-{sub}_ses-{ses}_dwi.nii.gz",
+         "sub-{sub}/ses-{ses}/sub-{sub}_ses-{ses}_dwi.nii.gz"),  # the challenge's example case: no dwi/ folder
+    adc=("sub-{sub}/ses-{ses}/dwi/sub-{sub}_ses-{ses}_adc.nii.gz",
+         "sub-{sub}/ses-{ses}/sub-{sub}_ses-{ses}_adc.nii.gz"),
     core_mask=("derivatives/sub-{sub}/ses-{ses}/sub-{sub}_ses-{ses}_msk.nii.gz",
                  "derivatives/sub-{sub}/ses-{ses}/dwi/sub-{sub}_ses-{ses}_msk.nii.gz"),
 )
