@@ -123,6 +123,47 @@ def test_the_cpu_runtime_is_openvino_when_installed_and_onnxruntime_otherwise(mo
     assert choose_runtime("auto") == "onnxruntime"
 
 
+def test_the_cpu_precision_follows_the_hardware_and_the_cards_measurement(tmp_path):
+    """BF16 only where the CPU has the units (AMD Zen 4 and Intel with AVX-512 BF16 or AMX) and the model card
+    accepted it by measurement; FP32 everywhere else; the operator's override wins where it can, and says so."""
+    import json
+
+    from collat_ensemble.server.network_model import accepted_precisions, choose_precision
+
+    bf16_cpu, old_cpu = ["BF16", "FP32", "INT8", "WINOGRAD"], ["FP32", "INT8"]
+    assert choose_precision(None, ["fp32", "bf16"], bf16_cpu) == (
+        "bf16", "the CPU has BF16 units and the model card accepts bf16 (measured on held-out phantoms)")
+    assert choose_precision(None, ["fp32", "bf16"], old_cpu) == (
+        "fp32", "the model card accepts bf16 but this CPU has no BF16 units")
+    assert choose_precision(None, ["fp32"], bf16_cpu) == ("fp32", "the model card accepts fp32 only")
+    assert choose_precision(None, ["fp32", "bf16"], bf16_cpu, "onnxruntime") == ("fp32", "onnxruntime runs FP32 only")
+    assert choose_precision("fp32", ["fp32", "bf16"], bf16_cpu) == ("fp32", "COLLAT_CPU_PRECISION=fp32")
+    assert choose_precision("BF16", ["fp32"], bf16_cpu) == (
+        "bf16", "COLLAT_CPU_PRECISION=bf16 (the model card has not accepted it: unmeasured)")
+    assert choose_precision("bf16", ["fp32", "bf16"], old_cpu)[0] == "fp32"
+    assert choose_precision("int8", ["fp32"], bf16_cpu) == (
+        "fp32", "COLLAT_CPU_PRECISION=int8, but no INT8-quantized model is in this repository")
+    with pytest.raises(ValueError, match="COLLAT_CPU_PRECISION='fp16': choose fp32, bf16, int8"):
+        choose_precision("fp16", ["fp32"], bf16_cpu)
+    (tmp_path / "model.json").write_text(json.dumps({"accepted_precisions": ["fp32", "bf16"]}))
+    assert accepted_precisions(str(tmp_path)) == ["fp32", "bf16"]
+    assert accepted_precisions(str(tmp_path / "missing")) == ["fp32"]  # an older repository: FP32 only
+
+
+def test_the_export_copies_the_precisions_the_card_accepts(tmp_path):
+    import json
+    import shutil
+
+    from collat_export.onnx_export import accepted_precisions
+    from collat_export.weights import demo_checkpoint
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    shutil.copyfile(demo_checkpoint("hypo"), checkpoint)
+    assert accepted_precisions(str(checkpoint)) == ["fp32"]  # no card
+    (tmp_path / "model_card.json").write_text(json.dumps({"precision": {"accepted": ["fp32", "bf16"]}}))
+    assert accepted_precisions(str(checkpoint)) == ["fp32", "bf16"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
 def test_both_cpu_runners_give_the_same_batched_outputs(runtime, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ from serving_helpers import build_cpu_repository
 
 from collat_ensemble.phantom import PhantomCase, generate_case
 from collat_ensemble.server.launcher import TritonServer
+from collat_ensemble.server.network_model import PRECISION_VARIABLE
+
+# Every server the tests start runs its networks in FP32 (unless a test says otherwise), so that served numbers
+# compare with FP32 references to float rounding on any machine; the choice of a lower precision has its own test.
+os.environ[PRECISION_VARIABLE] = "fp32"
 
 
 @pytest.fixture(scope="session")

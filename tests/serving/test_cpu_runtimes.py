@@ -1,5 +1,6 @@
 """OpenVINO serves the networks on the CPU when it is installed; a server forced onto ONNX Runtime (a machine
-without OpenVINO) still serves, and both return the same maps and metrics up to float rounding."""
+without OpenVINO) still serves, and both return the same maps and metrics up to float rounding. Left to choose, the
+server runs a network in BF16 where the CPU has the units and the model card accepts it, with the same decisions."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collat_client.imaging.volumes import Volume
 from collat_client.schema import Clinical
 from collat_client.sdk.client import CollatClient
 from collat_ensemble.server.launcher import TritonServer
-from collat_ensemble.server.network_model import RUNTIME_VARIABLE
+from collat_ensemble.server.network_model import PRECISION_VARIABLE, RUNTIME_VARIABLE, cpu_capabilities
 
 
 def _infer(url: str, case):
@@ -38,3 +39,27 @@ def test_openvino_serves_and_the_onnxruntime_fallback_returns_the_same_results(s
     assert a.hypoperfusion.defuse3 == b.hypoperfusion.defuse3 and a.collateral.cps_estimate == b.collateral.cps_estimate
     for phase, fraction in a.collateral.hypoperfused_fraction.items():
         assert fraction == pytest.approx(b.collateral.hypoperfused_fraction[phase], abs=1e-3)
+
+
+def test_left_to_choose_the_server_runs_bf16_only_where_the_cpu_and_the_card_allow(server, cpu_repository,
+                                                                                   left_case, tmp_path, monkeypatch):
+    """The machine decides which path this test takes (an AMD Zen 4 or an Intel with AVX-512 BF16 or AMX: BF16;
+    older CPUs: FP32), and says it; both paths give the FP32 server's decisions."""
+    import json
+
+    served = _infer(server.http_url, left_case)  # the session's server: FP32
+    monkeypatch.delenv(PRECISION_VARIABLE)
+    has_bf16 = "BF16" in cpu_capabilities()
+    with TritonServer(cpu_repository, log_file=tmp_path / "auto.log") as chosen:
+        log = chosen.log_tail(10**6)
+        other = _infer(chosen.http_url, left_case)
+    for network in ("mrod_net", "hypoperfusion_unet"):
+        accepted = json.loads((cpu_repository / network / "1" / "model.json").read_text())["accepted_precisions"]
+        expected = "BF16" if has_bf16 and "bf16" in accepted else "FP32"
+        line = next(x for x in log.splitlines() if f"{network}: openvino " in x)
+        assert f"on the CPU, {expected} (" in line, line
+    atol = 0.05 if has_bf16 else 1e-4
+    np.testing.assert_allclose(served.collateral_maps.data, other.collateral_maps.data, atol=atol)
+    a, b = served.metrics, other.metrics
+    assert a.collateral.cps_estimate == b.collateral.cps_estimate and a.hypoperfusion.defuse3 == b.hypoperfusion.defuse3
+    assert a.hypoperfusion.hypoperfusion_ml == pytest.approx(b.hypoperfusion.hypoperfusion_ml, abs=1.0)

@@ -179,6 +179,15 @@ def training_domain(checkpoint: str | None, model: str) -> dict | None:
     return _unet_card_entry(checkpoint, model, "training_domain")
 
 
+def accepted_precisions(checkpoint: str | None) -> list[str]:
+    """The CPU precisions the weights' model card accepts (``collat-train precision`` measured them on held-out
+    phantoms), which the served network may then run in where the CPU has the units; FP32 alone when unsaid."""
+    card = _card(checkpoint)
+    precision = card.get("precision") if card is not None else None
+    accepted = precision.get("accepted") if isinstance(precision, dict) else None
+    return [str(p) for p in accepted] if isinstance(accepted, list) and accepted else ["fp32"]
+
+
 def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *,
                 tolerance: float = FP32_PARITY_TOLERANCE, checkpoint: str | None = None) -> ParityReport:
     """Write ``model.onnx`` and ``model.json`` into ``out_dir``; raise :class:`ParityError` past tolerance."""
@@ -231,6 +240,7 @@ def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *
         "dsc_conversion": dsc_conversion(checkpoint, preset.model),
         "lesion_calibration": lesion_calibration(checkpoint, preset.model),
         "training_domain": training_domain(checkpoint, preset.model),
+        "accepted_precisions": accepted_precisions(checkpoint),
         "torch_version": torch.__version__,
         "parity": asdict(report),
         "parity_openvino": asdict(reports[1]) if len(reports) > 1 else None,

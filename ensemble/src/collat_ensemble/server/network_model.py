@@ -4,12 +4,15 @@ The pip-installed tritonserver (nvidia-pytriton) ships without the onnxruntime a
 backends, so on machines without a GPU each network is served by this file. OpenVINO runs
 these 3D networks about twice as fast as ONNX Runtime on the same cores with the same values
 (benchmarks/RESULTS.md), so it is chosen when it is installed; ONNX Runtime is the fallback,
-and ``COLLAT_CPU_RUNTIME`` (or the model's ``runtime`` parameter) forces either. OpenVINO is
-held to FP32 arithmetic: on CPUs with bfloat16 units its default precision would change the
-maps. It keeps Triton's dynamic batching meaningful: the requests Triton hands over in one
-``execute`` call are stacked along the batch axis (grouped by shape, since 3D-MROD-Net's grid
-is dynamic) and run as one call. It imports only numpy and the runtime, never the project's
-packages, so it runs in any Python that tritonserver's stub uses.
+and ``COLLAT_CPU_RUNTIME`` (or the model's ``runtime`` parameter) forces either. The arithmetic
+precision is chosen by evidence (:func:`choose_precision`): BF16 only where the CPU has BF16
+units and the network's model card accepts it, by a measurement on held-out phantoms recorded
+there (``model.json`` ``accepted_precisions``); FP32 otherwise; ``COLLAT_CPU_PRECISION``
+overrides, and the choice and its reason are logged. It keeps Triton's dynamic batching
+meaningful: the requests Triton hands over in one ``execute`` call are stacked along the batch
+axis (grouped by shape, since 3D-MROD-Net's grid is dynamic) and run as one call. It imports
+only numpy and the runtime, never the project's packages, so it runs in any Python that
+tritonserver's stub uses.
 """
 
 from __future__ import annotations
@@ -54,11 +57,64 @@ def choose_runtime(requested: str | None) -> str:
     return choice
 
 
-class OpenVINORunner:
-    def __init__(self, path: str, threads: int, output_names: Sequence[str]) -> None:
+PRECISION_VARIABLE = "COLLAT_CPU_PRECISION"
+PRECISIONS = ("fp32", "bf16", "int8")
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}  # INFERENCE_PRECISION_HINT; int8 needs a quantized model file
+
+
+def cpu_capabilities() -> list[str]:
+    """What OpenVINO says this CPU computes natively (``BF16`` on AVX-512 BF16 or AMX, ``INT8`` on VNNI)."""
+    try:
         import openvino as ov
 
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        return [str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    except Exception:  # noqa: BLE001 - no OpenVINO, or a CPU plugin that cannot say: assume FP32 only
+        return ["FP32"]
+
+
+def choose_precision(requested: str | None, accepted: Sequence[str], capabilities: Sequence[str],
+                     runtime: str = "openvino") -> tuple[str, str]:
+    """(precision, why) for one network. Without an override: BF16 where the CPU has BF16 units and the model
+    card accepts it (measured), else FP32. ``requested`` (``COLLAT_CPU_PRECISION``) wins where the hardware and
+    the runtime can do it, and says when the card never measured it; INT8 needs a quantized model, which no
+    repository ships yet, so it falls back to FP32 with the reason."""
+    caps = {c.upper() for c in capabilities}
+    accepted = [a.lower() for a in accepted] or ["fp32"]
+    if requested:
+        choice = requested.strip().lower()
+        if choice not in PRECISIONS:
+            raise ValueError(f"{PRECISION_VARIABLE}={requested!r}: choose {', '.join(PRECISIONS)}")
+        if choice == "fp32":
+            return "fp32", f"{PRECISION_VARIABLE}=fp32"
+        if runtime != "openvino":
+            return "fp32", f"{PRECISION_VARIABLE}={choice}, but {runtime} runs FP32 only"
+        if choice == "int8":
+            return "fp32", f"{PRECISION_VARIABLE}=int8, but no INT8-quantized model is in this repository"
+        if choice.upper() not in caps:
+            return "fp32", f"{PRECISION_VARIABLE}={choice}, but this CPU has no {choice.upper()} units"
+        unmeasured = "" if choice in accepted else " (the model card has not accepted it: unmeasured)"
+        return choice, f"{PRECISION_VARIABLE}={choice}{unmeasured}"
+    if runtime == "openvino" and "bf16" in accepted and "BF16" in caps:
+        return "bf16", "the CPU has BF16 units and the model card accepts bf16 (measured on held-out phantoms)"
+    if "bf16" in accepted and runtime == "openvino":
+        return "fp32", "the model card accepts bf16 but this CPU has no BF16 units"
+    return "fp32", "the model card accepts fp32 only" if runtime == "openvino" else f"{runtime} runs FP32 only"
+
+
+def accepted_precisions(version_dir: str) -> list[str]:
+    """The precisions the network's card accepts, from ``model.json`` beside it (FP32 alone when unsaid)."""
+    try:
+        with open(os.path.join(version_dir, "model.json")) as f:
+            return list(json.load(f).get("accepted_precisions") or ["fp32"])
+    except (OSError, ValueError):
+        return ["fp32"]
+
+
+class OpenVINORunner:
+    def __init__(self, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32") -> None:
+        import openvino as ov
+
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]}
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         core = ov.Core()
@@ -74,7 +130,7 @@ class OpenVINORunner:
 
 
 class OnnxRuntimeRunner:
-    def __init__(self, path: str, threads: int, output_names: Sequence[str]) -> None:
+    def __init__(self, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32") -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -88,8 +144,8 @@ class OnnxRuntimeRunner:
         return self.session.run(self.output_names, feed)
 
 
-def make_runner(runtime: str, path: str, threads: int, output_names: Sequence[str]):
-    return (OpenVINORunner if runtime == "openvino" else OnnxRuntimeRunner)(path, threads, output_names)
+def make_runner(runtime: str, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32"):
+    return (OpenVINORunner if runtime == "openvino" else OnnxRuntimeRunner)(path, threads, output_names, precision)
 
 
 def split_batch(stacked: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
@@ -106,8 +162,14 @@ class TritonPythonModel:
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
         self.runtime = choose_runtime(params.get("runtime"))
-        self.runner = make_runner(self.runtime, path, int(params.get("intra_op_threads", "0")), self.output_names)
-        message = f"{config['name']}: {self.runtime} {self.runner.version} on the CPU"
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.precision, why = choose_precision(os.environ.get(PRECISION_VARIABLE), accepted_precisions(version_dir),
+                                               cpu_capabilities() if self.runtime == "openvino" else ["FP32"],
+                                               self.runtime)
+        self.runner = make_runner(self.runtime, path, int(params.get("intra_op_threads", "0")), self.output_names,
+                                  self.precision)
+        message = (f"{config['name']}: {self.runtime} {self.runner.version} on the CPU, {self.precision.upper()} "
+                   f"({why})")
         if pb_utils is not None and hasattr(pb_utils, "Logger"):
             pb_utils.Logger.log_info(message)
         else:  # pragma: no cover - older stubs

@@ -239,6 +239,7 @@ def import_network(card_path: Path, out_dir: Path, network_path: Path | None = N
             "dsc_conversion": str(card.extra.get("dsc_conversion", DSC_CONVERSION)) if "dsc" in card.modalities
             else None,
             **gates, "parity_openvino": parity,
+            "accepted_precisions": [str(p) for p in card.extra.get("accepted_precisions") or ["fp32"]],
         }
         (out_dir / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         partial.replace(out_dir / "model.onnx")

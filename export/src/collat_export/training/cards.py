@@ -131,6 +131,27 @@ Reproduce: `collat-train evaluate --model cps --checkpoint checkpoint.pt --seeds
 """
 
 
+def _precision_section(record: dict) -> str:
+    """BF16 against FP32 on the served path, and which precisions the server may use for these weights."""
+    on = record.get("measured_on", {})
+    lines = ["\n## CPU precision\n",
+             f"Measured on {on.get('series')} held-out series (seeds {on.get('seeds')}), {on.get('cpu')}, OpenVINO "
+             f"{on.get('openvino')}: {on.get('path')}. FP32: {record.get('fp32', {}).get('seconds_per_series')} s "
+             "per series in the network.", ""]
+    for name, verdict in record.items():
+        if isinstance(verdict, dict) and "accepted" in verdict:
+            losses = ", ".join(f"{k} {v:+.4f}" for k, v in verdict["loss_vs_fp32"].items())
+            changed = ", ".join(f"{k} {v}" for k, v in verdict["changed"].items())
+            lines.append(f"* {name.upper()}: loss against FP32 {losses}; changed: {changed}; "
+                         f"{verdict['speed_vs_fp32']:.2f}x FP32's speed; "
+                         + ("accepted" if verdict["accepted"] else "not accepted: " + "; ".join(verdict["reasons"])))
+    if record.get("note"):
+        lines.append(f"* {record['note']}")
+    lines.append(f"\nAccepted: {', '.join(record.get('accepted', ['fp32']))} (the server picks BF16 where accepted and "
+                 "the CPU has the units; `COLLAT_CPU_PRECISION` overrides).")
+    return "\n".join(lines) + "\n"
+
+
 def _dataset_section(record: dict, figures: dict) -> str:
     """The labelled dataset the weights were fine-tuned on, its subject split, who was left out, and the test
     subjects' figures."""
@@ -254,6 +275,8 @@ Reproduce: `collat-train evaluate --model mrod --checkpoint checkpoint.pt --moda
         md += _domain_section(card["training_domain"])
     if training.get("dataset"):
         md += _dataset_section(training["dataset"], card.get("evaluation_dataset") or {})
+    if card.get("precision"):
+        md += _precision_section(card["precision"])
     md_path = out_dir / "model_card.md"
     md_path.write_text(md)
     return md_path, json_path

@@ -309,7 +309,7 @@ def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
 
 # Kept beside the main evaluation when a card is rewritten.
 _CARD_EXTRAS = ("evaluation_dsc", "evaluation_cps", "evaluation_kinds", "lesion_calibration", "training_domain",
-                "evaluation_dataset")
+                "evaluation_dataset", "precision")
 
 
 def _rewrite_card_document(checkpoint: Path, card: dict) -> None:
@@ -756,6 +756,37 @@ def dataset(data: Path, layout_name: str, as_json: bool) -> None:
                                 if k.startswith("with_") and v))
     for line in read.listing():
         click.echo(f"  {line}")
+
+
+@main.command("precision")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
+@click.option("--seeds", default="0-199", show_default=True, help="FIRST-LAST held-out phantom seeds (200 to accept).")
+@click.option("--threads", type=int, default=0, show_default=True, help="OpenVINO threads (0: all cores).")
+@click.option("--update-card", is_flag=True, help="Record the measurement (and what it accepts) in the model card.")
+def precision(checkpoint: Path, seeds: str, threads: int, update_card: bool) -> None:
+    """Measure BF16 against FP32 on the served path (OpenVINO) on held-out phantoms; with --update-card the card
+    records it and the precisions it accepts, which the served network may then use where the CPU has the units.
+
+    \b
+    Example:
+      collat-train precision --checkpoint weights/mrod_fine/checkpoint.pt --seeds 0-199 --update-card
+    """
+    from ..checkpoint import CheckpointError
+    from ..precision import measure_precisions
+    from .data import parse_seed_range
+
+    try:
+        record = measure_precisions(checkpoint, parse_seed_range(seeds), threads=threads, progress=_echo)
+    except (CheckpointError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if update_card:
+        path = checkpoint.parent / "model_card.json"
+        card = json.loads(path.read_text())
+        card["precision"] = record
+        _rewrite_card_document(checkpoint, card)
+        _echo(f"model card rewritten in {checkpoint.parent}")
+    click.echo(json.dumps(record, indent=2))
 
 
 @main.command("phantom-dataset")
