@@ -150,6 +150,33 @@ def test_the_cpu_precision_follows_the_hardware_and_the_cards_measurement(tmp_pa
     assert accepted_precisions(str(tmp_path / "missing")) == ["fp32"]  # an older repository: FP32 only
 
 
+def test_a_batch_runs_in_chunks_with_the_same_outputs_in_order():
+    """The U-Net's slabs run four at a time to bound the runtime's memory; outputs come back whole and in order."""
+    from collat_ensemble.server.network_model import run_in_chunks
+    from collat_ensemble.server.repository import render_config
+    from collat_export.io_spec import network_io
+
+    class Doubler:
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def run(self, feed):
+            self.sizes.append(len(feed["X"]))
+            return [feed["X"] * 2.0, feed["X"][:, :1]]
+
+    x = np.arange(11 * 3, dtype=np.float32).reshape(11, 3)
+    runner = Doubler()
+    doubled, first = run_in_chunks(runner, {"X": x}, 4)
+    assert runner.sizes == [4, 4, 3]
+    np.testing.assert_array_equal(doubled, x * 2.0)
+    np.testing.assert_array_equal(first, x[:, :1])
+    whole = Doubler()
+    run_in_chunks(whole, {"X": x}, 0)
+    assert whole.sizes == [11]
+    config = render_config(network_io(get_preset("hypo", "tiny")), "python-onnx")
+    assert 'key: "run_chunk"\n    value: { string_value: "4" }' in config
+
+
 def test_the_export_copies_the_precisions_the_card_accepts(tmp_path):
     import json
     import shutil

