@@ -62,4 +62,7 @@ def test_left_to_choose_the_server_runs_bf16_only_where_the_cpu_and_the_card_all
     np.testing.assert_allclose(served.collateral_maps.data, other.collateral_maps.data, atol=atol)
     a, b = served.metrics, other.metrics
     assert a.collateral.cps_estimate == b.collateral.cps_estimate and a.hypoperfusion.defuse3 == b.hypoperfusion.defuse3
-    assert a.hypoperfusion.hypoperfusion_ml == pytest.approx(b.hypoperfusion.hypoperfusion_ml, abs=1.0)
+    # BF16's rounding moves a 235 mL lesion's edge by about 1 %; FP32 against FP32 agrees to rounding.
+    volume = pytest.approx(b.hypoperfusion.hypoperfusion_ml, rel=0.02) if has_bf16 else \
+        pytest.approx(b.hypoperfusion.hypoperfusion_ml, abs=0.05)
+    assert a.hypoperfusion.hypoperfusion_ml == volume
