@@ -23,16 +23,17 @@ install: $(STAMP)
 lint: install
 	$(BIN)/ruff check contract client ensemble export tests benchmarks
 
-# Real DICOM peers for the PACS tests: Orthanc (with DICOMweb) and dcmtk's dcmdump, from Debian's packages when this
-# runs as root; elsewhere those tests are skipped and say why.
+# Real DICOM peers for the PACS tests: Orthanc (with DICOMweb), dcmtk's dcmdump and dsr2html, and dicom3tools'
+# dciodvfy (the standard's validator), from Debian's packages when this runs as root; elsewhere those tests are
+# skipped and say why.
 pacs-peers:
-	@if command -v Orthanc >/dev/null && command -v dcmdump >/dev/null; then :; \
+	@if command -v Orthanc >/dev/null && command -v dcmdump >/dev/null && command -v dciodvfy >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		export DEBIAN_FRONTEND=noninteractive; PKGS="dcmtk orthanc orthanc-dicomweb"; \
+		export DEBIAN_FRONTEND=noninteractive; PKGS="dcmtk orthanc orthanc-dicomweb dicom3tools"; \
 		apt-get install -y -q --no-install-recommends $$PKGS >/dev/null 2>&1 || \
 		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$PKGS >/dev/null; } || \
 		echo "warning: could not install $$PKGS: the PACS tests will be skipped"; \
-	else echo "note: Orthanc/dcmtk not installed (apt-get install dcmtk orthanc orthanc-dicomweb): PACS tests skip"; fi
+	else echo "note: Orthanc/dcmtk/dicom3tools not installed (apt-get install dcmtk orthanc orthanc-dicomweb dicom3tools): PACS and conformance tests skip"; fi
 
 test: lint pacs-peers
 	$(BIN)/python -m pytest

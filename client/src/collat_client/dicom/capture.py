@@ -84,7 +84,19 @@ def _capture(reference, pixels: np.ndarray, series_uid: str, series_number: int,
         series_description=description[:64], transfer_syntax_uid=TRANSFER_SYNTAX,
         content_qualification="RESEARCH" if research_only else "PRODUCT")
     image.BurnedInAnnotation = "YES"  # the labels are pixels: a de-identifying PACS must know
+    # What was imaged: the head, an unpaired part, so General Series Laterality (Type 2C, for paired parts) is
+    # rightly absent; without the body part a validator cannot tell, and dciodvfy reports Laterality missing.
+    image.BodyPartExamined = "HEAD"
+    copy_character_set(image, reference)
     return image
+
+
+def copy_character_set(dataset, reference) -> None:
+    """The source's Specific Character Set on an object that copies its patient's name and study texts: without it
+    a name such as Müller, read from an ISO_IR 100 or ISO_IR 192 study, would be written as undeclared bytes."""
+    charset = reference.get("SpecificCharacterSet")
+    if charset and "SpecificCharacterSet" not in dataset:
+        dataset.SpecificCharacterSet = charset
 
 
 def phase_map_captures(maps: np.ndarray, affine: np.ndarray, reference, *, research_only: bool) -> list[list]:

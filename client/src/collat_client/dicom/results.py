@@ -72,10 +72,14 @@ def write_dicom_results(result, directory: Path, *, overwrite: bool = False) -> 
     clashes = [n for n in names if (directory / n).exists()]
     if clashes and not overwrite:
         raise FileExistsError(f"{directory}: would overwrite {', '.join(clashes[:3])} (use --force / overwrite)")
+    from .capture import copy_character_set
+
     with warnings.catch_warnings():  # highdicom warns about source names like "PSM" (one component): not ours to fix
         warnings.simplefilter("ignore", UserWarning)
         try:
             datasets, notes = _build(result, reference, dwi_files, perfusion_files)
+            for dataset in datasets.values():
+                copy_character_set(dataset, reference)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:  # what highdicom says of odd source headers
             source = (dwi_files or perfusion_files)[0].parent
             raise InvalidInput(f"{source}: DICOM output could not be built from these instances ({exc}); nothing "
