@@ -129,6 +129,7 @@ def test_withheld_and_missing_references_are_counted_not_scored(tmp_path: Path):
     assert rows[2]["reference_defuse3_source"] == "table"
     s = summarize(rows)
     assert (s["subjects"], s["done"], s["lesion_withheld"]) == (5, 4, 1)
+    assert s["no_reference"] == []  # every analysed subject had something to be scored against
     assert s["core_dice"]["empty_reference"] == 1 and s["core_volume"]["pairs"] == 4
     assert s["skipped"] == [{"subject": "sub-4", "reason": "no perfusion series and no DWI with its ADC"}]
     assert s["lesion_dice"]["scored"] == 1 and s["core_dice"]["scored"] == 3

@@ -156,6 +156,9 @@ def test_a_folder_of_dicom_studies_with_a_real_scan(server, tmp_path):
     assert (phantom["status"], phantom["pipeline"]) == ("done", "stroke_triage")
     assert float(phantom["core_ml"]) == pytest.approx(case.truth["core_ml"], rel=0.15)
     assert phantom["core_dice"] == ""  # a DICOM study carries no reference mask: counted, not scored
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["no_reference"] == (["phantom-4", "philips"] if AVAILABLE else ["phantom-4"])
+    assert "* phantom-4: analysed, no reference to score it against" in (out / "summary.md").read_text()
     if AVAILABLE:
         real = rows["philips"]
         assert real["status"] == "done" and float(real["core_ml"]) < 0.5

@@ -227,11 +227,12 @@ def markdown(dataset: Dataset, summary: dict, plots: list[str], worst: list[str]
     lines += _table(["phase", "R^2", "SSIM", "Tanimoto", "MAE"],
                     [[phase, *(s["maps"]["by_phase"][phase][m] for m in ("r2", "ssim", "tanimoto", "mae"))]
                      for phase in (*PHASE_NAMES, "mean")])
-    if s["failed"] or s["skipped"] or s["reference_problems"]:
+    if s["failed"] or s["skipped"] or s["reference_problems"] or s["no_reference"]:
         lines += ["", "## Not analysed or not scored", ""]
         lines += [f"* {x['subject']}: failed: {x['reason']}" for x in s["failed"]]
         lines += [f"* {x['subject']}: skipped: {x['reason']}" for x in s["skipped"]]
         lines += [f"* {x['subject']}: reference not used: {x['problem']}" for x in s["reference_problems"]]
+        lines += [f"* {x}: analysed, no reference to score it against" for x in s["no_reference"]]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{PLOTS[p]}](plots/{p}.png)" for p in plots]
     if worst:

@@ -29,6 +29,8 @@ from .served import Outcome
 
 AFFINE_TOLERANCE_MM = 1e-3
 MAP_METRICS = ("r2", "ssim", "tanimoto", "mae")
+REFERENCE_KEYS = ("reference_core_ml", "reference_hypoperfusion_ml", "reference_defuse3", "reference_dawn",
+                  "reference_cps", "maps_r2_mean")
 WORST_CASES = 4
 
 
@@ -210,6 +212,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "reference_problems": [{"subject": r["subject"], "problem": r["reference_problem"]}
                                for r in rows if r.get("reference_problem")],
         "lesion_withheld": sum(1 for r in done if r.get("lesion_withheld")),
+        # Analysed but with nothing to score against (a DICOM study, a dataset without masks or labels): listed.
+        "no_reference": [r["subject"] for r in done if not any(r.get(k) is not None for k in REFERENCE_KEYS)],
         "core_dice": _dice_figures(done, "core_dice", "reference_core_ml"),
         "lesion_dice": _dice_figures(done, "lesion_dice", "reference_hypoperfusion_ml"),
         "core_volume": _volume_figures(done, "core_ml", "reference_core_ml"),
