@@ -131,7 +131,7 @@ def test_soop_and_isles_layouts_count_what_they_cannot_score(server, tmp_path):
     adc = next((isles / "sub-strokecase0009").rglob("*_adc.nii.gz"))
     adc.write_bytes(b"not a NIfTI")  # a broken subject fails with its reason; the others go on
     out = tmp_path / "isles_report"
-    _evaluate(server, isles, out)
+    _evaluate(server, isles, out, "--concurrency", "2")  # both in flight at once; the broken one still says why
     rows = _rows(out)
     assert rows["sub-strokecase0008"]["status"] == "done"
     assert rows["sub-strokecase0009"]["status"] == "failed" and str(adc) in rows["sub-strokecase0009"]["reason"]

@@ -27,7 +27,7 @@ def _models(out: Path, dataset: Dataset) -> str:
 
 
 def evaluate_dataset(root: Path, out: Path, url: str, *, layout: DatasetLayout | None = None,
-                     protocol: str = "http", allow_b_value: bool = False,
+                     protocol: str = "http", allow_b_value: bool = False, concurrency: int = 1,
                      progress: Callable[[str], None] = lambda _: None) -> tuple[dict[str, Any], list[Path]]:
     """Run, score and report every subject; raises :class:`~.bids.DatasetError` for an unreadable dataset and
     :class:`ServerGone` when no server answers (what finished is kept, the same call resumes)."""
@@ -41,7 +41,7 @@ def evaluate_dataset(root: Path, out: Path, url: str, *, layout: DatasetLayout |
             raise ServerGone(f"{exc} (start one with `make serve`, or pass --url)") from None
         if not ready:
             raise ServerGone("the server answers but is not ready")
-        outcomes = run_dataset(dataset, out, client, progress, allow_b_value)
+        outcomes = run_dataset(dataset, out, client, progress, allow_b_value, concurrency)
     rows = [score_subject(s, subject_folder(out, s), o) for s, o in zip(dataset.subjects, outcomes, strict=True)]
     summary = summarize(rows)
     summary["models"] = _models(out, dataset)

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -112,23 +113,40 @@ def run_subject(client: CollatClient, subject: Subject, out: Path, allow_b_value
 
 
 def run_dataset(dataset: Dataset, out: Path, client: CollatClient, progress: Callable[[str], None] = lambda _: None,
-                allow_b_value: bool = False) -> list[Outcome]:
-    """Every subject's outcome in the dataset's order; subjects already done in ``out`` are not sent again."""
-    outcomes = []
+                allow_b_value: bool = False, concurrency: int = 1) -> list[Outcome]:
+    """Every subject's outcome in the dataset's order; subjects already done in ``out`` are not sent again.
+    ``concurrency`` subjects are in flight at once (the server batches them; one client serves all threads)."""
     total = len(dataset.subjects)
-    start = time.perf_counter()
-    sent = 0
-    for i, subject in enumerate(dataset.subjects, 1):
+    outcomes: list[Outcome | None] = [None] * total
+    pending = []
+    for i, subject in enumerate(dataset.subjects):
         previous = read_outcome(subject_folder(out, subject))
         if previous is not None and previous.status == "done":
-            outcomes.append(previous)
-            progress(f"[{i}/{total}] {subject.id}: done before, kept")
-            continue
-        outcome = run_subject(client, subject, out, allow_b_value)
-        outcomes.append(outcome)
-        sent += 1
-        rate = (time.perf_counter() - start) / sent
-        left = (total - i) * rate
+            outcomes[i] = previous
+            progress(f"[{i + 1}/{total}] {subject.id}: done before, kept")
+        else:
+            pending.append(i)
+    start, finished = time.perf_counter(), 0
+
+    def report(i: int, outcome: Outcome) -> None:
+        nonlocal finished
+        outcomes[i] = outcome
+        finished += 1
+        left = (len(pending) - finished) * (time.perf_counter() - start) / finished
         detail = f"{outcome.pipeline} in {outcome.seconds:.1f} s" if outcome.status == "done" else outcome.reason
-        progress(f"[{i}/{total}] {subject.id}: {outcome.status} ({detail}); about {left / 60:.1f} min left")
-    return outcomes
+        progress(f"[{i + 1}/{total}] {outcome.subject}: {outcome.status} ({detail}); about {left / 60:.1f} min left")
+
+    if concurrency <= 1:
+        for i in pending:
+            report(i, run_subject(client, dataset.subjects[i], out, allow_b_value))
+    else:
+        with ThreadPoolExecutor(concurrency) as pool:
+            futures = {pool.submit(run_subject, client, dataset.subjects[i], out, allow_b_value): i for i in pending}
+            try:
+                for future in as_completed(futures):
+                    report(futures[future], future.result())
+            except ServerGone:
+                for future in futures:
+                    future.cancel()
+                raise
+    return [o for o in outcomes if o is not None]

@@ -357,6 +357,8 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
               help="--data: the dataset's layout.")
 @click.option("--allow-b-value", is_flag=True,
               help="--data: run DWIs outside b=800-1200 too (their decisions are withheld), as collat-client infer.")
+@click.option("--concurrency", type=int, default=1, show_default=True,
+              help="--data: subjects in flight at once (the server batches them).")
 @click.option("--seeds", default="0-19", show_default=True, help="FIRST-LAST held-out phantom seeds (< 1,000,000).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--space", type=click.Choice(["mni", "native"]), default="mni", show_default=True,
@@ -369,8 +371,8 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
 @click.option("--update-card", is_flag=True,
               help="Rewrite model_card.md/.json next to the checkpoint with this evaluation (training record kept).")
 def evaluate(model: str | None, checkpoint: Path | None, data: Path | None, out: Path | None, url: str,
-             protocol: str, layout_name: str, allow_b_value: bool, seeds: str, as_json: bool, space: str,
-             modality: str, kinds: str, workers: int, update_card: bool) -> None:
+             protocol: str, layout_name: str, allow_b_value: bool, concurrency: int, seeds: str, as_json: bool,
+             space: str, modality: str, kinds: str, workers: int, update_card: bool) -> None:
     """Generate held-out phantom cases, run the checkpoint, print the studies' metrics; or, with --data, send a
     labelled dataset through the running server and write a report folder (CSV, Markdown, HTML, plots).
 
@@ -381,7 +383,7 @@ def evaluate(model: str | None, checkpoint: Path | None, data: Path | None, out:
       collat-train evaluate --data /data/ds004889 --out report/ --url 127.0.0.1:8000
     """
     if data is not None:
-        _evaluate_dataset(data, out, url, protocol, layout_name, allow_b_value, as_json)
+        _evaluate_dataset(data, out, url, protocol, layout_name, allow_b_value, concurrency, as_json)
         return
     if model is None or checkpoint is None:
         click.echo("error: give --model and --checkpoint (phantom evaluation) or --data and --out (a dataset)",
@@ -436,7 +438,7 @@ def _layout(name: str):
 
 
 def _evaluate_dataset(data: Path, out: Path | None, url: str, protocol: str, layout_name: str,
-                      allow_b_value: bool, as_json: bool) -> None:
+                      allow_b_value: bool, concurrency: int, as_json: bool) -> None:
     from ..datasets import DatasetError
     from ..datasets.evaluate import evaluate_dataset
     from ..datasets.served import ServerGone
@@ -446,7 +448,7 @@ def _evaluate_dataset(data: Path, out: Path | None, url: str, protocol: str, lay
         sys.exit(2)
     try:
         summary, files = evaluate_dataset(data, out, url, layout=_layout(layout_name), protocol=protocol,
-                                          allow_b_value=allow_b_value, progress=_echo)
+                                          allow_b_value=allow_b_value, concurrency=concurrency, progress=_echo)
     except DatasetError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
