@@ -96,6 +96,10 @@ def test_a_rerun_resumes_and_sends_only_what_is_not_done(server, bids_report):
     assert "sub-002: done before, kept" in result.output and "sub-003: done (stroke_triage" in result.output
     assert (out / "subjects" / "sub-002" / "status.json").stat().st_mtime_ns == before
     assert _rows(out)["sub-003"]["status"] == "done"
+    # A "done" whose results went missing is sent again, not scored against nothing.
+    (out / "subjects" / "sub-002" / "metrics.json").unlink()
+    again = _evaluate(server, root, out)
+    assert "sub-002: done (stroke_triage" in again.output and "sub-003: done before, kept" in again.output
 
 
 def test_soop_and_isles_layouts_count_what_they_cannot_score(server, tmp_path):

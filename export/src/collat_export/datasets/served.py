@@ -120,8 +120,9 @@ def run_dataset(dataset: Dataset, out: Path, client: CollatClient, progress: Cal
     outcomes: list[Outcome | None] = [None] * total
     pending = []
     for i, subject in enumerate(dataset.subjects):
-        previous = read_outcome(subject_folder(out, subject))
-        if previous is not None and previous.status == "done":
+        folder = subject_folder(out, subject)
+        previous = read_outcome(folder)
+        if previous is not None and previous.status == "done" and (folder / "metrics.json").is_file():
             outcomes[i] = previous
             progress(f"[{i + 1}/{total}] {subject.id}: done before, kept")
         else:
