@@ -19,6 +19,7 @@ import numpy as np
 
 from collat_contract.names import PHASE_NAMES
 
+from ..statistics import bland_altman
 from .bids import Dataset, Subject
 
 PLOTS = {"bland_altman_core": "Core volume (served ADC core vs reference diffusion lesion)",
@@ -68,17 +69,22 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _bland_altman_plot(path: Path, rows: list[dict], served: str, reference: str, title: str) -> bool:
     pairs = [(r[served], r[reference]) for r in rows if r.get(served) is not None and r.get(reference) is not None]
-    if len(pairs) < 2:
+    limits = bland_altman([a for a, _ in pairs], [b for _, b in pairs])
+    if limits is None:
         return False
     est, ref = np.array(pairs, dtype=np.float64).T
-    mean, diff = (est + ref) / 2.0, est - ref
-    bias, sd = float(diff.mean()), float(diff.std(ddof=1))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=100)
-    ax.scatter(mean, diff, s=18, color="#1f4e79")
-    upper, lower = bias + 1.96 * sd, bias - 1.96 * sd
+    ax.scatter((est + ref) / 2.0, est - ref, s=18, color="#1f4e79")
+    bias, upper, lower = limits["mean_difference"], limits["upper_limit"], limits["lower_limit"]
     for y, style, label in ((bias, "-", f"bias {bias:+.1f} mL"), (upper, "--", f"+1.96 SD {upper:+.1f}"),
                             (lower, "--", f"-1.96 SD {lower:+.1f}")):
         ax.axhline(y, linestyle=style, color="#b03a2e", linewidth=1)
@@ -86,9 +92,7 @@ def _bland_altman_plot(path: Path, rows: list[dict], served: str, reference: str
     ax.set_xlabel("mean of served and reference (mL)")
     ax.set_ylabel("served - reference (mL)")
     ax.set_title(f"{title}, n = {len(pairs)}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 
@@ -106,9 +110,7 @@ def _confusion_plot(path: Path, matrix: list[list[int]], labels: list[str], titl
     ax.set_xlabel("served")
     ax.set_ylabel("reference")
     ax.set_title(f"{title}, n = {int(m.sum())}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 
@@ -178,9 +180,7 @@ def _worst_case_picture(path: Path, subject: Subject, folder: Path, row: dict) -
             ax.set_axis_off()
             if c == 0:
                 ax.set_title(f"{who} (core red, lesion orange)", fontsize=8, loc="left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from collat_client.imaging.evaluation import dice, phase_metrics
 from collat_contract.names import PHASE_NAMES
-from collat_ensemble.clinical import dawn_eligibility, defuse3_target_mismatch, mismatch
+from collat_ensemble.clinical import dawn_eligibility, defuse3_target_mismatch, mismatch, volume_ml
 from collat_ensemble.phantom.physiology import TMAX_THRESHOLD_S
 
 from ..statistics import binary_agreement, bland_altman, grade_agreement, lins_ccc
@@ -61,10 +61,6 @@ def on_grid(data: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], target
                                      output_shape=tuple(shape[:3]), order=order, mode="constant", cval=0.0)
                     for k in range(volumes.shape[-1])], axis=-1)
     return out[..., 0] if data.ndim == 3 else out
-
-
-def _voxel_ml(affine: np.ndarray) -> float:
-    return abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
 
 
 def _mask(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
@@ -112,7 +108,6 @@ def _diffusion_scores(subject: Subject, folder: Path, metrics: dict, row: dict[s
     if hypo is None or served_core is None:
         return
     core, affine = served_core[0] > 0, served_core[1]
-    voxel_ml = _voxel_ml(affine)
     withheld = hypo.get("lesion_withheld")
     row.update(core_ml=hypo["core_ml"], hypoperfusion_ml=hypo["hypoperfusion_ml"],
                lesion_withheld="; ".join(withheld["reasons"]) if withheld else "",
@@ -122,11 +117,11 @@ def _diffusion_scores(subject: Subject, folder: Path, metrics: dict, row: dict[s
     # Dice is scored where the reference has a lesion; against an empty one it says nothing (1.0 when the served
     # mask is empty too), so those subjects count by their volumes and decisions only.
     if ref_core is not None:
-        row["reference_core_ml"] = round(float(ref_core.sum()) * voxel_ml, 3)
+        row["reference_core_ml"] = round(volume_ml(ref_core, affine), 3)
         if ref_core.any():
             row["core_dice"] = dice(core, ref_core)
     if ref_lesion is not None:
-        row.update(reference_hypoperfusion_ml=round(float(ref_lesion.sum()) * voxel_ml, 3),
+        row.update(reference_hypoperfusion_ml=round(volume_ml(ref_lesion, affine), 3),
                    reference_lesion_source=source)
         served_lesion = _served(folder, "lesion_mask")
         if not withheld and served_lesion is not None and ref_lesion.any():

@@ -21,7 +21,7 @@ from collat_client import CollatError
 from collat_client.imaging.evaluation import dice, phase_metrics
 from collat_client.sdk.inputs import read_diffusion, read_perfusion
 from collat_contract.names import PHASE_NAMES
-from collat_ensemble.clinical import defuse3_target_mismatch, mismatch
+from collat_ensemble.clinical import defuse3_target_mismatch, mismatch, volume_ml
 from collat_ensemble.contrast import DSC_CONVERSION
 from collat_ensemble.errors import InputValidationError
 from collat_ensemble.geometry import reorient_to_ras
@@ -92,9 +92,8 @@ def hypo_subject_sample(subject: Subject) -> HypoSample | str:
         return str(exc).splitlines()[0]
     if lesion is None:
         return "no reference hypoperfusion lesion (a lesion mask or a Tmax map): the U-Net's target"
-    voxel_ml = abs(float(np.linalg.det(dwi.affine[:3, :3]))) / 1000.0
     return HypoSample(prep.volume.astype(np.float16), label_on_network_grid(lesion, dwi.affine, prep),
-                      prep.nihss_scaled, float(prep.core.sum()) * prep.grid.voxel_ml, float(lesion.sum()) * voxel_ml)
+                      prep.nihss_scaled, float(prep.core.sum()) * prep.grid.voxel_ml, volume_ml(lesion, dwi.affine))
 
 
 def mrod_subject_sample(subject: Subject, preset: Preset, dsc_conversion: str = DSC_CONVERSION) -> MRODSample | str:
