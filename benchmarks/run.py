@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="collat-bench-") as tmp:
         work = Path(tmp)
-        cases = [generate_case(201 + i, grade=1 + i % 4, side="left") for i in range(args.cases)]
+        cases = [generate_case(201 + i, strength=1 + i % 4, side="left") for i in range(args.cases)]
         case_dirs = [work / f"case{i}" for i in range(args.cases)]
         for case, d in zip(cases, case_dirs, strict=True):
             write_case(case, d)
