@@ -49,13 +49,15 @@ def run(model: str, url: str, inputs: Path, shapes: dict[str, tuple[int, ...]], 
         batch: int = 1, requests: int = 6, csv_path: Path, attempts: int = 2) -> dict[str, float]:
     """One perf_analyzer measurement. A second attempt covers perf_analyzer 2.51's occasional "failed to find the
     requested model version" while it reads an ensemble's statistics under load (seen once in ~40 runs here);
-    the version is named explicitly (-x 1, the only one a built repository has) for the same reason."""
+    the version is named explicitly (-x 1, the only one a built repository has) for the same reason. A retry counts
+    twice the requests per window: at high concurrency on 2 cores a short window may not settle ("failed to obtain
+    stable measurement")."""
     shape_args = [f"--shape={n}:{','.join(map(str, s))}" for n, s in shapes.items()]
-    command = [str(binary()), "-m", model, "-x", "1", "-u", url, "-i", "grpc", f"--input-data={inputs}",
-               *shape_args, f"--concurrency-range={concurrency}:{concurrency}:1", "-b", str(batch),
-               "--measurement-mode=count_windows", f"--measurement-request-count={requests}",
-               "--stability-percentage=100", "--max-trials=5", "-f", str(csv_path), "--percentile=95"]
     for attempt in range(1, attempts + 1):
+        command = [str(binary()), "-m", model, "-x", "1", "-u", url, "-i", "grpc", f"--input-data={inputs}",
+                   *shape_args, f"--concurrency-range={concurrency}:{concurrency}:1", "-b", str(batch),
+                   "--measurement-mode=count_windows", f"--measurement-request-count={requests * attempt}",
+                   "--stability-percentage=100", "--max-trials=5", "-f", str(csv_path), "--percentile=95"]
         done = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=600)
         if done.returncode == 0 and csv_path.is_file():
             break
