@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The CPU build of torch; a bare `torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-PACKAGES := -e ./contract -e ./client[test,dicom] -e ./ensemble[test,server] -e ./export[test]
+PACKAGES := -e ./contract -e ./client[test,dicom,web] -e ./ensemble[test,server] -e ./export[test]
 
 .PHONY: install lint test test-fast pacs-peers export-demo serve demo bench clean
 
@@ -23,17 +23,19 @@ install: $(STAMP)
 lint: install
 	$(BIN)/ruff check contract client ensemble export tests benchmarks
 
-# Real DICOM peers for the PACS tests: Orthanc (with DICOMweb), dcmtk's dcmdump and dsr2html, and dicom3tools'
-# dciodvfy (the standard's validator), from Debian's packages when this runs as root; elsewhere those tests are
-# skipped and say why.
+# Real DICOM peers for the PACS tests: Orthanc (with DICOMweb), dcmtk's dcmdump and dsr2html, dicom3tools' dciodvfy
+# (the standard's validator), and Chromium with its driver for the node page's browser test, from Debian's packages
+# when this runs as root; elsewhere those tests are skipped and say why.
+PEER_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools chromium chromium-driver
 pacs-peers:
-	@if command -v Orthanc >/dev/null && command -v dcmdump >/dev/null && command -v dciodvfy >/dev/null; then :; \
+	@if command -v Orthanc >/dev/null && command -v dcmdump >/dev/null && command -v dciodvfy >/dev/null && \
+		command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		export DEBIAN_FRONTEND=noninteractive; PKGS="dcmtk orthanc orthanc-dicomweb dicom3tools"; \
-		apt-get install -y -q --no-install-recommends $$PKGS >/dev/null 2>&1 || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$PKGS >/dev/null; } || \
-		echo "warning: could not install $$PKGS: the PACS tests will be skipped"; \
-	else echo "note: Orthanc/dcmtk/dicom3tools not installed (apt-get install dcmtk orthanc orthanc-dicomweb dicom3tools): PACS and conformance tests skip"; fi
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends $(PEER_PACKAGES) >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(PEER_PACKAGES) >/dev/null; } || \
+		echo "warning: could not install $(PEER_PACKAGES): the PACS and browser tests will be skipped"; \
+	else echo "note: not installed (apt-get install $(PEER_PACKAGES)): PACS, conformance and browser tests skip"; fi
 
 test: lint pacs-peers
 	$(BIN)/python -m pytest

@@ -25,7 +25,8 @@ def _series() -> np.ndarray:
 def _study(*, perfusion: bool = True, diffusion: bool = True) -> Study:
     volume = np.random.default_rng(1).uniform(500, 900, size=(8, 8, 6)).astype(np.float32)
     return Study(Path("/studies/one"),
-                 perfusion=Chosen("5 DSC", _series(), AFFINE, frame_seconds=1.6) if perfusion else None,
+                 perfusion=Chosen("5 DSC", _series(), AFFINE, frame_seconds=1.6,
+                                  files=(Path("/studies/one/5/1.dcm"),)) if perfusion else None,
                  dwi=Chosen("7 TRACEW", volume, AFFINE, b_value=1000.0) if diffusion else None,
                  adc=Chosen("8 ADC", volume * 1e-6, AFFINE) if diffusion else None)
 
@@ -49,6 +50,10 @@ def test_a_dwi_without_the_nihss_is_refused_for_a_person_and_left_out_for_an_una
     assert plan.pipeline == "collateral_pipeline" and set(plan.volumes) == {"perfusion"}
     assert plan.notes == ["no NIHSS for it, the DWI is not analysed (collaterals only)"]
     assert "lesion_mask.nii.gz" not in plan.output_files
+    # DICOM results of a perfusion-only run join the study through the perfusion's own instances
+    assert plan.volumes["perfusion"].dicom_files == (Path("/studies/one/5/1.dcm"),)
+    second = plan_request(study=_study(), clinical={"nihss": 12}, study_perfusion=False)  # the node's second pass
+    assert second.pipeline == "hypoperfusion_pipeline" and set(second.volumes) == {"dwi", "adc"}
     with pytest.raises(InvalidInput, match=r"needs clinical data \(a clinical file\)"):  # nothing left to run
         plan_request(study=_study(perfusion=False), diffusion_without_clinical="skip", clinical_hint="a clinical file")
 

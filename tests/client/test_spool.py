@@ -49,7 +49,10 @@ def test_state_is_saved_whole_and_finished_studies_keep_results_not_images(tmp_p
     state = queued.load()
     state.sent.append("summary_sc.dcm")
     queued.save(state)
-    assert queued.load() == StudyState(received=state.received, instances=1, sent=["summary_sc.dcm"])
+    assert queued.load() == StudyState(received=state.received, instances=1, sent=["summary_sc.dcm"],
+                                       events=state.events)
+    assert set(state.events) == {"first_instance", "queued"}
+    assert state.events["queued"] >= state.events["first_instance"]
     assert not list(queued.folder.glob(".*"))  # written aside, renamed in
     queued.results.mkdir()
     (queued.results / "summary_sc.dcm").write_bytes(b"sc")

@@ -127,6 +127,8 @@ def test_compose_reserves_a_gpu_checks_readiness_and_binds_loopback():
     assert set(node["profiles"]) == {"cpu", "gpu"} and node["build"]["dockerfile"] == "docker/Dockerfile.node"
     assert all(p.startswith("127.0.0.1:") for p in node["ports"]) and "--url=triton:8000" in node["command"]
     assert "node-work:/var/lib/collat" in node["volumes"]  # the durable queue outlives the container
+    assert "--web-port=8080" in node["command"] and "--web-users=/run/secrets/web-users" in node["command"]
+    assert "/healthz" in " ".join(node["healthcheck"]["test"]) and node["secrets"] == ["web-users"]
     assert gpu["networks"]["default"]["aliases"] == cpu["networks"]["default"]["aliases"] == ["triton"]
     dockerfile = (ROOT / "docker" / "Dockerfile.node").read_text()
     assert re.search(r"^USER 1000$", dockerfile, flags=re.M) and "torch" not in dockerfile.replace("no torch", "")
@@ -135,7 +137,8 @@ def test_compose_reserves_a_gpu_checks_readiness_and_binds_loopback():
 def test_kubernetes_manifests_probe_request_a_gpu_and_autoscale():
     docs = [d for f in sorted((ROOT / "docker" / "k8s").glob("*.yaml")) if f.name != "prometheus-adapter-rule.yaml"
             for d in yaml.safe_load_all(f.read_text())]
-    kinds = {d["kind"]: d for d in docs}
+    kinds = {d["kind"]: d for d in docs if d["metadata"]["name"].startswith("collat-triton") or
+             d["kind"] == "PersistentVolumeClaim"}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PersistentVolumeClaim"} <= set(kinds)
     container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["requests"]["nvidia.com/gpu"] == 1
@@ -147,6 +150,20 @@ def test_kubernetes_manifests_probe_request_a_gpu_and_autoscale():
     rule = yaml.safe_load((ROOT / "docker" / "k8s" / "prometheus-adapter-rule.yaml").read_text())
     assert rule["rules"][0]["name"]["as"] == kinds["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"][
         "metric"]["name"]
+
+
+def test_the_dicom_node_in_kubernetes_is_probed_scraped_and_keeps_its_queue():
+    docs = list(yaml.safe_load_all((ROOT / "docker" / "k8s" / "dicom-node.yaml").read_text()))
+    node = next(d for d in docs if d["kind"] == "StatefulSet")
+    pod = node["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert node["spec"]["replicas"] == 1 and node["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "work"
+    assert container["readinessProbe"]["httpGet"]["path"] == container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+    assert "--web-users=/etc/collat/web-users" in container["args"] and "--url=collat-triton:8000" in container["args"]
+    assert {p["containerPort"] for p in container["ports"]} == {11112, 8080}
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert service["spec"]["type"] == "ClusterIP" and service["spec"]["selector"] == {"app": "collat-dicom-node"}
 
 
 def test_every_server_starts_with_the_safe_flags(tmp_path):

@@ -8,6 +8,7 @@ Exit codes: 0 ok, 2 bad input or usage, 3 server unavailable or pipeline not rea
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -386,15 +387,29 @@ def send(paths: tuple[Path, ...], send_to: str, calling_ae: str, timeout: float)
 @click.option("--retry-max", "retry_max_seconds", type=float, default=300.0, show_default=True,
               help="longest retry delay in seconds")
 @click.option("--url", default=None, help=URL_HELP)
+@click.option("--web-port", type=int, help="serve the stroke team's page, /healthz and /metrics on this port "
+                                           "(the web extra); the NIHSS is then entered there for each study")
+@click.option("--web-host", default="127.0.0.1", show_default=True,
+              help="address the page binds (beyond loopback only with --web-users)")
+@click.option("--web-users", type=click.Path(path_type=Path, dir_okay=False),
+              help="users who may sign in (collat-client web-user writes it); without it, a one-off access token "
+                   "is printed at start")
+@click.option("--web-session-minutes", type=float, default=15.0, show_default=True,
+              help="a session ends after this long without a request")
+@click.option("--web-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="TLS certificate (PEM) for the page; with --web-key")
+@click.option("--web-key", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="its private key")
 @clean_errors
 def listen(port: int, ae_title: str, host: str, send_to: str, work: Path | None, allowed: tuple[str, ...],
            quiet_seconds: float, nihss: int | None, age: float | None, no_failure_reports: bool,
-           retry_seconds: float, retry_max_seconds: float, url: str | None) -> None:
+           retry_seconds: float, retry_max_seconds: float, url: str | None, web_port: int | None, web_host: str,
+           web_users: Path | None, web_session_minutes: float, web_cert: Path | None, web_key: Path | None) -> None:
     """Run a DICOM node: receive studies (C-STORE), run each through the server, send the results on.
 
     \b
     Example:
       collat-client listen --port 11112 --ae-title COLLAT --send-to PACS@10.0.0.5:104 --work /var/lib/collat
+      collat-client listen --send-to PACS@10.0.0.5:104 --web-port 8080      # with the stroke team's page
     """
     import logging
     import signal
@@ -403,18 +418,94 @@ def listen(port: int, ae_title: str, host: str, send_to: str, work: Path | None,
     from .node import Node, NodeConfig, default_work_folder
 
     check_destination(send_to)
+    if (web_cert is None) != (web_key is None):
+        raise InvalidInput("--web-cert and --web-key go together")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("collat.node").setLevel(logging.INFO)  # the node's own story; libraries only when they warn
-    node = Node(NodeConfig(work=work or default_work_folder(), send_to=send_to,
-                           server_url=url or _default_url("http"), ae_title=ae_title, host=host, port=port,
-                           allowed_callers=allowed, quiet_seconds=quiet_seconds, nihss=nihss, age=age,
-                           report_failures=not no_failure_reports, retry_seconds=retry_seconds,
-                           retry_max_seconds=retry_max_seconds))
+    for name in ("collat.node", "collat.audit"):  # the node's own story; libraries only when they warn
+        logging.getLogger(name).setLevel(logging.INFO)
+    config = NodeConfig(work=work or default_work_folder(), send_to=send_to, server_url=url or _default_url("http"),
+                        ae_title=ae_title, host=host, port=port, allowed_callers=allowed,
+                        quiet_seconds=quiet_seconds, nihss=nihss, age=age, report_failures=not no_failure_reports,
+                        retry_seconds=retry_seconds, retry_max_seconds=retry_max_seconds,
+                        ask_clinical=web_port is not None and nihss is None)
+    page = None
+    if web_port is None:
+        node = Node(config)
+    else:
+        node, page = _node_with_page(config, web_host, web_port, web_users, web_session_minutes, web_cert, web_key)
     signal.signal(signal.SIGTERM, lambda *_: node.stop())
     try:
         node.serve_forever()
     except KeyboardInterrupt:
         node.stop()
+    finally:
+        if page is not None:
+            page.stop()
+
+
+def _node_with_page(config, web_host: str, web_port: int, users: Path | None, session_minutes: float,
+                    cert: Path | None, key: Path | None):
+    """The node with its page started (refused beyond loopback without users: patients' names are on it)."""
+    import logging
+    import secrets
+
+    try:
+        from .web.app import WebConfig
+        from .web.auth import Credentials, read_users
+        from .web.metrics import PrometheusObserver
+        from .web.server import WebServer
+    except ImportError as exc:
+        raise InvalidInput(f"--web-port needs the web extra (pip install 'collat-client[web]'): {exc}") from None
+    from .node import Node
+    from .web.views import queue_depths
+
+    try:
+        credentials = Credentials(users=read_users(users)) if users is not None else \
+            Credentials(token=secrets.token_urlsafe(24))
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{users}: {exc}" if isinstance(exc, OSError) else str(exc)) from None
+    holder: list[Node] = []
+    observer = PrometheusObserver(lambda: queue_depths(holder[0]))
+    node = Node(config, observer=observer)
+    holder.append(node)
+    scheme = "https" if cert is not None else "http"
+    page = WebServer(node, WebConfig(host=web_host, port=web_port, credentials=credentials,
+                                     session_minutes=session_minutes, tls=cert is not None),
+                     certfile=str(cert) if cert else None, keyfile=str(key) if key else None).start()
+    log = logging.getLogger("collat.node")
+    log.info("the stroke team's page: %s://%s:%d/", scheme, web_host, web_port)
+    if credentials.token is not None:
+        token_file = config.work / "web-token"
+        config.work.mkdir(parents=True, exist_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(credentials.token + "\n")
+        log.info("sign in with any user name and the access token in %s (valid until the node stops)", token_file)
+    return node, page
+
+
+@main.command("web-user")
+@click.argument("name")
+@click.option("--users", "users_file", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="the users file the node reads (--web-users); created if missing")
+@click.password_option(help="the password (asked twice when not given)")
+@clean_errors
+def web_user(name: str, users_file: Path, password: str) -> None:
+    """Add a user to the node's page, or change their password (stored as a scrypt hash, file mode 600).
+
+    \b
+    Example:
+      collat-client web-user alice --users /var/lib/collat/web-users
+    """
+    from .web.auth import write_user
+
+    if len(password) < 12:
+        raise InvalidInput("a password for a page that shows patients' names needs at least 12 characters")
+    try:
+        write_user(users_file, name, password)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    click.echo(f"{users_file}: {name} can sign in")
 
 
 @main.command()

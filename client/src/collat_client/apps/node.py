@@ -13,7 +13,10 @@ reason, logged in one line, and (unless told not to) answered with a summary cap
 The node binds to loopback unless given a host, and accepts only the calling AE titles it is given when it is
 given any. Clinical inputs: the U-Net needs the NIHSS, which DICOM does not carry; the node takes it from
 ``WORK/clinical/<AccessionNumber or StudyInstanceUID>.json`` (``{"nihss": 14, "age": 70, "side": "left"}``,
-written by the site's order system) or from ``--nihss`` (a stated assumption, echoed in every result).
+written by the site's order system), from the node's page (:mod:`.web`, which writes ``WORK/clinical/<key>.json``),
+or from ``--nihss`` (a stated assumption, echoed in every result). With the page on (``ask_clinical``), a study
+whose DWI has no clinical inputs yet has its collaterals analysed and sent at once and waits, in the queue, for
+someone to enter them; the diffusion analysis then runs as a second pass with its own result series.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from ..errors import CollatError, InvalidInput, ServerUnavailable, TransientErro
 from ..schema import Clinical
 from ..sdk.client import CollatClient
 from ..sdk.plan import plan_request
-from .spool import QueuedStudy, Spool
+from .spool import QueuedStudy, Spool, StudyState
 
 log = logging.getLogger("collat.node")
 CLINICAL_HINT = "a clinical file, or the node's --nihss"
@@ -68,24 +71,58 @@ class NodeConfig:
     poll_seconds: float = 0.5
     timeout: float = 600.0  # per inference request
     clinical_dir: Path | None = field(default=None)
+    ask_clinical: bool = False  # a person can enter the NIHSS (the node's page): wait for it instead of skipping
+
 
     @property
     def clinical_folder(self) -> Path:
         return self.clinical_dir or self.work / "clinical"
 
 
-def _identity(folder: Path) -> tuple[str, str]:
-    """(AccessionNumber, StudyInstanceUID) of a received study, read here only to find its clinical file."""
+IDENTITY_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyInstanceUID",
+                 "StudyDescription", "StudyDate", "StudyTime")
+
+
+def read_identity(folder: Path) -> dict[str, str]:
+    """Who a received study is, from its first instance (empty when none can be read yet)."""
     import pydicom
 
-    first = next(folder.glob("*.dcm"))
-    ds = pydicom.dcmread(str(first), stop_before_pixels=True, specific_tags=["AccessionNumber", "StudyInstanceUID"])
-    return str(ds.get("AccessionNumber", "") or ""), str(ds.get("StudyInstanceUID", "") or "")
+    for path in sorted(folder.glob("*.dcm")):
+        try:
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=list(IDENTITY_TAGS))
+        except (OSError, ValueError, pydicom.errors.InvalidDicomError):
+            continue
+        return {tag: str(ds.get(tag, "") or "") for tag in IDENTITY_TAGS}
+    return {}
+
+
+def study_identity(study: QueuedStudy) -> dict[str, str]:
+    """The study's identity, read from its images once and kept beside its state (the images go once it is sent)."""
+    path = study.folder / "identity.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    identity = read_identity(study.input) if study.input.is_dir() else {}
+    if identity:
+        _write_json(path, identity)
+    return identity
+
+
+def _write_json(path: Path, value: object) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(value, indent=1))
+    os.replace(partial, path)
+
+
+def clinical_path(config: NodeConfig, key: str) -> Path:
+    """Where the node's page writes a study's clinical inputs (named by the key: no identifier in a file name)."""
+    return config.clinical_folder / f"{key}.json"
 
 
 def clinical_for(study: QueuedStudy, config: NodeConfig) -> Clinical | None:
     """The study's clinical inputs: its file in the clinical folder, else the node's stated NIHSS, else none."""
-    for name in _identity(study.input):
+    identity = study_identity(study)
+    base_key = study.key.split("-")[0]  # a late batch of a study shares its clinical inputs
+    for name in (identity.get("AccessionNumber", ""), identity.get("StudyInstanceUID", ""), study.key, base_key):
         path = config.clinical_folder / f"{name}.json"
         if name and path.is_file():
             try:
@@ -97,10 +134,25 @@ def clinical_for(study: QueuedStudy, config: NodeConfig) -> Clinical | None:
     return Clinical(nihss=config.nihss, age=config.age, side=config.side)
 
 
+class NodeObserver:
+    """What the node tells its metrics (the page's Prometheus counters); the default listens to nothing."""
+
+    def instance_received(self) -> None: ...
+    def study_queued(self, seconds_receiving: float) -> None: ...
+    def analysed(self, part: str, seconds: float) -> None: ...
+    def sent(self, objects: int, seconds: float) -> None: ...
+    def failed(self) -> None: ...
+    def clinical_entered(self, seconds_waiting: float) -> None: ...
+
+
 class Node:
-    def __init__(self, config: NodeConfig, client_factory: Callable[[], CollatClient] | None = None) -> None:
+    def __init__(self, config: NodeConfig, client_factory: Callable[[], CollatClient] | None = None,
+                 observer: NodeObserver | None = None) -> None:
         self.config = config
         self.spool = Spool(config.work)
+        self.observer = observer or NodeObserver()
+        self.busy_with: str | None = None  # the key of the study being analysed or sent (the page shows it)
+        self.heartbeat = time.time()  # the processing loop's last turn (/healthz)
         self._client_factory = client_factory or (lambda: CollatClient(config.server_url, retries=0,
                                                                          timeout=config.timeout))
         self._stop = threading.Event()
@@ -114,6 +166,7 @@ class Node:
             buffer = BytesIO()
             ds.save_as(buffer, enforce_file_format=True)
             self.spool.store(str(ds.StudyInstanceUID), str(ds.SOPInstanceUID), buffer.getvalue())
+            self.observer.instance_received()
             return 0x0000
         except OSError as exc:
             log.error("cannot keep an instance from %s: %s", event.assoc.requestor.ae_title, exc)
@@ -121,6 +174,10 @@ class Node:
         except Exception as exc:  # noqa: BLE001 - a malformed object must not take the node down
             log.error("refused an instance from %s: %s", event.assoc.requestor.ae_title, exc)
             return 0xC210  # cannot understand
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
 
     def start_scp(self) -> None:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
@@ -143,7 +200,10 @@ class Node:
                  self.config.port, self.config.send_to)
 
     # -- processing --------------------------------------------------------------------------------------------
-    def _infer(self, study: QueuedStudy, first_attempt: bool) -> None:
+    def _infer(self, study: QueuedStudy, state: StudyState, first_attempt: bool) -> None:
+        """Analyse what can be analysed now and write its results; a study whose DWI waits for the NIHSS (a person
+        can enter it) has its collaterals done first and is marked waiting; once the NIHSS is there, a second pass
+        analyses the diffusion series alone, into its own result series."""
         clinical = clinical_for(study, self.config)
         with self._client_factory() as client:
             # The first attempt reads the study whatever the server's state (an unusable study is answered at once);
@@ -151,20 +211,47 @@ class Node:
             if not first_attempt and not client.server_ready():
                 raise ServerUnavailable(f"{self.config.server_url}: the inference server is not ready")
             chosen = read_study(study.input)
-            if chosen.perfusion is None and (chosen.dwi is None or chosen.adc is None):
+            diffusion = chosen.dwi is not None and chosen.adc is not None
+            if chosen.perfusion is None and not diffusion:
                 raise InvalidInput("no perfusion series and no DWI with its ADC in the study")
+            wait = diffusion and clinical is None and self.config.ask_clinical
+            perfusion_left = chosen.perfusion is not None and "collaterals" not in state.analysed
+            state.waiting_for_clinical = wait
+            if wait and not perfusion_left:
+                return  # nothing to analyse until the NIHSS is entered
             # Nobody can be asked for a missing NIHSS: the diffusion series are left out, the collaterals still run.
-            plan = plan_request(study=chosen, clinical=clinical, diffusion_without_clinical="skip",
-                                clinical_hint=CLINICAL_HINT)
+            plan = plan_request(study=chosen, clinical=None if wait else clinical, diffusion_without_clinical="skip",
+                                clinical_hint=CLINICAL_HINT, study_perfusion=perfusion_left)
+            if wait:
+                plan.notes.clear()  # not skipped: the diffusion analysis follows once the NIHSS is entered
             for note in plan.notes:
                 log.warning("study %s: %s", study.key, note)
+            started = time.time()
             result = client.run(plan)
+        parts = [part for part, grid in (("collaterals", "perfusion"), ("diffusion", "dwi")) if grid in plan.volumes]
         lesion = result.metrics.hypoperfusion
         if lesion is not None and lesion.lesion_withheld is not None:  # sent as said, never drawn: logged for IT
             log.warning("study %s: %s", study.key, lesion.lesion_withheld.text)
-        outputs = result.save_dicom(study.results, overwrite=True)
+        folder = study.results / "diffusion" if state.analysed else study.results  # a second pass: its own series
+        outputs = result.save_dicom(folder, overwrite=True)
         for note in outputs.notes:
             log.warning("study %s: %s", study.key, note)
+        self._keep_view(study, "+".join(parts), result)
+        state.analysed += parts
+        state.events[f"analysed_{'_'.join(parts)}"] = time.time()
+        self.observer.analysed("+".join(parts), time.time() - started)
+
+    @staticmethod
+    def _keep_view(study: QueuedStudy, name: str, result) -> None:
+        """The analysis' metrics and overview picture, for the node's page (the DICOM objects are what PACS gets)."""
+        from ..imaging.overview import render_overview
+
+        view = study.folder / "view"
+        view.mkdir(exist_ok=True)
+        render_overview(view / f".{name}.png", result.metrics, collateral_maps=result.collateral_maps,
+                        lesion=result.lesion_mask, core=result.core_mask, dwi=result.dwi)
+        os.replace(view / f".{name}.png", view / f"{name}.png")
+        _write_json(view / f"{name}.json", result.metrics.model_dump(mode="json"))
 
     def _send(self, study: QueuedStudy, state) -> None:
         pending = [p for p in dicom_files([study.results]) if str(p.relative_to(study.results)) not in state.sent]
@@ -174,7 +261,11 @@ class Node:
             study.save(state)
 
         if pending:
+            started = time.time()
             send(pending, self.config.send_to, calling_ae=self.config.ae_title, on_stored=stored)
+            self.observer.sent(len(pending), time.time() - started)
+            state.events.setdefault("first_sent", time.time())
+            state.events["sent"] = time.time()
 
     def _answer_failure(self, study: QueuedStudy, reason: str) -> None:
         import pydicom
@@ -188,15 +279,24 @@ class Node:
             log.error("study %s: the no-result page could not be sent either: %s", study.key, exc)
 
     def process(self, study: QueuedStudy, now: float | None = None) -> str:
-        """One attempt at a queued study: 'done', 'failed', 'retry' or 'waiting' (its backoff not yet over)."""
+        """One attempt at a queued study: 'done', 'failed', 'retry', 'waiting' (its backoff not yet over) or
+        'clinical' (its results so far sent, its diffusion analysis waiting for the NIHSS)."""
         now = time.time() if now is None else now
         state = study.load()
         if state.next_try > now:
             return "waiting"
+        if state.waiting_for_clinical:
+            if clinical_for(study, self.config) is None:
+                return "clinical"
+            state.waiting_for_clinical, state.results_written = False, False
+            state.events["clinical_entered"] = now
+            self.observer.clinical_entered(now - state.events.get("waiting_for_clinical", now))
         state.attempts += 1
+        self.busy_with = study.key
         try:
             if not state.results_written:
-                self._infer(study, first_attempt=state.attempts == 1)
+                state.events.setdefault("analysing", now)
+                self._infer(study, state, first_attempt=state.attempts == 1)
                 state.results_written = True
                 study.save(state)
             self._send(study, state)
@@ -212,21 +312,37 @@ class Node:
             return self._fail(study, str(exc))
         except Exception as exc:  # noqa: BLE001 - one study's unexpected error must not stop the node (or loop it)
             return self._fail(study, f"unexpected {type(exc).__name__}: {exc}")
+        finally:
+            self.busy_with = None
+        if state.waiting_for_clinical:
+            state.events.setdefault("waiting_for_clinical", time.time())
+            state.attempts, state.last_error = 0, ""
+            study.save(state)
+            log.info("study %s: %d result objects sent to %s; the DWI waits for its NIHSS", study.key,
+                     len(state.sent), self.config.send_to)
+            return "clinical"
+        study.save(state)
         self.spool.finish(study)
         log.info("study %s: %d result objects sent to %s", study.key, len(state.sent), self.config.send_to)
         return "done"
 
     def _fail(self, study: QueuedStudy, reason: str) -> str:
         log.error("study %s: cannot be processed: %s", study.key, reason)
+        self.observer.failed()
         if self.config.report_failures:
             self._answer_failure(study, reason)
         self.spool.fail(study, reason)
         return "failed"
 
     def run_once(self) -> None:
+        self.heartbeat = time.time()
         for study in self.spool.promote_quiet(self.config.quiet_seconds):
-            log.info("study %s: complete (%d instances), queued", study.key, study.load().instances)
+            state = study.load()
+            study_identity(study)
+            self.observer.study_queued(state.events["queued"] - state.events["first_instance"])
+            log.info("study %s: complete (%d instances), queued", study.key, state.instances)
         for study in self.spool.queued():
+            self.heartbeat = time.time()
             if self._stop.is_set():
                 return
             self.process(study)

@@ -3,7 +3,10 @@
     WORK/incoming/<key>/<SOPInstanceUID>.dcm   instances as they arrive (written aside, then renamed in)
     WORK/queue/<key>/input/                    a study complete after the quiet period (moved in one rename)
     WORK/queue/<key>/results/                  its DICOM results, written once (a retry sends the same UIDs)
-    WORK/queue/<key>/state.json                attempts, next try, last error, the result files already sent
+    WORK/queue/<key>/state.json                attempts, next try, last error, the result files already sent,
+                                               when each stage began, the analyses done, waiting for clinical inputs
+    WORK/queue/<key>/identity.json             who the study is (patient, accession), for the node's page only
+    WORK/queue/<key>/view/                     each analysis' metrics and overview picture, for the node's page
     WORK/done/<key>/                           sent: the record and the results (the input is deleted)
     WORK/failed/<key>/                         could not be processed: the input kept, and reason.txt
 
@@ -49,6 +52,9 @@ class StudyState:
     last_error: str = ""
     results_written: bool = False
     sent: list[str] = field(default_factory=list)  # result files (relative paths) the destination stored
+    events: dict[str, float] = field(default_factory=dict)  # stage -> when it happened (the node's page, metrics)
+    analysed: list[str] = field(default_factory=list)  # analyses done and written: "collaterals", "diffusion"
+    waiting_for_clinical: bool = False  # the diffusion analysis waits for the NIHSS (entered on the node's page)
 
 
 @dataclass(frozen=True)
@@ -121,16 +127,59 @@ class Spool:
         staging = self.root / QUEUE / f".{key}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        QueuedStudy(key, staging).save(StudyState(received=latest, instances=len(files)))
+        first = min((p.stat().st_mtime for p in files), default=latest)
+        QueuedStudy(key, staging).save(StudyState(received=latest, instances=len(files),
+                                                  events={"first_instance": first, "queued": time.time()}))
         os.replace(folder, staging / "input")
         os.replace(staging, target)
         return QueuedStudy(key, target)
 
     def queued(self) -> list[QueuedStudy]:
         """Studies waiting, oldest first (a restarted node finds the ones it had not finished)."""
-        studies = [QueuedStudy(p.name, p) for p in (self.root / QUEUE).iterdir()
-                   if p.is_dir() and not p.name.startswith(".") and (p / "state.json").is_file()]
-        return sorted(studies, key=lambda s: s.load().received)
+        studies = []
+        for folder in (self.root / QUEUE).iterdir():
+            if folder.is_dir() and not folder.name.startswith("."):
+                study = QueuedStudy(folder.name, folder)
+                try:
+                    studies.append((study.load().received, study))
+                except FileNotFoundError:  # finished or failed while listed (the node's page reads beside it)
+                    continue
+        return [study for _, study in sorted(studies, key=lambda pair: pair[0])]
+
+    def incoming(self) -> list[Path]:
+        """Studies still arriving (their instances so far), newest activity last."""
+        return sorted((p for p in (self.root / INCOMING).iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+
+    def finished(self, where: str) -> list[QueuedStudy]:
+        """The studies in ``done`` or ``failed``."""
+        return [QueuedStudy(p.name, p) for p in (self.root / where).iterdir()
+                if p.is_dir() and (p / "state.json").is_file()]
+
+    def find(self, key: str) -> tuple[str, QueuedStudy] | None:
+        """Where a study is (queue, done, failed) and its folder; None for a key that names no study."""
+        for where in (QUEUE, DONE, FAILED):
+            folder = self.root / where / key
+            if not key.startswith(".") and "/" not in key and (folder / "state.json").is_file():
+                return where, QueuedStudy(key, folder)
+        return None
+
+    def retry(self, key: str) -> QueuedStudy:
+        """Queue a failed study again (its received images were kept), e.g. once the cause is fixed: attempts
+        start over; what was already written and sent is kept, so nothing reaches the destination twice."""
+        folder = self.root / FAILED / key
+        if not (folder / "input").is_dir():
+            raise FileNotFoundError(f"{key}: no failed study with its images to retry")
+        study = QueuedStudy(key, folder)
+        old = study.load()
+        old.attempts, old.next_try, old.last_error = 0, 0.0, ""
+        old.events["retried"] = time.time()
+        study.save(old)
+        (folder / "reason.txt").unlink(missing_ok=True)
+        target = self.root / QUEUE / key
+        if target.exists():
+            raise FileExistsError(f"{key}: the study is already queued")
+        os.replace(folder, target)
+        return QueuedStudy(key, target)
 
     def finish(self, study: QueuedStudy) -> Path:
         """Sent: keep the record and the results, delete the received images."""

@@ -74,7 +74,8 @@ def perfusion_input(value: ImageInput | None) -> Volume | None:
     if value is None:
         return None
     if isinstance(value, Volume):
-        return perfusion_volume(value.data, value.affine, value.frame_seconds, value.source, value.header)
+        return perfusion_volume(value.data, value.affine, value.frame_seconds, value.source, value.header,
+                                value.dicom_files)
     return read_perfusion(value)
 
 

@@ -81,7 +81,7 @@ def plan_request(*, perfusion: ImageInput | None = None, dwi: ImageInput | None 
                  dwi_series: str | None = None, adc_series: str | None = None, allow_b_value: bool = False,
                  diffusion_without_clinical: str = "refuse", clinical_hint: str = "give the NIHSS",
                  on_study: Callable[[Study], None] | None = None,
-                 model_version: dict[str, int | str] | None = None) -> RequestPlan:
+                 model_version: dict[str, int | str] | None = None, study_perfusion: bool = True) -> RequestPlan:
     """Read and check everything locally, pick the pipeline, and build its tensors.
 
     ``study`` (a DICOM folder, or a :class:`Study` already read, its series chosen by ``*_series`` when given)
@@ -90,7 +90,8 @@ def plan_request(*, perfusion: ImageInput | None = None, dwi: ImageInput | None 
     (``diffusion_without_clinical="refuse"``, a person can give the NIHSS; ``clinical_hint`` says how) or, for a
     study that also holds a perfusion series, left out with a note (``"skip"``, for unattended nodes).
     ``model_version``: ``{network: version}`` pins one network of the pipeline to one of the versions the server has
-    loaded (``collat-client models`` lists them)."""
+    loaded (``collat-client models`` lists them). ``study_perfusion=False`` leaves the study's perfusion series out
+    (the DICOM node's second pass, once the NIHSS arrives for collaterals already sent)."""
     notes: list[str] = []
     choices = {"perfusion_series": perfusion_series, "dwi_series": dwi_series, "adc_series": adc_series}
     if study is None and any(choices.values()):
@@ -102,7 +103,7 @@ def plan_request(*, perfusion: ImageInput | None = None, dwi: ImageInput | None 
             left = [f"{e.label}: {e.reason}" for e in study.entries if e.role in ("perfusion", "dwi", "unreadable")]
             raise InvalidInput(f"{study.folder}: nothing to analyse" + (f" ({'; '.join(left)})" if left else
                                                                         ": no perfusion, DWI or ADC series"))
-        perfusion = perfusion if perfusion is not None else found.get("perfusion")
+        perfusion = perfusion if perfusion is not None else found.get("perfusion") if study_perfusion else None
         if dwi is None and adc is None:
             dwi, adc = found.get("dwi"), found.get("adc")
             if dwi is None and adc is not None and perfusion is None:
