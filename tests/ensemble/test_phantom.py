@@ -5,9 +5,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from collat_ensemble.clinical import collateral_perfusion_score
 from collat_ensemble.errors import InputValidationError
 from collat_ensemble.phantom import CASE_FILES, generate_case, write_case
 from collat_ensemble.phases import PHASE_NAMES
+from collat_ensemble.territory import CPS_PHASES
 
 
 @pytest.mark.slow
@@ -118,12 +120,15 @@ def test_cli_writes_a_case_and_refuses_bad_options(tmp_path):
     import sys
 
     run = [sys.executable, "-m", "collat_ensemble.phantom.cli"]
-    ok = subprocess.run([*run, "--out", str(tmp_path / "c"), "--seed", "3", "--strength", "2", "--side", "right"],
+    ok = subprocess.run([*run, "--out", str(tmp_path / "c"), "--seed", "3", "--grade", "0", "--side", "right"],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     truth = json.loads((tmp_path / "c" / "truth.json").read_text())
-    assert truth["seed"] == 3 and truth["collateral_strength"] == 2
-    assert f"grade {truth['collateral_grade']} right" in ok.stdout
+    assert truth["seed"] == 3 and truth["requested_grade"] == truth["collateral_grade"] == 0
+    assert "grade 0 right" in ok.stdout
+    both = subprocess.run([*run, "--out", str(tmp_path / "e"), "--seed", "3", "--grade", "1", "--strength", "2"],
+                          capture_output=True, text=True, timeout=60)
+    assert both.returncode == 2 and "not both" in both.stderr and not (tmp_path / "e").exists()
     bad = subprocess.run([*run, "--out", str(tmp_path / "d"), "--seed", "3", "--strength", "9"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and not (tmp_path / "d").exists()
@@ -184,11 +189,14 @@ def assert_version_3_perfusion(case, key: tuple[int, str]) -> None:
 @pytest.mark.parametrize("key", [pytest.param(k, marks=() if k == (1, "dce") else pytest.mark.slow)
                                  for k in MCA_FINGERPRINTS])
 def test_mca_perfusion_keeps_its_version_3_bytes(key):
-    """Version 4 draws nothing new from the main stream before the perfusion is complete: an MCA case (the default
-    kind) has the perfusion series, reference maps, brain mask and collateral grade it had before."""
+    """Versions 4 and 5 draw nothing new from the main stream before the perfusion is complete: an MCA case asked
+    for by the collateral strength version 3 drew for its seed has the perfusion series, reference maps, brain mask
+    and collateral grade it had before (version 5's default draws a grade instead)."""
     seed, modality = key
-    case = generate_case(seed, modality=modality)
-    assert case.kind == "mca" and case.truth["kind"] == "mca" and case.truth["phantom_version"] == "4"
+    drawn_strength = int(np.random.default_rng(seed).integers(0, 6))  # versions 1-4's first draw
+    case = generate_case(seed, modality=modality, strength=drawn_strength)
+    assert case.kind == "mca" and case.truth["kind"] == "mca" and case.truth["phantom_version"] == "5"
+    assert case.truth["requested_grade"] is None and case.truth["mca_profile"] == 2.0
     assert_version_3_perfusion(case, key)
     assert case.perfusion.dtype == np.int16 and case.perfusion.shape == (128, 128, 20, 60)
 
@@ -387,3 +395,37 @@ def test_cli_writes_any_kind_and_prints_it(tmp_path):
 
     assert mixed.returncode == 0, mixed.stderr
     assert f"case 11: {draw_kind(11)} " in mixed.stdout
+
+
+def test_the_default_mix_holds_every_grade_as_often_as_the_studys_patients():
+    """Version 5: any 30 consecutive seeds (an evaluation range) draw each CPS grade within 4 points of the share
+    the study's 296 patients had (the issue asks for 5); 296 of them exactly the study's counts."""
+    from collat_ensemble.phantom.grades import STUDY_CPS_COUNTS, target_grade
+
+    share = np.array(STUDY_CPS_COUNTS) / sum(STUDY_CPS_COUNTS)
+    windows = [(first, 30, 4.0) for first in range(0, 600, 13)] + [(1_000_000, 30, 4.0), (0, 296, 0.0)]
+    for first, count, points in windows:
+        drawn = np.bincount([target_grade(s) for s in range(first, first + count)], minlength=6) / count
+        assert np.abs(drawn - share).max() * 100 <= points + 1e-9, (first, count, drawn)
+
+
+@pytest.mark.parametrize("grade", [pytest.param(g, marks=() if g in (0, 5) else pytest.mark.slow) for g in range(6)])
+def test_a_case_asked_for_a_grade_measures_that_grade(grade):
+    case = generate_case(7, grade=grade, side="left")
+    truth = case.truth
+    assert truth["requested_grade"] == grade and truth["collateral_grade"] == grade
+    fractions = truth["hypoperfused_fraction"]
+    assert truth["collateral_grade"] == collateral_perfusion_score(*(fractions[p] for p in CPS_PHASES))
+    if grade == 0:  # very poor: more than half the territory dark until the late venous phase
+        assert fractions["late_venous"] > 0.5 and truth["collateral_strength"] == 0 and truth["mca_profile"] > 2
+    if grade == 5:  # excellent: at most a small area, in no phase more than an eighth of the territory
+        assert max(fractions.values()) < 1 / 8 and truth["collateral_strength"] == 5
+
+
+def test_a_grade_is_asked_of_an_mca_stroke_alone_and_not_with_a_strength():
+    with pytest.raises(InputValidationError, match="give a collateral grade or a collateral strength, not both"):
+        generate_case(1, grade=2, strength=2)
+    with pytest.raises(InputValidationError, match="only MCA strokes are graded"):
+        generate_case(1, grade=2, kind="lacune")
+    with pytest.raises(InputValidationError, match="a collateral grade is 0..5, got 6"):
+        generate_case(1, grade=6)

@@ -48,6 +48,10 @@ def test_grade_agreement_counts_rows_as_the_reference():
     assert (g["cases"], g["exact"], g["within_one"]) == (3, pytest.approx(2 / 3), 1.0)
     assert g["confusion"][3][2] == 1 and g["confusion"][5][5] == 1
     assert grade_agreement([], [])["weighted_kappa"] is None
+    per_grade = grade_agreement([0, 0, 3, 1, 5], [0, 1, 1, 1, 5])["per_grade"]  # by the reference grade
+    assert per_grade == {"0": {"cases": 1, "exact": 1.0, "within_one": 1.0},
+                         "1": {"cases": 3, "exact": pytest.approx(1 / 3), "within_one": pytest.approx(2 / 3)},
+                         "5": {"cases": 1, "exact": 1.0, "within_one": 1.0}}
 
 
 def test_a_mask_on_another_grid_is_resampled_through_both_affines():

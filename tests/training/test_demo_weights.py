@@ -110,4 +110,9 @@ def test_the_fine_demo_weights_load_as_the_fine_preset_on_the_dce_mra_grid():
     assert card["evaluation_dsc"]["summary"]["mean_r2_input_grid"] >= 0.92
     assert card["evaluation_dsc"]["summary"]["mean_ssim_input_grid"] >= 0.92
     assert card["evaluation"]["cases"] == card["evaluation_dsc"]["cases"] == 200
-    assert card["evaluation_cps"]["network"]["all"]["cases"] == 400
+    cps = card["evaluation_cps"]  # phantom version 5: every grade, with the study's frequencies (issue 39's bars)
+    grades = cps["network"]["all"]
+    assert cps["phantom_version"] == "5" and grades["cases"] == 300 and cps["truth_grades"][0] >= 40
+    assert grades["weighted_kappa"] >= 0.90 and grades["exact"] >= 0.80
+    assert all(a["exact"] >= 0.70 for a in grades["per_grade"].values()) and len(grades["per_grade"]) == 6
+    assert sum(grades["confusion"][0][3:]) == 0 and sum(grades["confusion"][5][:3]) == 0

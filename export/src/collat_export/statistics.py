@@ -75,11 +75,16 @@ def binary_agreement(estimate: Sequence[bool], reference: Sequence[bool]) -> dic
 
 
 def grade_agreement(estimate: Sequence[int], reference: Sequence[int], classes: int = GRADES) -> dict:
-    """Exact and within-one agreement, weighted kappa and the confusion matrix (rows: reference) of ordinal grades."""
+    """Exact and within-one agreement (overall and per reference grade), weighted kappa and the confusion matrix
+    (rows: reference) of ordinal grades."""
     est, ref = np.asarray(estimate, dtype=int), np.asarray(reference, dtype=int)
     if est.size == 0:
         return {"cases": 0, "exact": None, "within_one": None, "weighted_kappa": None,
-                "confusion": confusion([], [], classes).tolist()}
+                "confusion": confusion([], [], classes).tolist(), "per_grade": {}}
+    per_grade = {str(g): {"cases": int((ref == g).sum()), "exact": float(np.mean(est[ref == g] == g)),
+                          "within_one": float(np.mean(np.abs(est[ref == g] - g) <= 1))}
+                 for g in range(classes) if (ref == g).any()}
     return {"cases": int(est.size), "exact": float(np.mean(est == ref)),
             "within_one": float(np.mean(np.abs(est - ref) <= 1)),
-            "weighted_kappa": weighted_kappa(ref, est, classes), "confusion": confusion(ref, est, classes).tolist()}
+            "weighted_kappa": weighted_kappa(ref, est, classes), "confusion": confusion(ref, est, classes).tolist(),
+            "per_grade": per_grade}

@@ -38,7 +38,7 @@ from ..errors import CollatError, InvalidInput, ServerUnavailable, TransientErro
 from ..schema import Clinical
 from ..sdk.client import CollatClient
 from ..sdk.plan import plan_request
-from .spool import QueuedStudy, Spool, StudyState
+from .spool import QueuedStudy, Spool, StudyState, write_atomic
 
 log = logging.getLogger("collat.node")
 CLINICAL_HINT = "a clinical file, or the node's --nihss"
@@ -72,7 +72,6 @@ class NodeConfig:
     timeout: float = 600.0  # per inference request
     clinical_dir: Path | None = field(default=None)
     ask_clinical: bool = False  # a person can enter the NIHSS (the node's page): wait for it instead of skipping
-
 
     @property
     def clinical_folder(self) -> Path:
@@ -108,9 +107,7 @@ def study_identity(study: QueuedStudy) -> dict[str, str]:
 
 
 def _write_json(path: Path, value: object) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(value, indent=1))
-    os.replace(partial, path)
+    write_atomic(path, json.dumps(value, indent=1).encode())
 
 
 def clinical_path(config: NodeConfig, key: str) -> Path:

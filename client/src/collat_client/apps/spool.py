@@ -34,7 +34,7 @@ def study_key(study_uid: str) -> str:
     return hashlib.sha256(study_uid.encode()).hexdigest()[:16]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     partial = path.with_name(f".{path.name}.partial")
     with open(partial, "wb") as f:
         f.write(data)
@@ -74,7 +74,7 @@ class QueuedStudy:
         return StudyState(**json.loads((self.folder / "state.json").read_text()))
 
     def save(self, state: StudyState) -> None:
-        _write_atomic(self.folder / "state.json", json.dumps(asdict(state), indent=1).encode())
+        write_atomic(self.folder / "state.json", json.dumps(asdict(state), indent=1).encode())
 
 
 class Spool:
@@ -100,7 +100,7 @@ class Spool:
         name = hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:24]
         with self._lock:
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(folder / f"{name}.dcm", encoded)
+            write_atomic(folder / f"{name}.dcm", encoded)
         return key
 
     def promote_quiet(self, quiet_seconds: float, now: float | None = None) -> list[QueuedStudy]:
@@ -187,7 +187,7 @@ class Spool:
         return self._move(study, DONE)
 
     def fail(self, study: QueuedStudy, reason: str) -> Path:
-        _write_atomic(study.folder / "reason.txt", (reason + "\n").encode())
+        write_atomic(study.folder / "reason.txt", (reason + "\n").encode())
         return self._move(study, FAILED)
 
     def _move(self, study: QueuedStudy, where: str) -> Path:

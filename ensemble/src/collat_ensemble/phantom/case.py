@@ -31,6 +31,7 @@ from .diffusion import (  # noqa: F401  (ADC, T2_S0, B_VALUE and the oligaemic c
     diffusion_images,
     rician,
 )
+from .grades import MAX_DRAWS, MCAParameters, draw_parameters, target_grade
 from .grading import true_grade
 from .kinds import KINDS, NIHSS_RANGE, LesionPlan, calibrate_cores, old_infarct_weight, plan_lesions
 from .physiology import (
@@ -48,7 +49,10 @@ from .variation import draw_variation, vary_anatomy
 # hospitals scan: kinds of case (lacune, posterior, mimic, chronic, emboli beside the MCA stroke; kinds.py), anatomy
 # that varies (atrophy, ventricles, white-matter lesions) and DWI acquisitions that vary (b-value, b0 contrast, SNR;
 # variation.py); MCA perfusion and its truths keep their bytes, MCA diffusion images change.
-PHANTOM_VERSION = "4"
+# 5: MCA strokes of every collateral grade with the study's frequencies (grades.py: each case drawn for a grade,
+# CPS 0 as collateral failure across a large territory); a case asked for by collateral strength keeps version 4's
+# bytes.
+PHANTOM_VERSION = "5"
 EVALUATION_SEED_LIMIT = 1_000_000
 Modality = Literal["dce", "dsc"]
 Space = Literal["mni", "native"]
@@ -248,20 +252,26 @@ def _territory_truth(territories: tuple[Territory, ...]) -> list[dict]:
 
 def generate_case(seed: int, *, modality: Modality = "dce", strength: int | None = None, side: str | None = None,
                   snr: float = 30.0, motion: bool = False, acquisition: Acquisition | None = None,
-                  space: Space = "mni", kind: str | None = None) -> PhantomCase:
-    """One case. ``kind`` (:data:`.kinds.KINDS`; None: "mca", versions 1-3's stroke; ``draw_kind(seed)`` for the
-    mix hospitals scan) says what the scan holds. ``strength`` (0..5, default drawn) sets the haemodynamics'
-    collateral strength of an MCA, posterior or embolic territory; an MCA case's collateral grade (truth
-    ``collateral_grade``) is measured from them by SPEC section 4 (:mod:`.grading`), other kinds are not graded
-    (None). ``side`` forces the lesion's side (mca, lacune, posterior) or the clinician's (mimic, chronic);
-    emboli lie in both hemispheres. ``space="native"`` writes the DWI/ADC (and their truth) on a scanner grid in a
-    random head pose (see :func:`native_pose`) with a bias field; for an MCA case everything else, the random
-    stream included, is unchanged (other kinds size their cores on the diffusion grid, :func:`.kinds.calibrate_cores`,
-    so their territories can differ a little between spaces)."""
+                  space: Space = "mni", kind: str | None = None, grade: int | None = None) -> PhantomCase:
+    """One case. ``kind`` (:data:`.kinds.KINDS`; None: "mca"; ``draw_kind(seed)`` for the mix hospitals scan) says
+    what the scan holds. An MCA case is drawn for a collateral grade (version 5, :mod:`.grades`): ``grade`` (0..5)
+    asks for one, by default the seed draws it with the study's frequencies; the grade (truth ``collateral_grade``)
+    is then measured by SPEC section 4 (:mod:`.grading`) as always, and a draw that reads another is drawn again.
+    ``strength`` (0..5) instead sets the haemodynamics' collateral strength directly (an MCA case then is
+    version 4's, to the bit; it also sets a posterior or embolic territory's), its grade whatever it measures;
+    other kinds are not graded (None). ``side`` forces the lesion's side (mca, lacune, posterior) or the
+    clinician's (mimic, chronic); emboli lie in both hemispheres. ``space="native"`` writes the DWI/ADC (and their
+    truth) on a scanner grid in a random head pose (see :func:`native_pose`) with a bias field; for an MCA case
+    everything else, the random stream included, is unchanged (other kinds size their cores on the diffusion grid,
+    :func:`.kinds.calibrate_cores`, so their territories can differ a little between spaces)."""
     if modality not in ("dce", "dsc"):
         raise InputValidationError(f"unknown modality {modality!r} (dce or dsc)")
     if strength is not None and not 0 <= strength <= 5:
         raise InputValidationError(f"collateral strength must be 0..5, got {strength}")
+    if grade is not None and not 0 <= grade <= 5:
+        raise InputValidationError(f"a collateral grade is 0..5, got {grade}")
+    if grade is not None and strength is not None:
+        raise InputValidationError("give a collateral grade or a collateral strength, not both")
     if side is not None and side not in ("left", "right"):
         raise InputValidationError(f"side must be left or right, got {side!r}")
     if snr <= 0:
@@ -271,12 +281,36 @@ def generate_case(seed: int, *, modality: Modality = "dce", strength: int | None
     kind = "mca" if kind is None else kind
     if kind not in KINDS:
         raise InputValidationError(f"unknown kind {kind!r} ({', '.join(KINDS)})")
+    if grade is not None and kind != "mca":
+        raise InputValidationError(f"only MCA strokes are graded (SPEC section 4), not {kind}")
+    options = {"modality": modality, "side": side, "snr": snr, "motion": motion, "acquisition": acquisition,
+               "space": space, "kind": kind}
+    if kind != "mca" or strength is not None:
+        return _generate(seed, strength=strength, mca=None, **options)
+    target = target_grade(seed) if grade is None else grade
+    best: PhantomCase | None = None
+    for attempt in range(MAX_DRAWS):
+        case = _generate(seed, strength=None, mca=draw_parameters(target, seed, attempt), **options)
+        case.truth["requested_grade"] = target
+        if case.truth["collateral_grade"] == target:
+            return case
+        if best is None or abs(case.truth["collateral_grade"] - target) < abs(best.truth["collateral_grade"] - target):
+            best = case
+    return best  # type: ignore[return-value]  # MAX_DRAWS >= 1: the closest grade, its truth saying so
+
+
+def _generate(seed: int, *, modality: Modality, strength: int | None, side: str | None, snr: float, motion: bool,
+              acquisition: Acquisition | None, space: Space, kind: str, mca: MCAParameters | None) -> PhantomCase:
+    """:func:`generate_case` once its options are checked; ``mca``: version 5's strength, size and profile of an
+    MCA territory (None: version 4's draw, or ``strength``)."""
     acq = acquisition or Acquisition()
     rng = np.random.default_rng(seed)
     drawn_grade = int(rng.integers(0, 6))
     drawn_side = "left" if rng.random() < 0.5 else "right"
     stroke = Stroke(side or drawn_side, drawn_grade if strength is None else strength,
                     float(rng.uniform(0.6, 1.1)), float(rng.uniform(0.8, 1.2)))
+    if mca is not None:  # version 5: drawn for a grade (the main stream's draws above are kept all the same)
+        stroke = replace(stroke, grade=mca.strength, size=mca.size, profile=mca.profile)
 
     # Diffusion grid first (its own streams): version 4 sizes the lesions' cores on it. MNI 2 mm, or a scanner grid
     # whose voxels sit where the pose puts them in MNI space.
@@ -349,6 +383,8 @@ def generate_case(seed: int, *, modality: Modality = "dce", strength: int | None
         "kind": kind,
         "collateral_grade": true_cps,  # SPEC section 4 on the noiseless contrast (grading.py); None unless MCA
         "collateral_strength": plan.strength,  # the drawn parameter of the haemodynamics; None where none used it
+        "requested_grade": None,  # the grade an MCA case was drawn for (version 5); None for a strength or a kind
+        "mca_profile": round(stroke.profile, 3) if kind == "mca" else None,
         "hypoperfused_fraction": {k: round(v, 4) for k, v in grade_fractions.items()},
         "side": lesion_side,
         "clinical_side": clinical_side,

@@ -16,9 +16,12 @@ from .kinds import KINDS
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the case's files.")
 @click.option("--seed", type=int, required=True, help="Same seed, same bytes. Seeds >= 1,000,000 are for training.")
 @click.option("--modality", type=click.Choice(["dce", "dsc"]), default="dce", show_default=True)
+@click.option("--grade", type=click.IntRange(0, 5), default=None,
+              help="The MCA stroke's collateral grade (CPS, SPEC section 4: 0 very poor to 5 excellent), measured on "
+                   "the case as truth.json collateral_grade (default: drawn with the study's frequencies).")
 @click.option("--strength", type=click.IntRange(0, 5), default=None,
-              help="Collateral strength of the haemodynamics, 0 very poor to 5 excellent (default: drawn); the case's "
-                   "grade (truth.json collateral_grade) is measured from them by SPEC section 4.")
+              help="Instead of --grade: the collateral strength of the haemodynamics (version 4's draw); the grade is "
+                   "whatever it measures.")
 @click.option("--kind", type=click.Choice([*KINDS, "mixed"]), default="mca", show_default=True,
               help="What the scan holds (docs/phantom.md, version 4); mixed: the seed's kind in the hospital mix.")
 @click.option("--side", type=click.Choice(["left", "right"]), default=None,
@@ -27,15 +30,15 @@ from .kinds import KINDS
 @click.option("--motion", is_flag=True, help="Add per-frame rigid motion to the perfusion series.")
 @click.option("--space", type=click.Choice(["mni", "native"]), default="mni", show_default=True,
               help="native: DWI/ADC on a 0.9x0.9x5 mm scanner grid in a random head pose (truth.json holds it).")
-def main(out: Path, seed: int, modality: str, strength: int | None, kind: str, side: str | None, snr: float,
-         motion: bool, space: str) -> None:
+def main(out: Path, seed: int, modality: str, grade: int | None, strength: int | None, kind: str, side: str | None,
+         snr: float, motion: bool, space: str) -> None:
     """Generate a phantom case: perfusion.nii.gz, dwi.nii.gz, adc.nii.gz, truth_*.nii.gz, truth.json.
 
     Synthetic data for pipeline validation, not patient data.
 
     \b
     Example:
-      collat-phantom --out cases/0007 --seed 7 --modality dce --strength 2 --side left
+      collat-phantom --out cases/0007 --seed 7 --modality dce --grade 0 --side left
       collat-phantom --out cases/0008 --seed 8 --space native
       collat-phantom --out cases/0009 --seed 9 --kind lacune
     """
@@ -44,8 +47,8 @@ def main(out: Path, seed: int, modality: str, strength: int | None, kind: str, s
 
     start = time.perf_counter()
     try:
-        case = generate_case(seed, modality=modality, strength=strength, side=side, snr=snr, motion=motion,
-                             space=space, kind=draw_kind(seed) if kind == "mixed" else kind)
+        case = generate_case(seed, modality=modality, grade=grade, strength=strength, side=side, snr=snr,
+                             motion=motion, space=space, kind=draw_kind(seed) if kind == "mixed" else kind)
         files = write_case(case, out)
     except (InputValidationError, OSError) as exc:
         click.echo(f"error: {out}: {exc}", err=True)

@@ -71,6 +71,11 @@ class Territory:
     hemisphere: float | None = None
     scale: float = 1.0
     site: str = "mca"
+    profile: float = 2.0  # p in 1 - r^p: how flat the hypoperfusion is across the territory (2: versions 1-4)
+
+    def inside(self, r: np.ndarray) -> np.ndarray:
+        """1 at the centre falling to 0 at the edge: 1 - r^p (p = 2: the parabola of versions 1-4, to the bit)."""
+        return np.clip(1.0 - (r**2 if self.profile == 2.0 else r**self.profile), 0.0, 1.0)
 
     def radius(self, world: np.ndarray) -> np.ndarray:
         """Normalized distance from the centre (0 centre, 1 edge, inf beyond the midline for a hemispheric one)."""
@@ -97,6 +102,7 @@ class Stroke:
     grade: int  # collateral strength 0..5
     size: float  # MCA territory scale, 0.6..1.1
     core_jitter: float
+    profile: float = 2.0  # the MCA territory's 1 - r^p (version 5 flattens it for very poor collaterals)
 
     @property
     def sign(self) -> float:
@@ -121,7 +127,7 @@ class Stroke:
             raise ValueError(f"an MCA territory needs a left or right side, not {self.side!r}")
         centre = (self.sign * MCA_CENTRE_MM[0], MCA_CENTRE_MM[1], MCA_CENTRE_MM[2])
         return Territory(centre, MCA_RADII_MM, self.max_delay_s, self.min_flow, self.core_radius, self.grade,
-                         hemisphere=self.sign, scale=self.size, site="mca")
+                         hemisphere=self.sign, scale=self.size, site="mca", profile=self.profile)
 
 
 def territory_radius(world: np.ndarray, territories: Sequence[Territory]) -> np.ndarray:
@@ -156,7 +162,7 @@ def haemodynamics(anatomy: Anatomy, territories: Sequence[Territory], rng: np.ra
     core = np.zeros(gm.shape, dtype=bool)
     for i, territory in enumerate(territories):
         r = territory.radius(anatomy.world)
-        inside = np.clip(1.0 - r**2, 0.0, 1.0)
+        inside = territory.inside(r)
         factor = 1.0 - (1.0 - territory.min_flow) * inside
         # Collateral flow keeps volume up while flow falls: MTT lengthens (autoregulation).
         rise = 0.3 * inside * (territory.strength / 5.0)

@@ -96,7 +96,7 @@ def _bland_altman_plot(path: Path, rows: list[dict], served: str, reference: str
     return True
 
 
-def _confusion_plot(path: Path, matrix: list[list[int]], labels: list[str], title: str) -> bool:
+def confusion_plot(path: Path, matrix: list[list[int]], labels: list[str], title: str) -> bool:
     m = np.asarray(matrix)
     if m.sum() == 0:
         return False
@@ -293,7 +293,7 @@ def write_report(out: Path, dataset: Dataset, rows: list[dict], summary: dict, s
     for key, matrix, labels in (("confusion_defuse3", _binary_matrix(summary["defuse3"]), ["no", "yes"]),
                                 ("confusion_dawn", _binary_matrix(summary["dawn"]), ["no", "yes"]),
                                 ("confusion_cps", summary["cps"]["confusion"], [str(g) for g in range(6)])):
-        if _confusion_plot(out / "plots" / f"{key}.png", matrix, labels, PLOTS[key]):
+        if confusion_plot(out / "plots" / f"{key}.png", matrix, labels, PLOTS[key]):
             plots.append(key)
     worst = []
     by_id = {s.id: s for s in dataset.subjects}

@@ -113,8 +113,20 @@ def _cps_section(result: dict) -> str:
                             f"{a['weighted_kappa']:.3f} |")
     ratios = ", ".join(f"{k} {v:g}" for k, v in result.get("rule", {}).get("ratios", {}).items())
     matrix = result.get("network", {}).get("all", {}).get("confusion")
+    per_grade = result.get("network", {}).get("all", {}).get("per_grade", {})
+    grade_rows = "\n".join(f"| {g} | {a['cases']} | {a['exact']:.3f} | {a['within_one']:.3f} |"
+                           for g, a in per_grade.items())
+    grade_table = f"""
+Per phantom grade (the network):
+
+| grade | series | exact | within one |
+| ---: | ---: | ---: | ---: |
+{grade_rows}
+""" if per_grade else ""
+    version = f", phantom version {result['phantom_version']}" if result.get("phantom_version") else ""
     return f"""
-## Collateral grade (CPS) on held-out phantoms (seeds {result.get('seeds')}, each in DCE and DSC, odd seeds moving)
+## Collateral grade (CPS) on held-out phantoms (seeds {result.get('seeds')}, each in DCE and DSC, odd seeds \
+moving{version})
 
 Served path: registered to the MNI template, graded in template space with the fitted rule (ratios {ratios}).
 The conventional map (`collat_ensemble.phases`) is graded by the same rule, to show what the network adds.
@@ -125,7 +137,7 @@ Phantom grades 0-5: {result.get('truth_grades')}. Weighted kappa: quadratic weig
 {chr(10).join(rows)}
 
 Confusion of the network's grade (rows: phantom grade 0-5, columns: estimate): {matrix}
-
+{grade_table}
 Reproduce: `collat-train evaluate --model cps --checkpoint checkpoint.pt --seeds {result.get('seeds', [0, 0])[0]}-\
 {result.get('seeds', [0, 0])[-1]} --workers 2`
 """

@@ -370,9 +370,11 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
 @click.option("--workers", type=int, default=1, show_default=True, help="cps and hypo: processes.")
 @click.option("--update-card", is_flag=True,
               help="Rewrite model_card.md/.json next to the checkpoint with this evaluation (training record kept).")
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False),
+              help="cps: write the network's confusion matrix (rows: the phantom's grade) as this PNG.")
 def evaluate(model: str | None, checkpoint: Path | None, data: Path | None, out: Path | None, url: str,
              protocol: str, layout_name: str, allow_b_value: bool, concurrency: int, seeds: str, as_json: bool,
-             space: str, modality: str, kinds: str, workers: int, update_card: bool) -> None:
+             space: str, modality: str, kinds: str, workers: int, update_card: bool, plot: Path | None) -> None:
     """Generate held-out phantom cases, run the checkpoint, print the studies' metrics; or, with --data, send a
     labelled dataset through the running server and write a report folder (CSV, Markdown, HTML, plots).
 
@@ -396,7 +398,7 @@ def evaluate(model: str | None, checkpoint: Path | None, data: Path | None, out:
     from .evaluate import evaluate_hypo, evaluate_mrod
 
     if model == "cps":
-        _evaluate_cps(checkpoint, seeds, as_json, workers, update_card)
+        _evaluate_cps(checkpoint, seeds, as_json, workers, update_card, plot)
         return
     try:
         seed_list = parse_seed_range(seeds)
@@ -639,17 +641,28 @@ def _print_agreement(result: dict) -> None:
                            f"within one {a['within_one']:.3f}  weighted kappa {a['weighted_kappa']:.3f}")
         click.echo(f"  {source:12} side correct {result[source]['side_correct']:.3f}")
         click.echo(f"  {source:12} confusion (rows: phantom grade 0-5): {result[source]['all']['confusion']}")
+        click.echo(f"  {source:12} per grade: " + "; ".join(
+            f"{g}: {a['exact']:.2f} exact, {a['within_one']:.2f} within one of {a['cases']}"
+            for g, a in result[source]["all"]["per_grade"].items()))
 
 
-def _evaluate_cps(checkpoint: Path, seeds: str, as_json: bool, workers: int, update_card: bool) -> None:
+def _evaluate_cps(checkpoint: Path, seeds: str, as_json: bool, workers: int, update_card: bool,
+                  plot: Path | None = None) -> None:
+    from collat_ensemble.phantom.case import PHANTOM_VERSION
     from collat_ensemble.territory import default_rule
 
     from .grading import report
 
     seed_list, cases = _grading_cases(checkpoint, seeds, workers, training=False, quiet=as_json)
     rule = default_rule()
-    result = {"model": "cps", "seeds": [seed_list[0], seed_list[-1]], "rule": rule.as_dict(),
-              **report(cases, rule.ratios, rule.floor)}
+    result = {"model": "cps", "seeds": [seed_list[0], seed_list[-1]], "phantom_version": PHANTOM_VERSION,
+              "rule": rule.as_dict(), **report(cases, rule.ratios, rule.floor)}
+    if plot is not None:
+        from ..datasets.report import confusion_plot
+
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        confusion_plot(plot, result["network"]["all"]["confusion"], [str(g) for g in range(6)],
+                       f"CPS: 3D-MROD-Net vs phantom, seeds {seed_list[0]}-{seed_list[-1]} x DCE, DSC")
     if update_card:
         from ..checkpoint import load_checkpoint
 

@@ -32,7 +32,7 @@ from starlette.templating import Jinja2Templates
 from collat_contract.clinical import NIHSS_MAX, NIHSS_MIN, SIDES, ClinicalInputError, check_clinical
 
 from ..node import Node, clinical_path
-from ..spool import FAILED, QUEUE
+from ..spool import FAILED, QUEUE, write_atomic
 from .auth import Credentials, LoginThrottle, Session, Sessions, csrf_ok
 from .metrics import PrometheusObserver
 from .views import all_studies, queue_depths, study_view
@@ -245,9 +245,7 @@ def create_app(node: Node, config: WebConfig) -> Starlette:
             return refuse(request, session, 409, "This study is not waiting for clinical inputs.")
         path = clinical_path(node.config, view.key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(json.dumps({k: v for k, v in clinical.items() if k != "dwi_b_value"}))
-        os.replace(partial, path)
+        write_atomic(path, json.dumps({k: v for k, v in clinical.items() if k != "dwi_b_value"}).encode())
         log_audit("clinical inputs entered", session.user, request, study=view.key, nihss=clinical["nihss"],
                   age=clinical["age"], side=clinical["side"], onset_min=clinical["onset_to_imaging_min"])
         return RedirectResponse(f"/studies/{view.key}", status_code=303)
