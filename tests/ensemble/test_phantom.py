@@ -8,6 +8,7 @@ import pytest
 from collat_ensemble.clinical import collateral_perfusion_score
 from collat_ensemble.errors import InputValidationError
 from collat_ensemble.phantom import CASE_FILES, generate_case, write_case
+from collat_ensemble.phantom.grades import version_4_strength
 from collat_ensemble.phases import PHASE_NAMES
 from collat_ensemble.territory import CPS_PHASES
 
@@ -193,8 +194,7 @@ def test_mca_perfusion_keeps_its_version_3_bytes(key):
     for by the collateral strength version 3 drew for its seed has the perfusion series, reference maps, brain mask
     and collateral grade it had before (version 5's default draws a grade instead)."""
     seed, modality = key
-    drawn_strength = int(np.random.default_rng(seed).integers(0, 6))  # versions 1-4's first draw
-    case = generate_case(seed, modality=modality, strength=drawn_strength)
+    case = generate_case(seed, modality=modality, strength=version_4_strength(seed))
     assert case.kind == "mca" and case.truth["kind"] == "mca" and case.truth["phantom_version"] == "5"
     assert case.truth["requested_grade"] is None and case.truth["mca_profile"] == 2.0
     assert_version_3_perfusion(case, key)
@@ -203,9 +203,12 @@ def test_mca_perfusion_keeps_its_version_3_bytes(key):
 
 @pytest.mark.slow
 def test_mca_perfusion_does_not_depend_on_the_diffusion_space_or_an_explicit_kind():
-    native = generate_case(1, space="native", kind="mca")
+    native = generate_case(1, space="native", kind="mca", strength=version_4_strength(1))
     assert_version_3_perfusion(native, (1, "dce"))
     assert native.truth["side"] == native.truth["clinical_side"] == native.stroke.side
+    graded = generate_case(1, space="native")  # version 5's default: drawn for a grade, the same in either space
+    assert np.array_equal(graded.perfusion, generate_case(1, kind="mca").perfusion)
+    assert graded.truth["requested_grade"] == graded.truth["collateral_grade"]
 
 
 _CASES: dict[tuple[str, int], object] = {}

@@ -64,6 +64,12 @@ def target_grade(seed: int) -> int:
     return SCHEDULE[seed % len(SCHEDULE)]
 
 
+def version_4_strength(seed: int) -> int:
+    """The collateral strength versions 1-4 drew for a seed (its main stream's first draw): with
+    ``generate_case(seed, strength=version_4_strength(seed))`` an MCA case is that version's, to the bit."""
+    return int(np.random.default_rng(seed).integers(0, 6))
+
+
 def draw_parameters(grade: int, seed: int, attempt: int) -> MCAParameters:
     """Strength, size and profile for a case meant to read ``grade`` (attempt 0, 1, ...: a fresh draw each)."""
     if grade not in _REGIONS:

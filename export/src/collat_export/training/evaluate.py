@@ -29,6 +29,7 @@ from collat_ensemble.contrast import DSC_CONVERSION
 from collat_ensemble.geometry import reorient_to_ras
 from collat_ensemble.hypoperfusion import VolumeCalibration, assess_on_scan, plausibility_checks
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, generate_case
+from collat_ensemble.phantom.grades import version_4_strength
 from collat_ensemble.preprocess import (
     SLAB_STRIDE,
     average_slabs,
@@ -111,14 +112,17 @@ def predict_lesion(net: torch.nn.Module, slabs: np.ndarray, nihss: np.ndarray, b
 
 def evaluate_mrod(net: torch.nn.Module, preset: Preset, seeds: list[int],
                   progress: Callable[[str], None] | None = None, modality: str = "dce",
-                  dsc_conversion: str = DSC_CONVERSION) -> EvaluationReport:
+                  dsc_conversion: str = DSC_CONVERSION, phantom_version_4: bool = False) -> EvaluationReport:
     """``modality``: dce, dsc, or mixed (odd seeds DSC). ``dsc_conversion``: the version the weights were trained
-    on (``contrast.trained_dsc_conversion`` of their training record), as the server converts for them."""
+    on (``contrast.trained_dsc_conversion`` of their training record), as the server converts for them.
+    ``phantom_version_4``: the seeds' version-4 cases (the strength that version drew), where the shipped weights'
+    cards were measured."""
     _check_seeds(seeds)
     net.eval()
     report = EvaluationReport("mrod", seeds, modality=modality)
     for seed in seeds:
-        case = generate_case(seed, modality=case_modality(seed, modality))  # type: ignore[arg-type]
+        strength = version_4_strength(seed) if phantom_version_4 else None
+        case = generate_case(seed, modality=case_modality(seed, modality), strength=strength)  # type: ignore[arg-type]
         sample = mrod_sample(case, preset, register=False, dsc_conversion=dsc_conversion)
         raw = predict_maps(net, sample.x)
         to_xyz = (3, 2, 1, 0)
