@@ -52,7 +52,9 @@ def test_the_tiny_mrod_weights_reach_the_network_grid_targets():
 @pytest.mark.slow
 def test_hypo_demo_weights_reach_the_lesion_targets():
     loaded = load_checkpoint(demo_checkpoint("hypo"), model="hypo")
-    report = evaluate_hypo(loaded.network, list(range(6)), workers=2)
+    # Phantom version 4's MCA strokes, where the card measured these weights; version 5's (every collateral grade)
+    # are not yet in their training (docs/training.md)
+    report = evaluate_hypo(loaded.network, list(range(6)), workers=2, phantom_version_4=True)
     assert [r["seed"] for r in report.rows] == list(range(6))  # in seed order from the worker processes
     assert report.summary["median_dice"] >= TARGETS["hypo"]["median_dice"]
     assert report.summary["defuse3_accuracy"] >= TARGETS["hypo"]["defuse3_accuracy"]

@@ -158,11 +158,13 @@ SIZE_BANDS: tuple[tuple[str, float, float], ...] = (("<10 mL", 0.0, 10.0), ("10-
 
 
 def hypo_row(net: torch.nn.Module, seed: int, space: str = "mni", calibration: VolumeCalibration | None = None,
-             kinds: str = "mca", domain: TrainingDomain | None = None) -> dict:
+             kinds: str = "mca", domain: TrainingDomain | None = None, phantom_version_4: bool = False) -> dict:
     """One phantom case through the served path: registration (for native-space cases), the core on the scan's
     grid, the U-Net on the MNI grid, everything counted back on the scan's grid against the truth there, and the
     server's plausibility checks (``domain``: the weights' training domain) deciding what would be withheld."""
-    case = generate_case(seed, space=space, kind=case_kind(seed, kinds))  # type: ignore[arg-type]
+    kind = case_kind(seed, kinds)
+    strength = version_4_strength(seed) if phantom_version_4 and kind == "mca" else None
+    case = generate_case(seed, space=space, kind=kind, strength=strength)  # type: ignore[arg-type]
     side = clinical_side(case)
     prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=side)
     prob, found = assess_on_scan(predict_lesion(net, prep.slabs, prep.nihss), prep.core, prep.brain, prep.grid,
@@ -194,10 +196,10 @@ def hypo_row(net: torch.nn.Module, seed: int, space: str = "mni", calibration: V
 _SHARED: dict = {}  # the network and the calibration, set before the worker processes fork (not pickled per job)
 
 
-def _hypo_job(args: tuple[int, str, str]) -> dict:
-    seed, space, kinds = args
+def _hypo_job(args: tuple[int, str, str, bool]) -> dict:
+    seed, space, kinds, phantom_version_4 = args
     return hypo_row(_SHARED["net"], seed, space, calibration=_SHARED["calibration"], kinds=kinds,
-                    domain=_SHARED["domain"])
+                    domain=_SHARED["domain"], phantom_version_4=phantom_version_4)
 
 
 def _one_torch_thread() -> None:  # each worker process: N workers share the cores, not N x the cores
@@ -206,11 +208,12 @@ def _one_torch_thread() -> None:  # each worker process: N workers share the cor
 
 def hypo_rows(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], None] | None = None, *,
               space: str = "mni", calibration: VolumeCalibration | None = None, workers: int = 1,
-              kinds: str = "mca", domain: TrainingDomain | None = None) -> list[dict]:
+              kinds: str = "mca", domain: TrainingDomain | None = None,
+              phantom_version_4: bool = False) -> list[dict]:
     """:func:`hypo_row` for every seed, in seed order; ``workers`` processes (200 native cases: 13 min on two)."""
     net.eval()
     _SHARED.update(net=net, calibration=calibration, domain=domain)
-    jobs = [(seed, space, kinds) for seed in seeds]
+    jobs = [(seed, space, kinds, phantom_version_4) for seed in seeds]
     rows: list[dict] = []
     for row in forked_imap(_hypo_job, jobs, workers, initializer=_one_torch_thread):
         rows.append(row)
@@ -245,14 +248,16 @@ def by_size(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 def evaluate_hypo(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], None] | None = None, *,
                   space: str = "mni", calibration: VolumeCalibration | None = None, workers: int = 1,
-                  kinds: str = "mca", domain: TrainingDomain | None = None) -> EvaluationReport:
+                  kinds: str = "mca", domain: TrainingDomain | None = None,
+                  phantom_version_4: bool = False) -> EvaluationReport:
     """Held-out scores of :func:`hypo_rows`; ``calibration``: the weights' lesion volume calibration (their
     card's), so the figures are the served ones; the network's own (threshold 0.5) decisions are scored beside.
-    The headline figures are the MCA strokes' (the studies' patients); ``by_kind`` holds every kind's."""
+    The headline figures are the MCA strokes' (the studies' patients); ``by_kind`` holds every kind's.
+    ``phantom_version_4``: MCA strokes as version 4 drew them (where the shipped U-Net's card was measured)."""
     _check_seeds(seeds)
     report = EvaluationReport("hypo", seeds, space=space, kinds=kinds)
     rows = hypo_rows(net, seeds, progress, space=space, calibration=calibration, workers=workers, kinds=kinds,
-                     domain=domain)
+                     domain=domain, phantom_version_4=phantom_version_4)
     mca = [r for r in rows if r["kind"] == "mca"] or rows
     report.rows, report.by_kind = rows, by_kind(rows)
     lesionless = [{**r, "kind": LESIONLESS} for r in rows if r["kind"] in LESIONLESS_KINDS]
