@@ -427,7 +427,7 @@ def listen(port: int, ae_title: str, host: str, send_to: str, work: Path | None,
                         ae_title=ae_title, host=host, port=port, allowed_callers=allowed,
                         quiet_seconds=quiet_seconds, nihss=nihss, age=age, report_failures=not no_failure_reports,
                         retry_seconds=retry_seconds, retry_max_seconds=retry_max_seconds,
-                        ask_clinical=web_port is not None and nihss is None)
+                        ask_clinical=web_port is not None and nihss is None, keep_views=web_port is not None)
     page = None
     if web_port is None:
         node = Node(config)

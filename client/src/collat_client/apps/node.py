@@ -72,6 +72,7 @@ class NodeConfig:
     timeout: float = 600.0  # per inference request
     clinical_dir: Path | None = field(default=None)
     ask_clinical: bool = False  # a person can enter the NIHSS (the node's page): wait for it instead of skipping
+    keep_views: bool = False  # keep each analysis' metrics and overview picture for the node's page
 
     @property
     def clinical_folder(self) -> Path:
@@ -233,7 +234,8 @@ class Node:
         outputs = result.save_dicom(folder, overwrite=True)
         for note in outputs.notes:
             log.warning("study %s: %s", study.key, note)
-        self._keep_view(study, "+".join(parts), result)
+        if self.config.keep_views:
+            self._keep_view(study, "+".join(parts), result)
         state.analysed += parts
         state.events[f"analysed_{'_'.join(parts)}"] = time.time()
         self.observer.analysed("+".join(parts), time.time() - started)

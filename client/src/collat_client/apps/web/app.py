@@ -35,7 +35,7 @@ from ..node import Node, clinical_path
 from ..spool import FAILED, QUEUE, write_atomic
 from .auth import Credentials, LoginThrottle, Session, Sessions, csrf_ok
 from .metrics import PrometheusObserver
-from .views import all_studies, queue_depths, study_view
+from .views import StudyView, all_studies, queue_depths, study_view
 
 HERE = Path(__file__).parent
 COOKIE = "collat_session"
@@ -200,6 +200,13 @@ def create_app(node: Node, config: WebConfig) -> Starlette:
     def found(key: str):
         return node.spool.find(key) if KEY.match(key) else None
 
+    def study_page(request: Request, session: Session, view: StudyView, status: int = 200, error: str | None = None,
+                   entered: dict[str, str] | None = None) -> Response:
+        live = view.state in ("queued", "analysing", "retrying") and error is None
+        return page(request, "study.html", session, status=status, study=view, sides=SIDES,
+                    nihss_range=(NIHSS_MIN, NIHSS_MAX), refresh=config.refresh_seconds if live else 0, error=error,
+                    entered=entered or {})
+
     async def study(request: Request) -> Response:
         session = signed_in(request)
         if session is None:
@@ -207,10 +214,7 @@ def create_app(node: Node, config: WebConfig) -> Starlette:
         located = found(request.path_params["key"])
         if located is None:
             return refuse(request, session, 404, "No such study on this node.")
-        view = study_view(node, *located)
-        return page(request, "study.html", session, study=view, sides=SIDES, nihss_range=(NIHSS_MIN, NIHSS_MAX),
-                    refresh=config.refresh_seconds if view.state in ("queued", "analysing", "retrying") else 0,
-                    error=None, entered={})
+        return study_page(request, session, study_view(node, *located))
 
     async def picture(request: Request) -> Response:
         if signed_in(request) is None:
@@ -221,7 +225,9 @@ def create_app(node: Node, config: WebConfig) -> Starlette:
             return PlainTextResponse("no such picture", status_code=404)
         return FileResponse(path, media_type="image/png")
 
-    async def enter_clinical(request: Request) -> Response:
+    async def study_form(request: Request, where: str, missing: str):
+        """A study form's checks: signed in, its CSRF token, a study in ``where``; -> (session, form, study) or the
+        refusal to send."""
         session = signed_in(request)
         form = await request.form()
         if session is None:
@@ -229,9 +235,16 @@ def create_app(node: Node, config: WebConfig) -> Starlette:
         if not csrf_ok(session, form.get("csrf")):
             return refuse(request, session, 403, "The form did not carry this session's token: open the study again.")
         located = found(request.path_params["key"])
-        if located is None or located[0] != QUEUE:
-            return refuse(request, session, 404, "No such study waiting on this node.")
-        view = study_view(node, *located)
+        if located is None or located[0] != where:
+            return refuse(request, session, 404, missing)
+        return session, form, located[1]
+
+    async def enter_clinical(request: Request) -> Response:
+        checked = await study_form(request, QUEUE, "No such study waiting on this node.")
+        if isinstance(checked, Response):
+            return checked
+        session, form, queued = checked
+        view = study_view(node, QUEUE, queued)
         entered = {k: str(form.get(k, "")).strip() for k in ("nihss", "age", "side", "onset")}
         try:
             clinical = check_clinical({"nihss": _number(entered["nihss"], "NIHSS", required=True),
@@ -239,8 +252,7 @@ def create_app(node: Node, config: WebConfig) -> Starlette:
                                        "side": entered["side"] or "unknown",
                                        "onset_to_imaging_min": _number(entered["onset"], "onset to imaging")})
         except ClinicalInputError as exc:
-            return page(request, "study.html", session, status=400, study=view, sides=SIDES,
-                        nihss_range=(NIHSS_MIN, NIHSS_MAX), refresh=0, error=str(exc), entered=entered)
+            return study_page(request, session, view, status=400, error=str(exc), entered=entered)
         if view.state != "waiting_for_clinical":
             return refuse(request, session, 409, "This study is not waiting for clinical inputs.")
         path = clinical_path(node.config, view.key)
@@ -251,21 +263,16 @@ def create_app(node: Node, config: WebConfig) -> Starlette:
         return RedirectResponse(f"/studies/{view.key}", status_code=303)
 
     async def retry(request: Request) -> Response:
-        session = signed_in(request)
-        form = await request.form()
-        if session is None:
-            return refuse(request, None, 403, "Sign in first.")
-        if not csrf_ok(session, form.get("csrf")):
-            return refuse(request, session, 403, "The form did not carry this session's token: open the study again.")
-        located = found(request.path_params["key"])
-        if located is None or located[0] != FAILED:
-            return refuse(request, session, 404, "No such failed study on this node.")
+        checked = await study_form(request, FAILED, "No such failed study on this node.")
+        if isinstance(checked, Response):
+            return checked
+        session, _, failed = checked
         try:
-            node.spool.retry(located[1].key)
-        except (OSError, FileExistsError) as exc:
+            node.spool.retry(failed.key)
+        except OSError as exc:  # already queued again, or its images are gone
             return refuse(request, session, 409, str(exc))
-        log_audit("retry", session.user, request, study=located[1].key)
-        return RedirectResponse(f"/studies/{located[1].key}", status_code=303)
+        log_audit("retry", session.user, request, study=failed.key)
+        return RedirectResponse(f"/studies/{failed.key}", status_code=303)
 
     async def healthz(request: Request) -> Response:
         age = time.time() - node.heartbeat
