@@ -1,4 +1,5 @@
-"""The machine the figures come from, and the fp32 matrix-multiply peak efficiency is measured against."""
+"""The machine the figures come from, and the matrix-multiply peaks efficiency is measured against: FP32, and BF16
+(PyTorch's bfloat16 product) where the CPU has BF16 units, since a BF16 network is held to the BF16 peak."""
 
 from __future__ import annotations
 
@@ -42,28 +43,32 @@ def describe() -> dict[str, str]:
             "tritonserver": "2.51.0 (nvidia-pytriton 0.7.0, CPU, Python backend)", "gpu": "none"}
 
 
-def _product(library: str, n: int) -> Callable[[], object]:
-    """One n x n fp32 matrix product in ``library`` (numpy: OpenBLAS; torch: its own BLAS), ready to call."""
+def _product(library: str, n: int, dtype: str = "float32") -> Callable[[], object]:
+    """One n x n matrix product in ``library`` (numpy: OpenBLAS; torch: its own BLAS), ready to call; ``dtype``
+    ``bfloat16`` runs in PyTorch only."""
     rng = np.random.default_rng(0)
     a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
     if library == "torch":
         import torch
 
-        a, b = torch.from_numpy(a), torch.from_numpy(b)
+        a, b = torch.from_numpy(a).to(getattr(torch, dtype)), torch.from_numpy(b).to(getattr(torch, dtype))
     return lambda: a @ b
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """Best of numpy (OpenBLAS) and PyTorch on an n x n fp32 matrix product, median of ``repeats``."""
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5, bf16: bool = False) -> dict[str, float]:
+    """Best of numpy (OpenBLAS) and PyTorch on an n x n fp32 matrix product, median of ``repeats``; with ``bf16``
+    also PyTorch's bfloat16 product (``bf16_peak``)."""
     results = {name: 2.0 * n ** 3 / median_seconds(_product(name, n), repeats) / 1e9 for name in ("numpy", "torch")}
     results["peak"] = max(results.values())
+    if bf16:
+        results["bf16_peak"] = 2.0 * n ** 3 / median_seconds(_product("torch", n, "bfloat16"), repeats) / 1e9
     return results
 
 
-def _matmul_window_gflops(library: str, seconds: float, n: int = 2048) -> float:
+def _matmul_window_gflops(library: str, seconds: float, n: int = 2048, dtype: str = "float32") -> float:
     """GFLOP/s of back-to-back n x n products for about ``seconds``: as long as a network run, so both see
     the same machine (its speed changes within seconds: 2048^3 products alone ranged 122-236 GFLOP/s here)."""
-    product = _product(library, n)
+    product = _product(library, n, dtype)
     product()
     count, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds or count == 0:
@@ -73,18 +78,19 @@ def _matmul_window_gflops(library: str, seconds: float, n: int = 2048) -> float:
 
 
 def interleaved_efficiency(run: Callable[[], object], flops: float, library: str,
-                           rounds: int = 5) -> dict[str, float]:
+                           rounds: int = 5, dtype: str = "float32") -> dict[str, float]:
     """A network's GFLOP/s over the matmul peak, the two measured in alternation.
 
     A peak taken once at the start and a network timed a minute later gave 54 % in one run and
     37 % in the next on this machine. Each round times ~1 s of matrix products (``library``: the
     faster of numpy and PyTorch at the start) and one network run back to back; the figure is
-    the median of the rounds' ratios, the spread is reported with it.
+    the median of the rounds' ratios, the spread is reported with it. A BF16 network: ``dtype`` bfloat16, the
+    products in PyTorch's bfloat16.
     """
     window = median_seconds(run, 1)  # also the warm-up
     ratios, seconds, peaks = [], [], []
     for _ in range(rounds):
-        peaks.append(_matmul_window_gflops(library, window))
+        peaks.append(_matmul_window_gflops("torch" if dtype == "bfloat16" else library, window, dtype=dtype))
         start = time.perf_counter()
         run()
         seconds.append(time.perf_counter() - start)

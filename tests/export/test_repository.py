@@ -7,7 +7,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from collat_ensemble.server.network_model import group_by_shape, split_batch
-from collat_ensemble.server.repository import BATCHING, TARGETS, render_config, write_model_dir
+from collat_ensemble.server.repository import TARGETS, batching_policy, render_config, write_model_dir
 from collat_export.cli import main as cli_main
 from collat_export.io_spec import network_io
 from collat_export.presets import get_preset
@@ -24,7 +24,7 @@ def parse(text: str) -> model_config_pb2.ModelConfig:
 def test_configs_parse_with_tritons_schema(target, model):
     io = network_io(get_preset(model, "tiny"))
     cfg = parse(render_config(io, target))
-    policy = BATCHING[io.triton_name]
+    policy = batching_policy(io.triton_name, target)
     assert cfg.name == io.triton_name
     assert cfg.max_batch_size == policy.max_batch_size
     assert list(cfg.dynamic_batching.preferred_batch_size) == list(policy.preferred)
@@ -174,7 +174,12 @@ def test_a_batch_runs_in_chunks_with_the_same_outputs_in_order():
     run_in_chunks(whole, {"X": x}, 0)
     assert whole.sizes == [11]
     config = render_config(network_io(get_preset("hypo", "tiny")), "python-onnx")
-    assert 'key: "run_chunk"\n    value: { string_value: "4" }' in config
+    assert 'key: "run_chunk"\n    value: { string_value: "2" }' in config
+    assert 'key: "static_shapes"\n    value: { string_value: "0" }' in config
+    mrod = render_config(network_io(get_preset("mrod", "fine")), "python-onnx")
+    assert 'key: "static_shapes"\n    value: { string_value: "1" }' in mrod
+    assert "max_batch_size: 2\n" in mrod and "preferred_batch_size: [ 2 ]" in mrod  # a CPU runs a series at a time
+    assert "max_batch_size: 4\n" in render_config(network_io(get_preset("mrod", "fine")), "tensorrt")
 
 
 def test_the_export_copies_the_precisions_the_card_accepts(tmp_path):
@@ -211,6 +216,27 @@ def test_both_cpu_runners_give_the_same_batched_outputs(runtime, tmp_path):
     first = runner.run(x)[0]
     runner.run(example_inputs(preset, batch=2, seed=6))  # must not overwrite what the first call returned
     np.testing.assert_allclose(first, run_torch(network, preset, x), atol=1e-4)
+
+
+def test_a_runner_compiled_per_shape_follows_the_grid_and_keeps_only_the_last(tmp_path):
+    """3D-MROD-Net's served runner (``static_shapes``): each new grid is compiled for, the values stay PyTorch's."""
+    import torch
+
+    from collat_ensemble.server.network_model import OpenVINORunner
+    from collat_export.io_spec import example_inputs, run_torch
+    from collat_export.networks import build_network
+    from collat_export.onnx_export import export_onnx
+
+    torch.manual_seed(3)
+    preset = get_preset("mrod", "fine")
+    network = build_network(preset).eval()
+    export_onnx(network, preset, tmp_path)
+    runner = OpenVINORunner(str(tmp_path / "model.onnx"), 2, ["PHASES"], static_shapes=True)
+    assert runner.shapes is None  # nothing compiled before the first series
+    for slices, width in ((8, 64), (10, 128), (8, 64)):
+        x = example_inputs(preset, slices=slices, height=64, width=width, seed=slices)
+        np.testing.assert_allclose(runner.run(x)[0], run_torch(network, preset, x), atol=1e-4)
+        assert runner.shapes == {"MROD_INPUT": (1, preset.geometry.channels, slices, 64, width)}
 
 
 def test_the_full_presets_space_the_unets_windows_by_8_and_the_tiny_by_4(tmp_path):

@@ -47,6 +47,7 @@ class NetworkRunners:
     run_torch: Callable[[], object]
     run_ort: Callable[[], object]
     run_openvino: Callable[[], object] | None  # None where OpenVINO is not installed
+    run_openvino_bf16: Callable[[], object] | None = None  # None also where the CPU has no BF16 units
 
 
 def network_runners(model: str, preset_name: str, threads: int) -> NetworkRunners:
@@ -63,17 +64,26 @@ def network_runners(model: str, preset_name: str, threads: int) -> NetworkRunner
         opts.intra_op_num_threads = threads
         session = ort.InferenceSession(str(Path(tmp) / "model.onnx"), opts, providers=["CPUExecutionProvider"])
         run_openvino = _openvino_runner(Path(tmp) / "model.onnx", inputs, threads)
+        run_bf16 = _openvino_runner(Path(tmp) / "model.onnx", inputs, threads, "bf16") if has_bf16() else None
     return NetworkRunners(
         model, preset_name, parameter_count(net),
         " ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in inputs.items()), flops,
-        lambda: run_torch(net, preset, inputs), lambda: session.run(None, inputs), run_openvino)
+        lambda: run_torch(net, preset, inputs), lambda: session.run(None, inputs), run_openvino, run_bf16)
 
 
-def _openvino_runner(onnx_path: Path, inputs: dict, threads: int) -> Callable[[], object] | None:
+def has_bf16() -> bool:
+    """OpenVINO reports BF16 units on this CPU (AVX-512 BF16 or AMX): the served networks may run BF16 here."""
+    from collat_ensemble.server.network_model import cpu_capabilities
+
+    return openvino_available() and "BF16" in cpu_capabilities()
+
+
+def _openvino_runner(onnx_path: Path, inputs: dict, threads: int,
+                     precision: str = "fp32") -> Callable[[], object] | None:
     """The model compiled (in memory) as the served model compiles it."""
     if not openvino_available():
         return None
-    request = compile_openvino(onnx_path, threads).create_infer_request()
+    request = compile_openvino(onnx_path, threads, precision).create_infer_request()
     return lambda: request.infer(inputs)
 
 

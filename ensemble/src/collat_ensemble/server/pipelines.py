@@ -55,7 +55,11 @@ class PythonStep:
 
 
 def python_steps(mrod: NetworkIO, unet: NetworkIO) -> tuple[PythonStep, ...]:
-    """The five steps, with the networks' tensors shaping what the pre- and post-processing exchange with them."""
+    """The five steps, with the networks' tensors shaping what the pre- and post-processing exchange with them.
+
+    The perfusion's preprocessing (about 1 s a patient on 2 cores, the longest step) runs two instances so that
+    two patients' series are prepared side by side; the others (0.3 s, 40 ms, 30 ms) one: the perfusion branch
+    sets the pace, and a second instance of each only held another 50-70 MB (issue 37's memory account)."""
     slab = unet.inputs[0].dims
     frames = mrod.inputs[0].dims[0]
     mask = TensorSpec("NETWORK_MASK", "UINT8", (-1, -1, -1), "brain mask on the network grid [D, H, W]")
@@ -69,15 +73,14 @@ def python_steps(mrod: NetworkIO, unet: NetworkIO) -> tuple[PythonStep, ...]:
                    instances=2),
         PythonStep(names.POSTPROCESS_COLLATERAL, "PostprocessCollateral",
                    (TensorSpec("PHASES", "FP32", (1, 5, -1, -1, -1), "network maps"), mask, perf_ctx),
-                   (COLLATERAL_MAPS, BRAIN_MASK, METRICS), instances=2),
+                   (COLLATERAL_MAPS, BRAIN_MASK, METRICS)),
         PythonStep(names.PREPROCESS_DIFFUSION, "PreprocessDiffusion", (DWI, ADC, DWI_AFFINE, ADC_AFFINE, CLINICAL),
                    (TensorSpec("SLABS", "FP32", (-1, *slab), "16-slice slabs"),
-                    TensorSpec("SLAB_NIHSS", "FP32", (-1, 1), "NIHSS / 21 per slab"), core, brain, diff_ctx),
-                   instances=2),
+                    TensorSpec("SLAB_NIHSS", "FP32", (-1, 1), "NIHSS / 21 per slab"), core, brain, diff_ctx)),
         PythonStep(names.POSTPROCESS_HYPOPERFUSION, "PostprocessHypoperfusion",
                    (TensorSpec("LESION_PROB", "FP32", (-1, *unet.outputs[0].dims), "slab probabilities"),
                     core, brain, diff_ctx),
-                   (HYPOPERFUSION_PROB, LESION_MASK, CORE_MASK, METRICS), instances=2),
+                   (HYPOPERFUSION_PROB, LESION_MASK, CORE_MASK, METRICS)),
         PythonStep(names.MERGE_METRICS, "MergeMetrics",
                    (TensorSpec("COLLATERAL_METRICS", "BYTES", (1,), "collateral METRICS"),
                     TensorSpec("HYPOPERFUSION_METRICS", "BYTES", (1,), "hypoperfusion METRICS")),

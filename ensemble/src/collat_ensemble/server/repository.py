@@ -53,9 +53,26 @@ BATCHING = {
     HYPOPERFUSION_UNET: BatchingPolicy(max_batch_size=32, preferred=(12, 24), max_queue_delay_us=2000),
 }
 # CPU networks (python-onnx) run a batch this many samples at a time (0: whole), to bound the runtime's
-# intermediate tensors: a patient's 12 U-Net slabs at once took 0.88 GB in OpenVINO, four at a time 0.44 GB, no
-# slower; 3D-MROD-Net series are one sample each, and two patients' series are run one after the other.
-RUN_CHUNK = {MROD_NET: 1, HYPOPERFUSION_UNET: 4}
+# intermediate tensors: a patient's 12 U-Net slabs at once took 0.88 GB in OpenVINO, four at a time 0.44 GB, two
+# at a time (BF16) 80 MB less than four, none of them slower; 3D-MROD-Net series are one sample each, and two
+# patients' series are run one after the other.
+RUN_CHUNK = {MROD_NET: 1, HYPOPERFUSION_UNET: 2}
+# CPU networks (python-onnx) batch at most this many requests: a batch of 3D-MROD-Net series runs one series at a
+# time on a CPU (RUN_CHUNK), so a larger batch buys nothing and holds every series of it in the Python backend's
+# shared memory at once (78 MB each; four took the warm server 0.2 GB up under load).
+CPU_MAX_BATCH = {MROD_NET: 2}
+# CPU networks compiled for the input shape they meet (the last one kept) rather than for any shape: 3D-MROD-Net ran
+# 1.5x faster and held 0.2 GB less so; the U-Net's slabs gained nothing (its shapes are fixed but for the batch).
+STATIC_SHAPES = {MROD_NET: True}
+
+
+def batching_policy(name: str, target: str) -> BatchingPolicy:
+    """A network's batching on one target: its policy, capped on the CPU (``CPU_MAX_BATCH``)."""
+    policy = BATCHING[name]
+    if target == "python-onnx" and name in CPU_MAX_BATCH:
+        cap = CPU_MAX_BATCH[name]
+        policy = replace(policy, max_batch_size=cap, preferred=tuple(p for p in policy.preferred if p <= cap))
+    return policy
 
 
 def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, cpu_threads: int = 2,
@@ -63,7 +80,7 @@ def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, 
     """The ``config.pbtxt`` of one network for one target (``max_queue_size`` overrides the policy's)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    policy = BATCHING[io.triton_name]
+    policy = batching_policy(io.triton_name, target)
     if max_queue_size is not None:
         if max_queue_size < 1:
             raise ValueError(f"max queue size must be at least 1, got {max_queue_size}")
@@ -102,7 +119,8 @@ def render_config(io: NetworkIO, target: str, *, dynamic_batching: bool = True, 
                                        "INFERENCE_NUM_THREADS": str(cpu_threads)}))
     elif target == "python-onnx":
         lines.append(parameters_block({"intra_op_threads": str(cpu_threads), "onnx_file": "model.onnx",
-                                       "runtime": "auto", "run_chunk": str(RUN_CHUNK.get(io.triton_name, 0))}))
+                                       "runtime": "auto", "run_chunk": str(RUN_CHUNK.get(io.triton_name, 0)),
+                                       "static_shapes": "1" if STATIC_SHAPES.get(io.triton_name) else "0"}))
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,11 @@ DISCLAIMER = ("Trained on synthetic digital-phantom cases for pipeline validatio
               "NOT for clinical use: it has never seen a patient scan.")
 
 
+def _version(evaluation: dict) -> str:
+    """", phantom version N" where the evaluation record says which version its cases were drawn from."""
+    return f", phantom version {evaluation['phantom_version']}" if evaluation.get("phantom_version") else ""
+
+
 def _table(evaluation: dict) -> str:
     return "\n".join(f"| {k} | {v:.4f} |" for k, v in evaluation.get("summary", {}).items())
 
@@ -240,7 +245,7 @@ def write_model_card(out_dir: Path, *, model: str, preset: str, command: str, tr
 """
     if evaluation.get("summary"):  # an average's card may hold only the served (native-space) figures
         md += f"""
-## Held-out evaluation ({evaluation.get('cases')} phantom cases, seeds {evaluation.get('seeds')})
+## Held-out evaluation ({evaluation.get('cases')} phantom cases, seeds {evaluation.get('seeds')}{_version(evaluation)})
 
 | metric | value |
 | --- | ---: |
@@ -268,7 +273,7 @@ Reproduce: `collat-train evaluate --model {model} --checkpoint checkpoint.pt --s
     dsc = card.get("evaluation_dsc")
     if dsc:
         md += f"""
-## Held-out evaluation, DSC series ({dsc.get('cases')} phantom cases, seeds {dsc.get('seeds')})
+## Held-out evaluation, DSC series ({dsc.get('cases')} phantom cases, seeds {dsc.get('seeds')}{_version(dsc)})
 
 | metric | value |
 | --- | ---: |

@@ -29,6 +29,7 @@ from collat_ensemble.contrast import DSC_CONVERSION
 from collat_ensemble.geometry import reorient_to_ras
 from collat_ensemble.hypoperfusion import VolumeCalibration, assess_on_scan, plausibility_checks
 from collat_ensemble.phantom import EVALUATION_SEED_LIMIT, generate_case
+from collat_ensemble.phantom.case import PHANTOM_VERSION
 from collat_ensemble.phantom.grades import version_4_strength
 from collat_ensemble.preprocess import (
     SLAB_STRIDE,
@@ -62,6 +63,7 @@ class EvaluationReport:
     by_size: dict[str, dict[str, float]] = field(default_factory=dict)  # hypo: figures per lesion-size band
     kinds: str = "mca"  # hypo: the kinds of case drawn (phantom version 4's "mixed", or one)
     by_kind: dict[str, dict[str, float]] = field(default_factory=dict)  # hypo: figures per kind of case
+    phantom_version: str = PHANTOM_VERSION  # "4": the seeds' version-4 MCA cases (``phantom_version_4``)
 
     @property
     def targets(self) -> dict[str, float]:
@@ -84,7 +86,7 @@ class EvaluationReport:
     def as_dict(self) -> dict:
         kind = {"modality": self.modality} if self.model == "mrod" else {"kinds": self.kinds}
         return {"model": self.model, "space": self.space, **kind, "seeds": [self.seeds[0], self.seeds[-1]],
-                "cases": len(self.seeds),
+                "cases": len(self.seeds), "phantom_version": self.phantom_version,
                 "summary": self.summary, "targets": self.targets, "passed": self.passed(),
                 **({"by_size": self.by_size} if self.by_size else {}),
                 **({"by_kind": self.by_kind} if self.by_kind else {}), "cases_detail": self.rows}
@@ -119,7 +121,8 @@ def evaluate_mrod(net: torch.nn.Module, preset: Preset, seeds: list[int],
     cards were measured."""
     _check_seeds(seeds)
     net.eval()
-    report = EvaluationReport("mrod", seeds, modality=modality)
+    report = EvaluationReport("mrod", seeds, modality=modality, phantom_version="4" if phantom_version_4 else
+                              PHANTOM_VERSION)
     for seed in seeds:
         strength = version_4_strength(seed) if phantom_version_4 else None
         case = generate_case(seed, modality=case_modality(seed, modality), strength=strength)  # type: ignore[arg-type]
@@ -255,7 +258,8 @@ def evaluate_hypo(net: torch.nn.Module, seeds: list[int], progress: Callable[[st
     The headline figures are the MCA strokes' (the studies' patients); ``by_kind`` holds every kind's.
     ``phantom_version_4``: MCA strokes as version 4 drew them (where the shipped U-Net's card was measured)."""
     _check_seeds(seeds)
-    report = EvaluationReport("hypo", seeds, space=space, kinds=kinds)
+    report = EvaluationReport("hypo", seeds, space=space, kinds=kinds,
+                              phantom_version="4" if phantom_version_4 else PHANTOM_VERSION)
     rows = hypo_rows(net, seeds, progress, space=space, calibration=calibration, workers=workers, kinds=kinds,
                      domain=domain, phantom_version_4=phantom_version_4)
     mca = [r for r in rows if r["kind"] == "mca"] or rows
