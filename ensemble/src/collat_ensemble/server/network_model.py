@@ -153,8 +153,7 @@ class OpenVINORunner:
 
 
 class OnnxRuntimeRunner:
-    def __init__(self, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32",
-                 static_shapes: bool = False) -> None:
+    def __init__(self, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32") -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -171,8 +170,9 @@ class OnnxRuntimeRunner:
 def make_runner(runtime: str, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32",
                 static_shapes: bool = False):
     """``static_shapes`` applies to OpenVINO (ONNX Runtime plans any shape alike)."""
-    return (OpenVINORunner if runtime == "openvino" else OnnxRuntimeRunner)(path, threads, output_names, precision,
-                                                                            static_shapes)
+    if runtime == "openvino":
+        return OpenVINORunner(path, threads, output_names, precision, static_shapes)
+    return OnnxRuntimeRunner(path, threads, output_names, precision)
 
 
 def run_in_chunks(runner, feed: dict[str, np.ndarray], chunk: int) -> list[np.ndarray]:
