@@ -14,7 +14,6 @@ import tritonclient.grpc as grpc
 from serving_helpers import build_cpu_repository
 from tritonclient.utils import InferenceServerException
 
-from benchmarks import soak
 from collat_client import Clinical, CollatClient, ServerUnavailable, Volume
 from collat_ensemble.server.launcher import ServerError, TritonServer, free_port
 from collat_ensemble.server.network_model import PRECISION_VARIABLE
@@ -28,47 +27,56 @@ def restartable_repository(tmp_path_factory) -> Path:
     return build_cpu_repository(tmp_path_factory.mktemp("restart") / "model_repository", mrod_preset="tiny")
 
 
+@pytest.fixture(scope="module")
+def soak_server(cpu_repository, tmp_path_factory):
+    """What ships (the default repository, each network in the precision the server chooses on this CPU), on its
+    own server: a heap no other test has used, so the memory it measures is the soak's alone."""
+    server = TritonServer(cpu_repository, log_file=tmp_path_factory.mktemp("soak") / "tritonserver.log")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv(PRECISION_VARIABLE, raising=False)
+        server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 SOAK_WARMUP, SOAK_REQUESTS, SOAK_CONCURRENCY = 8, 40, 4  # CI's share; make bench runs 200 (benchmarks/soak.py)
 WARM_SERVER_LIMIT_MB = 2500  # issue 37: the warm default server, both networks loaded and run
 
 
 @pytest.mark.slow
-def test_soak_of_the_default_repository_keeps_answers_and_memory(cpu_repository, left_case, tmp_path):
-    """Whole patients (both branches) at concurrency 4 on what ships (the default repository, each network in the
-    precision the server chooses on this CPU, a server of its own so the memory is the soak's alone): no failure,
-    the same answer every time, and the server's memory (PSS of tritonserver and its stubs) within 2.5 GB once warm
-    and within 10 % of that after the soak (benchmarks/soak.py measures both, as make bench does)."""
+def test_soak_of_the_default_repository_keeps_answers_and_memory(soak_server, left_case):
+    """Whole patients (both branches) at concurrency 4: no failure, the same answer every time, and the server's
+    memory (PSS of tritonserver and its stubs) within 2.5 GB once warm and within 10 % of that after the soak."""
     patient = {"perfusion": Volume(left_case.perfusion.astype(np.float32), left_case.perfusion_affine, 1.6),
                "dwi": Volume(left_case.dwi.astype(np.float32), left_case.diffusion_affine),
                "adc": Volume(left_case.adc.astype(np.float32), left_case.diffusion_affine),
                "clinical": Clinical(nihss=14, age=70, side="left")}
-    answers: list[tuple[np.ndarray, np.ndarray]] = []  # the first answer, every later one compared with it
-    failures, mismatches = [], []
-    lock = threading.Lock()
+    with CollatClient(soak_server.http_url, timeout=300) as client:
+        first = client.infer(**patient)
+        reference = (first.collateral_maps.data, first.hypoperfusion_prob.data)
+        with ThreadPoolExecutor(SOAK_CONCURRENCY) as pool:  # warm-up: every instance has run
+            list(pool.map(lambda _: client.infer(**patient), range(SOAK_WARMUP)))
+        warm = soak_server.memory()
+        failures, mismatches = [], []
 
-    def one(client: CollatClient) -> None:
-        try:
-            result = client.infer(**patient)
-        except Exception as exc:  # noqa: BLE001 - counted, then asserted
-            failures.append(repr(exc))
-            return
-        answer = (result.collateral_maps.data, result.hypoperfusion_prob.data)
-        with lock:
-            if not answers:
-                answers.append(answer)
-                return
-        for got, want in zip(answer, answers[0], strict=True):
-            if not np.allclose(got, want, atol=1e-5):
-                mismatches.append(float(np.abs(got - want).max()))
+        def one(_: int) -> None:
+            try:
+                result = client.infer(**patient)
+                for got, want in zip((result.collateral_maps.data, result.hypoperfusion_prob.data), reference,
+                                     strict=True):
+                    if not np.allclose(got, want, atol=1e-5):
+                        mismatches.append(float(np.abs(got - want).max()))
+            except Exception as exc:  # noqa: BLE001 - counted, then asserted
+                failures.append(repr(exc))
 
-    with pytest.MonkeyPatch.context() as env:
-        env.delenv(PRECISION_VARIABLE, raising=False)
-        measured = soak.measure(cpu_repository, one, tmp_path / "tritonserver.log", warmup=SOAK_WARMUP,
-                                requests=SOAK_REQUESTS, concurrency=SOAK_CONCURRENCY)
-    assert failures == [] and mismatches == [] and answers
-    warm, after = measured["warm_pss_mb"], measured["after_pss_mb"]
-    assert warm <= WARM_SERVER_LIMIT_MB, f"the warm server holds {warm:.0f} MB"
-    assert after <= 1.10 * warm, f"server memory grew from {warm:.0f} MB to {after:.0f} MB"
+        with ThreadPoolExecutor(SOAK_CONCURRENCY) as pool:
+            list(pool.map(one, range(SOAK_REQUESTS)))
+        after = soak_server.memory()
+    assert failures == [] and mismatches == []
+    assert warm.pss_mb <= WARM_SERVER_LIMIT_MB, f"the warm server holds {warm.pss_mb:.0f} MB"
+    assert after.pss_mb <= 1.10 * warm.pss_mb, f"server memory grew from {warm.pss_mb:.0f} MB to {after.pss_mb:.0f} MB"
 
 
 def test_a_restart_mid_run_ends_in_results_or_server_unavailable_never_a_hang(restartable_repository, left_case,

@@ -153,7 +153,8 @@ class OpenVINORunner:
 
 
 class OnnxRuntimeRunner:
-    def __init__(self, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32") -> None:
+    def __init__(self, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32",
+                 static_shapes: bool = False) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -170,9 +171,8 @@ class OnnxRuntimeRunner:
 def make_runner(runtime: str, path: str, threads: int, output_names: Sequence[str], precision: str = "fp32",
                 static_shapes: bool = False):
     """``static_shapes`` applies to OpenVINO (ONNX Runtime plans any shape alike)."""
-    if runtime == "openvino":
-        return OpenVINORunner(path, threads, output_names, precision, static_shapes)
-    return OnnxRuntimeRunner(path, threads, output_names, precision)
+    return (OpenVINORunner if runtime == "openvino" else OnnxRuntimeRunner)(path, threads, output_names, precision,
+                                                                            static_shapes)
 
 
 def run_in_chunks(runner, feed: dict[str, np.ndarray], chunk: int) -> list[np.ndarray]:
