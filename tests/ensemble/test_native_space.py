@@ -17,7 +17,7 @@ from collat_client.imaging.evaluation import dice
 from collat_ensemble.geometry import resample
 from collat_ensemble.phantom import generate_case, write_case
 from collat_ensemble.preprocess import MNI_2MM_AFFINE, MNI_2MM_SHAPE, PADDED_INPLANE, pad_inplane, to_slabs
-from collat_ensemble.registration import registration_error_mm
+from collat_ensemble.registration import _inside_fov, registration_error_mm
 from collat_ensemble.serving import context as ctx
 from collat_ensemble.serving import diffusion
 
@@ -119,3 +119,23 @@ def test_a_scan_of_a_few_slices_keeps_its_maps_but_not_its_decisions(native_case
     assert coverage["verdict"] == "fail" and coverage["value"] < 0.5
     assert part["defuse3"] is None and part["dawn"] is None
     assert any("covers" in reason for reason in part["quality"]["decisions_withheld"])
+
+
+@pytest.mark.parametrize("margin", [0.0, 1.0, 3.0])
+def test_field_of_view_test_matches_mapping_every_voxel(margin: float) -> None:
+    """Which MNI grid voxels an oblique, scaled scan covers: the same as mapping each voxel centre into the scan's
+    index space and checking it against the scan's extent less the margin."""
+    rng = np.random.default_rng(int(margin * 10))
+    image_to_mni = np.eye(4)
+    image_to_mni[:3, :3] = np.linalg.qr(rng.normal(size=(3, 3)))[0] @ np.diag([0.9, 1.1, 5.0])
+    image_to_mni[:3, 3] = [-60.0, -80.0, -40.0]
+    shape, grid_shape = (120, 110, 24), (40, 45, 38)
+    got = _inside_fov(shape, image_to_mni, MNI_2MM_AFFINE, grid_shape, margin=margin)
+    voxels = np.argwhere(np.ones(grid_shape, bool)).astype(np.float64)
+    world = voxels @ MNI_2MM_AFFINE[:3, :3].T + MNI_2MM_AFFINE[:3, 3]
+    native = (world - image_to_mni[:3, 3]) @ np.linalg.inv(image_to_mni[:3, :3]).T
+    extent = np.array(shape, np.float64)
+    inset = np.minimum(margin, (extent - 1.0) / 4.0)
+    expected = np.all((native >= inset - 0.5) & (native <= extent - 0.5 - inset), axis=1).reshape(grid_shape)
+    assert 0 < expected.sum() < expected.size  # the pose cuts through the grid: the test has both kinds of voxel
+    assert (got != expected).sum() <= 2  # only a voxel centre within rounding of the scan's edge may differ

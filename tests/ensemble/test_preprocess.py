@@ -13,6 +13,7 @@ from collat_ensemble.preprocess import (
     mni_to_input_grid,
     prepare_diffusion,
     prepare_perfusion,
+    scale_to_network,
     to_slabs,
     volume_to_network_grid,
 )
@@ -26,6 +27,23 @@ def test_perfusion_input_has_the_network_layout_and_range(case_left_poor):
     assert prep.network_input.shape == (60, 12, 64, 64)
     assert prep.network_input.min() == pytest.approx(-0.9) and prep.network_input.max() == pytest.approx(0.9)
     assert prep.mask.shape == (12, 64, 64) and 0.1 < prep.mask.mean() < 0.6
+
+
+def test_network_scaling_slice_by_slice_equals_the_whole_series_rule():
+    """The slice-by-slice scaling and axis reversal give exactly the values of the rule applied to the whole series
+    at once: min-max to [-0.9, 0.9] inside the brain, -0.9 outside, (x, y, z, t) -> (t, z, y, x)."""
+    rng = np.random.default_rng(3)
+    series = rng.normal(5.0, 2.0, size=(9, 7, 5, 11)).astype(np.float32)
+    mask = rng.random((9, 7, 5)) > 0.4
+    lo, hi = float(series[mask].min()), float(series[mask].max())
+    expected = np.full(series.shape, -0.9, dtype=np.float32)
+    expected[mask] = -0.9 + 1.8 * (series[mask] - lo) / (hi - lo)
+    got = scale_to_network(series, mask)
+    assert got.shape == (11, 5, 7, 9) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, np.transpose(expected, (3, 2, 1, 0)))
+    assert got[:, ~mask.T].max() == np.float32(-0.9) and got.max() == np.float32(0.9)
+    flat = scale_to_network(np.ones_like(series), mask)  # no contrast: nothing to scale, all at the bottom
+    assert np.all(flat == np.float32(-0.9))
 
 
 def test_maps_return_exactly_onto_a_las_stored_input(case_left_poor):

@@ -56,7 +56,7 @@ def _moving_average(curve: np.ndarray, width: int = 3) -> np.ndarray:
 
 def detect_bolus(series: np.ndarray, mask: np.ndarray) -> Bolus:
     """The bolus in ``series`` (x, y, z, t) inside ``mask`` (x, y, z), by the rules of the module's docstring."""
-    curve = np.asarray(series, dtype=np.float64)[np.asarray(mask, dtype=bool)].mean(axis=0)
+    curve = np.asarray(series)[np.asarray(mask, dtype=bool)].mean(axis=0, dtype=np.float64)
     frames = curve.size
     base = float(np.median(curve[:max(3, frames // 10)]))
     if not np.isfinite(base) or base <= 0:

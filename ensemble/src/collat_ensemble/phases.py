@@ -28,7 +28,7 @@ _CURVE_VOXELS = 20
 
 def brain_mask(series: np.ndarray, threshold: float = 0.1) -> np.ndarray:
     """SPEC section 2 recipe: temporal sum scaled to [0, 1], threshold, closing, erosion, dilation."""
-    total = np.asarray(series, dtype=np.float64).sum(axis=-1)
+    total = np.asarray(series).sum(axis=-1, dtype=np.float64)  # no float64 copy of the whole series
     lo, hi = float(total.min()), float(total.max())
     if hi <= lo:
         raise InputValidationError("the series is constant: no tissue to mask")

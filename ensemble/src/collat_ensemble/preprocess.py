@@ -121,6 +121,23 @@ def to_enhancement(on_grid: np.ndarray, mask: np.ndarray, bolus: Bolus, dsc_conv
     return dsc_to_enhancement(on_grid, arrival, mask, dsc_conversion)
 
 
+def scale_to_network(on_grid: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(x, y, z, t) series -> the network's ``[T, D, H, W]`` input: min-max scaled to [INPUT_LOW, INPUT_HIGH]
+    inside the brain, INPUT_LOW outside. One slice at a time: reversing all four axes of the whole series at once
+    walks memory with a stride of a whole slab, a slice fits in cache."""
+    inside_brain = np.asarray(mask, dtype=bool)
+    brain_values = on_grid[inside_brain]
+    lo, hi = float(brain_values.min()), float(brain_values.max())
+    network_input = np.empty(on_grid.shape[::-1], dtype=np.float32)
+    for z in range(on_grid.shape[2]):
+        inside = inside_brain[:, :, z]
+        scaled = np.full(on_grid.shape[:2] + on_grid.shape[3:], INPUT_LOW, dtype=np.float32)
+        if hi > lo:
+            scaled[inside] = INPUT_LOW + (INPUT_HIGH - INPUT_LOW) * (on_grid[:, :, z][inside] - lo) / (hi - lo)
+        network_input[:, z] = scaled.transpose(2, 1, 0)
+    return network_input
+
+
 def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: float, *, frames: int,
                       frame_interval: float, slices: int, height: int, width: int,
                       template: Template | None = None, register: bool = True,
@@ -147,11 +164,7 @@ def prepare_perfusion(series: np.ndarray, affine: np.ndarray, frame_seconds: flo
     on_grid = to_enhancement(on_grid, mask, bolus, dsc_conversion)
     registration, problem = register_baseline(ras, ras_affine, template or default_template()) if register else \
         (None, "not registered")
-    lo, hi = float(on_grid[mask].min()), float(on_grid[mask].max())
-    scaled = np.full(on_grid.shape, INPUT_LOW, dtype=np.float32)
-    if hi > lo:
-        scaled[mask] = INPUT_LOW + (INPUT_HIGH - INPUT_LOW) * (on_grid[mask] - lo) / (hi - lo)
-    network_input = np.ascontiguousarray(np.transpose(scaled, (3, 2, 1, 0)))
+    network_input = scale_to_network(on_grid, mask)
     grid = PerfusionGrid(tuple(series.shape[:3]), orientation, ras_affine, tuple(ras.shape[:3]), grid_affine,
                          grid_shape)
     return PreparedPerfusion(network_input, np.ascontiguousarray(np.transpose(mask, (2, 1, 0))), grid, bolus,

@@ -115,13 +115,19 @@ def _inside_fov(shape: tuple[int, ...], image_to_mni: np.ndarray, grid_affine: n
                 grid_shape: tuple[int, ...], margin: float = 1.0) -> np.ndarray:
     """Voxels of an MNI grid whose centres fall inside the image's field of view, ``margin`` voxels in from its
     edge."""
-    index = np.indices(tuple(grid_shape[:3]), dtype=np.float64).reshape(3, -1)
-    world = grid_affine[:3, :3] @ index + grid_affine[:3, 3:4]
-    native = np.linalg.inv(image_to_mni[:3, :3]) @ (world - image_to_mni[:3, 3:4])
-    extent = np.array(shape[:3], dtype=np.float64)[:, None]
-    inset = np.minimum(margin, (extent - 1.0) / 4.0)  # a scan of a few slices keeps its middle
-    inside = np.all((native >= inset - 0.5) & (native <= extent - 0.5 - inset), axis=0)
-    return inside.reshape(grid_shape[:3])
+    # Grid index -> image index is one affine map; each image axis's coordinate is a sum of three 1D terms,
+    # broadcast over the grid one axis at a time (no (3, N) arrays of indices and coordinates).
+    grid_to_image = np.linalg.inv(np.asarray(image_to_mni, dtype=np.float64)) @ np.asarray(grid_affine, np.float64)
+    axes = [np.arange(n, dtype=np.float64) for n in grid_shape[:3]]
+    inside = np.ones(tuple(grid_shape[:3]), dtype=bool)
+    for axis in range(3):
+        row = grid_to_image[axis]
+        coordinate = (row[0] * axes[0])[:, None, None] + (row[1] * axes[1])[None, :, None] \
+            + (row[2] * axes[2] + row[3])[None, None, :]
+        extent = float(shape[axis])
+        inset = min(margin, (extent - 1.0) / 4.0)  # a scan of a few slices keeps its middle
+        inside &= (coordinate >= inset - 0.5) & (coordinate <= extent - 0.5 - inset)
+    return inside
 
 
 def template_coverage(shape: tuple[int, ...], image_to_mni: np.ndarray, template: Template) -> float:
