@@ -18,17 +18,19 @@ from collat_ensemble.hypoperfusion import assess_on_scan
 from collat_ensemble.preprocess import average_slabs, maps_to_grid, prepare_diffusion, prepare_perfusion
 from collat_ensemble.territory import assess_collaterals
 from collat_export.checkpoint import load_checkpoint
+from collat_export.onnx_export import served_cps_rule
 from collat_export.weights import demo_checkpoint
 
 
 def load_networks():
     mrod = load_checkpoint(demo_checkpoint("mrod"))
     hypo = load_checkpoint(demo_checkpoint("hypo"))
-    return mrod.network.eval().float(), mrod.preset, hypo.network.eval().float()
+    rule = served_cps_rule(demo_checkpoint("mrod"))  # the CPS rule fitted on these weights' maps, as served
+    return mrod.network.eval().float(), mrod.preset, hypo.network.eval().float(), rule
 
 
 def run_patient(case_dir: Path, nets, nihss: int = 14) -> dict:
-    mrod, preset, hypo = nets
+    mrod, preset, hypo, rule = nets
     g = preset.geometry
     perf = nib.load(str(case_dir / "perfusion.nii.gz"))
     series = perf.get_fdata(dtype=np.float32)
@@ -38,7 +40,7 @@ def run_patient(case_dir: Path, nets, nihss: int = 14) -> dict:
         phases = mrod(torch.from_numpy(prepared.network_input[None]))[0].numpy()
     maps = maps_to_grid(phases, prepared.grid)
     assessment = assess_collaterals(np.transpose(phases, (3, 2, 1, 0)), np.transpose(prepared.mask, (2, 1, 0)),
-                                    prepared.registration.native_to_mni @ prepared.grid.grid_affine)
+                                    prepared.registration.native_to_mni @ prepared.grid.grid_affine, rule=rule)
     dwi, adc = nib.load(str(case_dir / "dwi.nii.gz")), nib.load(str(case_dir / "adc.nii.gz"))
     diff = prepare_diffusion(dwi.get_fdata(dtype=np.float32), adc.get_fdata(dtype=np.float32), dwi.affine,
                              nihss=nihss, side="left")

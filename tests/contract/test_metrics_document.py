@@ -202,6 +202,43 @@ def test_the_perfusion_step_converts_dsc_as_the_served_weights_were_trained(card
     assert not np.allclose(expected["1"], expected["2"], atol=1e-3)  # the versions differ: the check can fail
 
 
+def test_the_networks_own_cps_rule_travels_from_its_model_json_to_the_grade(tmp_path):
+    """model.json (from the 3D-MROD-Net's card) -> the collateral postprocessing -> the grade by that rule, and the
+    rule stays out of the document; a broken rule stops the step at load."""
+    from collat_ensemble.phantom import generate_case
+
+    case = generate_case(202)
+    x, mask, context = adapter(names.PREPROCESS_PERFUSION, tmp_path / "pre").run(
+        case.perfusion, case.perfusion_affine, np.array([case.frame_seconds], np.float32))
+    # Stand-in maps: brightness 0.8 everywhere, half as bright on one side in the three CPS phases.
+    phases = np.full((1, 5, *x.shape[2:]), 0.6, np.float32)
+    phases[:, 1:4, ..., : x.shape[-1] // 2] = (0.6 - 1.0) / 2.0
+    grades = {}
+    for name, ratios in (("default", None), ("lenient", (0.95, 0.95, 0.95)), ("capillary only", (0.3, 0.6, 0.6))):
+        folder = tmp_path / name / MROD.triton_name / "1"
+        folder.mkdir(parents=True)
+        card = {"modalities": ["dce", "dsc"]}
+        if ratios is not None:
+            card["cps_rule"] = {"ratios": dict(zip(("capillary", "early_venous", "late_venous"), ratios, strict=True)),
+                                "floor": 0.1, "fitted_on": "a test"}
+        (folder / "model.json").write_text(json.dumps(card))
+        *_, doc = adapter(names.POSTPROCESS_COLLATERAL, tmp_path / name).run(phases, mask, context.copy())
+        served = document(doc)
+        assert "cps_rule" not in served["models"][MROD.triton_name]
+        grades[name] = Metrics.model_validate(served).collateral
+    assert grades["default"].cps_estimate == 0 and min(grades["default"].hypoperfused_fraction.values()) > 0.9
+    # half as bright is not 95 % darker than the mirror
+    assert grades["lenient"].cps_estimate == 5 and max(grades["lenient"].hypoperfused_fraction.values()) == 0.0
+    # each phase by its own ratio: half as bright counts as darker than 70 % of the mirror, not than 40 %
+    fractions = grades["capillary only"].hypoperfused_fraction
+    assert grades["capillary only"].cps_estimate == 3 and fractions["capillary"] > 0.9
+    assert fractions["early_venous"] == fractions["late_venous"] == 0.0
+    folder = tmp_path / "default" / MROD.triton_name / "1"
+    (folder / "model.json").write_text(json.dumps({"cps_rule": {"ratios": {"capillary": 0.3}, "floor": 0.1}}))
+    with pytest.raises(RuntimeError, match="model card of mrod_net: its cps_rule: not a CPS rule"):
+        adapter(names.POSTPROCESS_COLLATERAL, tmp_path / "default")
+
+
 def test_an_unknown_dsc_conversion_stops_the_perfusion_step_at_load(tmp_path):
     folder = tmp_path / MROD.triton_name / "1"
     folder.mkdir(parents=True)
@@ -260,7 +297,8 @@ def test_the_served_documents_hold_exactly_the_contracts_keys(served_documents, 
             "modalities": ["dce"],
             "lesion_calibration": {"coefficients": {"intercept": 0.0, "network": 1.0, "core": 0.0, "nihss": 0.0},
                                    "fitted_on": "a test"},
-            "training_domain": {"core_ml": {"min": 0.0}}}
+            "training_domain": {"core_ml": {"min": 0.0}},
+            "cps_rule": {"ratios": {"capillary": 0.4, "early_venous": 0.3, "late_venous": 0.3}, "floor": 0.1}}
     folder = tmp_path / UNET.triton_name / "1"
     folder.mkdir(parents=True)
     (folder / "model.json").write_text(json.dumps(card))

@@ -103,3 +103,9 @@ def test_the_shipped_rule_is_fitted_and_in_range(tmp_path):
     (tmp_path / "bad.json").write_text('{"ratios": {}}')
     with pytest.raises(InputValidationError, match="not a CPS rule"):
         CPSRule.load(tmp_path / "bad.json")
+    ratios = dict.fromkeys(CPS_PHASES, 0.3)
+    assert CPSRule.from_dict({"ratios": ratios, "floor": 0.1}, "a card").ratios == ratios
+    for broken in ({"ratios": {**ratios, "capillary": 1.2}, "floor": 0.1}, {"ratios": ratios, "floor": -0.5},
+                   {"ratios": ratios, "floor": "low"}, ["not", "a", "rule"]):
+        with pytest.raises(InputValidationError, match="^a card: not a CPS rule"):
+            CPSRule.from_dict(broken, "a card")

@@ -90,6 +90,51 @@ def test_model_json_says_how_the_weights_dsc_was_converted(tmp_path):
     assert dsc_conversion(str(tmp_path / "checkpoint.pt"), "mrod") is None  # no DSC seen, nothing to match
 
 
+def test_weights_are_graded_by_the_cps_rule_in_their_own_card(tmp_path):
+    """The card's ``cps_rule`` (fitted on the weights' maps) goes into model.json and grades their evaluation; a card
+    without one gets the default rule; a broken one is refused by name before anything is built on it."""
+    import json
+
+    from collat_ensemble.errors import InputValidationError
+    from collat_ensemble.territory import default_rule
+    from collat_export.onnx_export import cps_rule, served_cps_rule
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    (tmp_path / "model_card.json").write_text(json.dumps({"training": {}}))
+    assert cps_rule(str(checkpoint), "mrod") is None and served_cps_rule(checkpoint) == default_rule()
+    own = {"ratios": {"capillary": 0.45, "early_venous": 0.35, "late_venous": 0.3}, "floor": 0.1, "fitted_on": "x"}
+    (tmp_path / "model_card.json").write_text(json.dumps({"cps_rule": own}))
+    assert cps_rule(str(checkpoint), "mrod") == own and cps_rule(str(checkpoint), "hypo") is None
+    assert served_cps_rule(checkpoint).ratios == own["ratios"]
+    (tmp_path / "model_card.json").write_text(json.dumps({"cps_rule": {**own, "floor": 2.0}}))
+    with pytest.raises(InputValidationError, match=r"model_card.json: cps_rule: not a CPS rule .*floor 2.0"):
+        cps_rule(str(checkpoint), "mrod")
+
+
+@pytest.mark.slow
+def test_the_fitted_rule_is_written_into_the_weights_card(tmp_path):
+    """fit-cps --update-card: the rule goes into the card (both files), which keeps what it said before."""
+    import json
+    import shutil
+
+    from collat_export.weights import demo_checkpoint
+
+    source = demo_checkpoint("mrod", "tiny")
+    for name in ("checkpoint.pt", "model_card.json", "model_card.md"):
+        shutil.copy(source.with_name(name), tmp_path / name)
+    before = json.loads((tmp_path / "model_card.json").read_text())
+    fit = subprocess.run([sys.executable, "-m", "collat_export.training.cli", "fit-cps", "--checkpoint",
+                          str(tmp_path / "checkpoint.pt"), "--seeds", "1100000-1100000", "--update-card"],
+                         capture_output=True, text=True, timeout=300)
+    assert fit.returncode == 0, fit.stderr
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    rule = card["cps_rule"]
+    assert set(rule["ratios"]) == set(CPS_PHASES) and rule["floor"] == 0.1
+    assert "2 phantom series (seeds 1100000-1100000" in rule["fitted_on"] and "--update-card" in rule["fitted_on"]
+    assert card["evaluation_cps"] == before["evaluation_cps"] and card["training"] == before["training"]
+    assert "NOT for clinical use" in (tmp_path / "model_card.md").read_text()
+
+
 @pytest.mark.slow
 def test_weights_are_evaluated_on_the_dsc_conversion_they_were_trained_on():
     """collat-train evaluate and fit-cps convert DSC by the weights' own version (as the server does for them):

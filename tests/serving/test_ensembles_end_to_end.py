@@ -152,6 +152,29 @@ def test_a_head_turned_15_degrees_in_the_scanner_gets_the_same_grade(http_client
         assert docs[1]["hypoperfused_fraction"][phase] == pytest.approx(fraction, abs=0.06)
 
 
+@pytest.mark.parametrize("grade", [0, 5])
+def test_the_ends_of_the_scale_are_served_as_the_phantom_measures_them(http_client, cpu_repository, grade):
+    """Very poor (CPS 0) and excellent (CPS 5) collaterals, drawn as a user would (``collat-phantom --grade N``, four
+    held-out seeds, DCE and DSC), graded by the rule fitted on the served weights' own maps (their card's, carried
+    by model.json): issue 39's bars, at least 70 % exact and none read at the scale's other half."""
+    import json
+
+    from collat_export.weights import demo_checkpoint
+
+    card = json.loads(demo_checkpoint("mrod").with_name("model_card.json").read_text())
+    served_rule = json.loads((cpu_repository / "mrod_net" / "1" / "model.json").read_text())["cps_rule"]
+    assert served_rule == card["cps_rule"]
+    read = []
+    for seed in range(1200, 1204):
+        case = generate_case(seed, grade=grade, modality="dsc" if seed % 2 else "dce")
+        assert case.truth["collateral_grade"] == grade
+        collateral = infer(http_client, "collateral_pipeline", case_arrays(case))["METRICS"]["collateral"]
+        assert collateral["cps_withheld"] is None
+        read.append(collateral["cps_estimate"])
+    assert sum(r == grade for r in read) >= 3, read
+    assert all(r <= 2 for r in read) if grade == 0 else all(r >= 3 for r in read), read
+
+
 def test_a_dsc_series_gets_maps_like_the_reference_and_a_grade(http_client):
     """DSC signal dips where DCE rises: converted to its Delta R2* enhancement, it gets maps close to the reference
     (on the input grid, inside the brain) and, from a network whose card lists DSC, a grade."""

@@ -83,19 +83,22 @@ def test_the_shipped_weights_record_how_they_were_made():
     fine = load_checkpoint(demo_checkpoint("mrod", "fine"), model="mrod").training
     assert fine["phantom_version"] == "5" and fine["modalities"] == ["dce", "dsc"] and fine["dsc_conversion"] == "2"
     card = json.loads(demo_checkpoint("mrod", "fine").with_name("model_card.json").read_text())  # the whole chain:
-    chain = [card["training"]]  # phantom v5: a head run over its coarse path trained on, two head runs over the
-    while "initialized_from_training" in chain[-1]:  # coarse path retrained, a stopped one before them; then five on
-        chain.append(chain[-1]["initialized_from_training"])  # conversion 2, then the version-1 fine ones
-    assert [run.get("phantom_version") for run in chain[:5]] == ["5", "5", "5", "5", "3"]
-    assert [run.get("dsc_conversion", "1") for run in chain] == ["2"] * 9 + ["1"] * 3
-    last_coarse = chain[0]["combined"]["coarse_path"]  # the last round: the coarse path of the weights before it
-    assert last_coarse["initialized_from"].startswith("build/train/mrod_coarse_of_v5c/checkpoint.pt")
-    assert len(last_coarse["history"]) == 30
-    v5_coarse = chain[2]["combined"]["coarse_path"]  # phantom v5: the coarse path went on from the shipped one's
+    chain = [card["training"]]  # phantom v5: three head runs each over its coarse path trained on, two head runs
+    while "initialized_from_training" in chain[-1]:  # over the coarse path retrained, a stopped one before them;
+        chain.append(chain[-1]["initialized_from_training"])  # then five on conversion 2, then the version-1 ones
+    assert [run.get("phantom_version") for run in chain[:7]] == ["5"] * 6 + ["3"]
+    assert [run.get("dsc_conversion", "1") for run in chain] == ["2"] * 11 + ["1"] * 3
+    rounds = [chain[i]["combined"]["coarse_path"] for i in range(3)]  # the last three rounds: each trained the
+    assert rounds[0]["initialized_from"] == "build/train/mrod_tiny_v5d/checkpoint.pt"  # coarse path on from the one
+    assert rounds[0]["initialized_from_training"]["command"] == rounds[1]["command"]  # before it
+    assert rounds[1]["initialized_from_training"]["command"] == rounds[2]["command"]
+    assert rounds[2]["initialized_from"].startswith("build/train/mrod_coarse_of_v5c/checkpoint.pt")
+    assert [len(r["history"]) for r in rounds] == [40, 40, 30]
+    v5_coarse = chain[4]["combined"]["coarse_path"]  # phantom v5: the coarse path went on from the shipped one's
     assert v5_coarse["initialized_from_training"]["initialized_from"].startswith(
         "build/train/mrod_coarse_of_fine/checkpoint.pt")
     assert [len(c["history"]) for c in (v5_coarse, v5_coarse["initialized_from_training"])] == [20, 20]
-    coarse = [chain[5]["combined"]["coarse_path"], chain[8]["combined"]["coarse_path"]]  # conversion 2's two
+    coarse = [chain[7]["combined"]["coarse_path"], chain[10]["combined"]["coarse_path"]]  # conversion 2's two
     assert coarse[0]["initialized_from_training"]["command"] == coarse[1]["command"]  # went on from the first one
     assert all(c["command"].startswith("collat-train mrod --preset tiny") for c in [*coarse, v5_coarse])
     assert [len(c["history"]) for c in coarse] == [45, 20]
@@ -127,3 +130,6 @@ def test_the_fine_demo_weights_load_as_the_fine_preset_on_the_dce_mra_grid():
     assert grades["weighted_kappa"] >= 0.90 and grades["exact"] >= 0.80
     assert all(a["exact"] >= 0.70 for a in grades["per_grade"].values()) and len(grades["per_grade"]) == 6
     assert sum(grades["confusion"][0][3:]) == 0 and sum(grades["confusion"][5][:3]) == 0
+    rule = card["cps_rule"]  # fitted on these weights' maps, on training seeds; the evaluation graded with it
+    assert "seeds 1100000-1100099" in rule["fitted_on"] and "mrod_fine" in rule["fitted_on"]
+    assert cps["rule"]["ratios"] == rule["ratios"]

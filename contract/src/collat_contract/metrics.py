@@ -180,6 +180,7 @@ class ModelProvenance(ModelInfo, total=False):
     modalities: list[str]
     lesion_calibration: dict[str, Any]  # read at load by the U-Net's postprocessing, which removes it
     training_domain: dict[str, Any]  # read at load by the U-Net's postprocessing, which removes it
+    cps_rule: dict[str, Any]  # read at load by the 3D-MROD-Net's postprocessing, which removes it
 
 
 class MetricsDocument(TypedDict):

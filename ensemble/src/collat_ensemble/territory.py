@@ -17,9 +17,10 @@ symmetric about the midline plane x = 0, where
   of the 8 regions", so the score is an estimate and is reported as one;
 * a territory voxel is hypoperfused in a phase when its brightness (the map's [-1, 1] moved to
   [0, 1]) is below ``1 - ratio`` times its mirror's, where the mirror shows contrast at all
-  (brightness >= ``floor``). The ratios are fitted on training phantoms (``cps_rule.json``,
-  written by ``collat-train fit-cps``); the phantom's own grade uses the same comparison on its
-  noiseless contrast with :data:`TRUTH_RATIO` (``phantom.grading``).
+  (brightness >= ``floor``). The ratios are fitted on training phantoms, on the maps of the
+  network that serves them (``collat-train fit-cps``: into its model card's ``cps_rule``, which the
+  server reads; ``cps_rule.json`` here for a network without one); the phantom's own grade uses the
+  same comparison on its noiseless contrast with :data:`TRUTH_RATIO` (``phantom.grading``).
 """
 
 from __future__ import annotations
@@ -62,13 +63,26 @@ class CPSRule:
     fitted_on: str  # where the numbers come from
 
     @classmethod
+    def from_dict(cls, doc: dict, source: str) -> CPSRule:
+        """The rule as ``collat-train fit-cps`` writes it (a file, or a 3D-MROD-Net's model card); ``source`` names
+        where it came from in the error."""
+        try:
+            ratios = {p: float(doc["ratios"][p]) for p in CPS_PHASES}
+            floor = float(doc["floor"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputValidationError(f"{source}: not a CPS rule ({exc})") from None
+        if not all(0.0 < r < 1.0 for r in ratios.values()) or not 0.0 <= floor < 1.0:
+            raise InputValidationError(f"{source}: not a CPS rule (ratios {ratios} must lie in (0, 1), "
+                                       f"floor {floor} in [0, 1))")
+        return cls(ratios, floor, str(doc.get("fitted_on", "")))
+
+    @classmethod
     def load(cls, path: Path = RULE_FILE) -> CPSRule:
         try:
             doc = json.loads(Path(path).read_text())
-            ratios = {p: float(doc["ratios"][p]) for p in CPS_PHASES}
-            return cls(ratios, float(doc["floor"]), str(doc.get("fitted_on", "")))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             raise InputValidationError(f"{path}: not a CPS rule ({exc})") from None
+        return cls.from_dict(doc, str(path))
 
     def as_dict(self) -> dict:
         return {"ratios": self.ratios, "floor": self.floor, "fitted_on": self.fitted_on}
@@ -76,6 +90,8 @@ class CPSRule:
 
 @lru_cache(maxsize=1)
 def default_rule() -> CPSRule:
+    """The rule for maps whose network has none of its own in its model card (``cps_rule``): fitted on the maps of
+    the first shipped 3D-MROD-Net (tiny)."""
     return CPSRule.load()
 
 

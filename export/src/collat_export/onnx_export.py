@@ -21,6 +21,7 @@ import torch
 from collat_ensemble.contrast import trained_dsc_conversion
 from collat_ensemble.server.network_model import OPENVINO_HINTS
 from collat_ensemble.server.versions import ONNX_OPSET
+from collat_ensemble.territory import CPSRule, default_rule
 
 from .io_spec import example_inputs, network_io, run_torch, spatial_multiple, validate_inputs
 from .presets import Preset
@@ -181,6 +182,23 @@ def training_domain(checkpoint: str | None, model: str) -> dict | None:
     return _unet_card_entry(checkpoint, model, "training_domain")
 
 
+def cps_rule(checkpoint: str | None, model: str) -> dict | None:
+    """The CPS rule fitted on the 3D-MROD-Net weights' own maps (``collat-train fit-cps --update-card``), from their
+    model card: the server grades with it; None without one (the server's default rule then). A card whose rule
+    is broken raises :class:`InputValidationError` here, before anything is built on it."""
+    card = _card(checkpoint) if model == "mrod" else None
+    value = card.get("cps_rule") if card is not None else None
+    if value is None:
+        return None
+    return CPSRule.from_dict(value, f"{Path(str(checkpoint)).with_name('model_card.json')}: cps_rule").as_dict()
+
+
+def served_cps_rule(checkpoint: str | Path) -> CPSRule:
+    """The rule the server grades these 3D-MROD-Net weights' maps with: their card's, else the default one."""
+    own = cps_rule(str(checkpoint), "mrod")
+    return default_rule() if own is None else CPSRule.from_dict(own, str(checkpoint))
+
+
 def accepted_precisions(checkpoint: str | None) -> list[str]:
     """The CPU precisions the weights' model card accepts (``collat-train precision`` measured them on held-out
     phantoms), which the served network may then run in where the CPU has the units; FP32 alone when unsaid."""
@@ -242,6 +260,7 @@ def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *
         "dsc_conversion": dsc_conversion(checkpoint, preset.model),
         "lesion_calibration": lesion_calibration(checkpoint, preset.model),
         "training_domain": training_domain(checkpoint, preset.model),
+        "cps_rule": cps_rule(checkpoint, preset.model),
         "accepted_precisions": accepted_precisions(checkpoint),
         "torch_version": torch.__version__,
         "parity": asdict(report),

@@ -28,6 +28,7 @@ from collat_ensemble.server.network_model import OpenVINORunner, cpu_capabilitie
 from collat_ensemble.server.repository import STATIC_SHAPES
 from collat_ensemble.serving import diffusion, perfusion
 from collat_ensemble.template import default_template
+from collat_ensemble.territory import CPSRule
 
 from .checkpoint import load_checkpoint
 from .io_spec import network_io
@@ -49,7 +50,8 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _mrod_series(runners: dict[str, OpenVINORunner], preset, seed: int, template, modalities) -> dict[str, dict]:
+def _mrod_series(runners: dict[str, OpenVINORunner], preset, seed: int, template, modalities,
+                 rule: CPSRule | None) -> dict[str, dict]:
     g = preset.geometry
     grid = perfusion.NetworkGrid(g.channels, float(g.frame_seconds), g.slices, g.height, g.width)
     case = generate_case(seed, modality="dsc" if seed % 2 else "dce")
@@ -60,7 +62,7 @@ def _mrod_series(runners: dict[str, OpenVINORunner], preset, seed: int, template
         start = time.perf_counter()
         phases = runner.run({"MROD_INPUT": network_input})[0]
         seconds = time.perf_counter() - start
-        maps, _, part, _ = perfusion.postprocess(phases, mask, copy.deepcopy(context), modalities)
+        maps, _, part, _ = perfusion.postprocess(phases, mask, copy.deepcopy(context), modalities, rule)
         table = phase_metrics(maps, case.reference_maps, case.brain_mask)["mean"]
         out[precision] = {"r2": table["r2"], "ssim": table["ssim"], "cps": part["cps_estimate"],
                           "seconds": seconds}
@@ -113,7 +115,7 @@ def measure_precisions(checkpoint: Path, seeds: Sequence[int], *, threads: int =
     from collat_ensemble.hypoperfusion import VolumeCalibration
     from collat_ensemble.quality import TrainingDomain
 
-    from .onnx_export import lesion_calibration, training_domain
+    from .onnx_export import lesion_calibration, served_cps_rule, training_domain
 
     caps = cpu_capabilities()
     lower = [p for p in LOWER if p.upper() in caps]
@@ -122,6 +124,7 @@ def measure_precisions(checkpoint: Path, seeds: Sequence[int], *, threads: int =
     template = default_template()
     calibration = lesion_calibration(str(checkpoint), model)
     domain = training_domain(str(checkpoint), model)
+    rule = served_cps_rule(checkpoint) if model == "mrod" else None  # the CPS is read as the server reads it
     calibration = None if calibration is None else VolumeCalibration.from_dict(calibration)
     domain = None if domain is None else TrainingDomain.from_dict(domain)
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,7 +135,8 @@ def measure_precisions(checkpoint: Path, seeds: Sequence[int], *, threads: int =
                    for p in ("fp32", *lower)}
         rows = []
         for i, seed in enumerate(seeds, 1):
-            rows.append(_mrod_series(runners, loaded.preset, seed, template, trained_modalities(str(checkpoint), model))
+            rows.append(_mrod_series(runners, loaded.preset, seed, template, trained_modalities(str(checkpoint), model),
+                                     rule)
                         if model == "mrod" else _hypo_series(runners, seed, template, calibration, domain))
             if i % 10 == 0 or i == len(seeds):
                 progress(f"{i}/{len(seeds)} series")

@@ -131,7 +131,7 @@ def network_model_info(repository: Path, name: str, version: str = "1") -> Model
             modalities = data.get("modalities")
             if isinstance(modalities, list) and all(isinstance(m, str) for m in modalities):
                 info["modalities"] = modalities
-            for key in ("lesion_calibration", "training_domain"):  # read by the postprocessing at load
+            for key in ("lesion_calibration", "training_domain", "cps_rule"):  # read by the postprocessing at load
                 if isinstance(data.get(key), dict):
                     info[key] = data[key]  # type: ignore[literal-required]
     return info

@@ -20,7 +20,7 @@ from ..contrast import DSC_CONVERSION
 from ..errors import InputValidationError
 from ..preprocess import maps_to_grid, mask_phase_maps, prepare_perfusion
 from ..template import Template
-from ..territory import assess_collaterals
+from ..territory import CPSRule, assess_collaterals
 from .context import StepTimer, grid_from_dict, grid_to_dict, orientation_code, read_affine
 
 
@@ -87,7 +87,7 @@ def preprocess(series: np.ndarray, affine: np.ndarray, frame_seconds: np.ndarray
 
 
 def grade(maps_xyz: np.ndarray, mask_xyz: np.ndarray, grid_affine: np.ndarray, perfusion: dict[str, Any],
-          trained_modalities: list[str] | None) -> CollateralGrade:
+          trained_modalities: list[str] | None, rule: CPSRule | None = None) -> CollateralGrade:
     """The CPS part of the metrics: the assessment, or every field null and ``cps_withheld`` saying why.
 
     A grade needs the series in template space (its registration) and maps from a network trained on the
@@ -107,7 +107,7 @@ def grade(maps_xyz: np.ndarray, mask_xyz: np.ndarray, grid_affine: np.ndarray, p
     if not reason:
         native_to_mni = np.array(registration["native_to_mni"], dtype=np.float64)
         try:
-            return assess_collaterals(maps_xyz, mask_xyz, native_to_mni @ grid_affine).as_dict()
+            return assess_collaterals(maps_xyz, mask_xyz, native_to_mni @ grid_affine, rule=rule).as_dict()
         except InputValidationError as exc:
             reason = str(exc)
     return CollateralGrade(ischaemic_side=None, side_source=None, hypoperfused_fraction=None, cps_estimate=None,
@@ -115,11 +115,12 @@ def grade(maps_xyz: np.ndarray, mask_xyz: np.ndarray, grid_affine: np.ndarray, p
 
 
 def postprocess(phases: np.ndarray, mask: np.ndarray, context: dict[str, Any],
-                trained_modalities: list[str] | None = None,
+                trained_modalities: list[str] | None = None, rule: CPSRule | None = None,
                 ) -> tuple[np.ndarray, np.ndarray, CollateralMetrics, dict[str, float]]:
     """-> maps ``(X, Y, Z, 5)`` FP32 and brain mask ``(X, Y, Z)`` UINT8 on the input grid, the collateral
     part of the metrics, and this step's timings. ``trained_modalities``: what the network's model card says it
-    was trained on ("dce", "dsc")."""
+    was trained on ("dce", "dsc"); ``rule``: the CPS rule fitted on that network's maps (its card's), else the
+    default one."""
     timer = StepTimer()
     waited = round((timer.start - float(context["preprocess_perfusion_end"])) * 1000.0, 2)
     phases = np.asarray(phases, dtype=np.float32)
@@ -137,7 +138,7 @@ def postprocess(phases: np.ndarray, mask: np.ndarray, context: dict[str, Any],
     maps_input = mask_phase_maps(maps_input, brain_input, channel_axis=-1)
     part = CollateralMetrics(
         **grade(np.transpose(phases, (3, 2, 1, 0)), np.transpose(mask, (2, 1, 0)), grid.grid_affine,
-                context["perfusion"], trained_modalities),
+                context["perfusion"], trained_modalities, rule),
         registration=context["perfusion"].get("registration"),
         brain_volume_ml=round(volume_ml(brain_input, input_affine), 2),
         input_shape=list(grid.input_shape) + [context["perfusion"]["frames"]],

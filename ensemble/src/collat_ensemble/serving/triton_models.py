@@ -29,6 +29,7 @@ from ..errors import InputValidationError
 from ..hypoperfusion import VolumeCalibration
 from ..preprocess import SLAB_STRIDE, check_stride
 from ..template import TEMPLATE_FILE, Template, load_template
+from ..territory import CPSRule
 from . import context as ctx
 from . import diffusion, metrics, perfusion
 
@@ -131,12 +132,19 @@ class PostprocessCollateral(_Step):
     arity = (3, 3)
 
     def setup(self) -> None:
-        self.models = {self.params["network_model"]: self.model_info("network_model")}
-        self.trained_modalities = self.models[self.params["network_model"]].get("modalities")
+        info = self.model_info("network_model")
+        # The CPS rule fitted on this network's maps (its model card); a broken one stops the server at load.
+        rule = info.pop("cps_rule", None)
+        try:
+            self.rule = None if rule is None else CPSRule.from_dict(rule, "its cps_rule")
+        except InputValidationError as exc:
+            raise RuntimeError(f"{self.name}: the model card of {self.params['network_model']}: {exc}") from None
+        self.models = {self.params["network_model"]: info}
+        self.trained_modalities = info.get("modalities")
 
     def run(self, phases, mask, context):
         maps, brain, part, timings = perfusion.postprocess(phases, mask, ctx.decode(context, "context"),
-                                                           self.trained_modalities)
+                                                           self.trained_modalities, self.rule)
         doc = metrics.document(names.COLLATERAL_PIPELINE, collateral=part, timings_ms=timings, models=self.models)
         return maps, brain, ctx.encode(doc)
 

@@ -133,7 +133,8 @@ Per phantom grade (the network):
 ## Collateral grade (CPS) on held-out phantoms (seeds {result.get('seeds')}, each in DCE and DSC, odd seeds \
 moving{version})
 
-Served path: registered to the MNI template, graded in template space with the fitted rule (ratios {ratios}).
+Served path: registered to the MNI template, graded in template space with the fitted rule (ratios {ratios};
+fitted on {result.get('rule', {}).get('fitted_on') or 'unknown'}).
 The conventional map (`collat_ensemble.phases`) is graded by the same rule, to show what the network adds.
 Phantom grades 0-5: {result.get('truth_grades')}. Weighted kappa: quadratic weights.
 

@@ -309,7 +309,7 @@ def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
 
 # Kept beside the main evaluation when a card is rewritten.
 _CARD_EXTRAS = ("evaluation_dsc", "evaluation_cps", "evaluation_kinds", "lesion_calibration", "training_domain",
-                "evaluation_dataset", "precision")
+                "evaluation_dataset", "precision", "cps_rule")
 
 
 def _rewrite_card_document(checkpoint: Path, card: dict) -> None:
@@ -648,13 +648,18 @@ def _print_agreement(result: dict) -> None:
 
 def _evaluate_cps(checkpoint: Path, seeds: str, as_json: bool, workers: int, update_card: bool,
                   plot: Path | None = None) -> None:
+    from collat_ensemble.errors import InputValidationError
     from collat_ensemble.phantom.case import PHANTOM_VERSION
-    from collat_ensemble.territory import default_rule
 
+    from ..onnx_export import served_cps_rule
     from .grading import report
 
+    try:
+        rule = served_cps_rule(checkpoint)  # as the server grades these weights' maps
+    except InputValidationError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     seed_list, cases = _grading_cases(checkpoint, seeds, workers, training=False, quiet=as_json)
-    rule = default_rule()
     result = {"model": "cps", "seeds": [seed_list[0], seed_list[-1]], "phantom_version": PHANTOM_VERSION,
               "rule": rule.as_dict(), **report(cases, rule.ratios, rule.floor)}
     if plot is not None:
@@ -681,14 +686,17 @@ def _evaluate_cps(checkpoint: Path, seeds: str, as_json: bool, workers: int, upd
                    "network trained on); each in DCE and DSC.")
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Write the rule here (the server reads collat_ensemble/cps_rule.json).")
-def fit_cps(checkpoint: Path, seeds: str, workers: int, out: Path | None) -> None:
+              help="Write the rule here (collat_ensemble/cps_rule.json: the server's rule for a network without "
+                   "one of its own).")
+@click.option("--update-card", is_flag=True,
+              help="Write the rule into the checkpoint's model card (cps_rule): the server grades these weights' "
+                   "maps with it.")
+def fit_cps(checkpoint: Path, seeds: str, workers: int, out: Path | None, update_card: bool) -> None:
     """Choose the CPS rule's darker-than-mirror ratio per phase on training phantoms (the network's maps).
 
     \b
     Example:
-      collat-train fit-cps --checkpoint weights/mrod_tiny/checkpoint.pt --workers 2 \\
-        --out ensemble/src/collat_ensemble/cps_rule.json
+      collat-train fit-cps --checkpoint weights/mrod_fine/checkpoint.pt --workers 2 --update-card
     """
     from collat_ensemble.phantom.grading import TRUTH_FLOOR
 
@@ -708,6 +716,16 @@ def fit_cps(checkpoint: Path, seeds: str, workers: int, out: Path | None) -> Non
         partial.write_text(json.dumps(rule, indent=2) + "\n")
         partial.replace(out)
         _echo(f"rule written to {out}")
+    if update_card:
+        card_path = checkpoint.with_name("model_card.json")
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, ValueError) as exc:
+            click.echo(f"error: {card_path}: no model card to write the rule into ({exc})", err=True)
+            sys.exit(2)
+        card["cps_rule"] = rule
+        _rewrite_card_document(checkpoint, card)
+        _echo(f"rule written to {card_path} (cps_rule)")
 
 
 @main.command("stride-study")
