@@ -182,21 +182,26 @@ def training_domain(checkpoint: str | None, model: str) -> dict | None:
     return _unet_card_entry(checkpoint, model, "training_domain")
 
 
-def cps_rule(checkpoint: str | None, model: str) -> dict | None:
-    """The CPS rule fitted on the 3D-MROD-Net weights' own maps (``collat-train fit-cps --update-card``), from their
-    model card: the server grades with it; None without one (the server's default rule then). A card whose rule
-    is broken raises :class:`InputValidationError` here, before anything is built on it."""
-    card = _card(checkpoint) if model == "mrod" else None
+def _card_cps_rule(checkpoint: str | Path | None) -> CPSRule | None:
+    """The CPS rule in the weights' model card (``collat-train fit-cps --update-card``); None without one. A broken
+    one raises :class:`InputValidationError` naming the card, before anything is built on it."""
+    card = _card(None if checkpoint is None else str(checkpoint))
     value = card.get("cps_rule") if card is not None else None
     if value is None:
         return None
-    return CPSRule.from_dict(value, f"{Path(str(checkpoint)).with_name('model_card.json')}: cps_rule").as_dict()
+    return CPSRule.from_dict(value, f"{Path(str(checkpoint)).with_name('model_card.json')}: cps_rule")
+
+
+def cps_rule(checkpoint: str | None, model: str) -> dict | None:
+    """The CPS rule fitted on the 3D-MROD-Net weights' own maps, from their model card, for ``model.json``: the
+    server grades with it; None without one (the server's default rule then)."""
+    rule = _card_cps_rule(checkpoint) if model == "mrod" else None
+    return None if rule is None else rule.as_dict()
 
 
 def served_cps_rule(checkpoint: str | Path) -> CPSRule:
     """The rule the server grades these 3D-MROD-Net weights' maps with: their card's, else the default one."""
-    own = cps_rule(str(checkpoint), "mrod")
-    return default_rule() if own is None else CPSRule.from_dict(own, str(checkpoint))
+    return _card_cps_rule(checkpoint) or default_rule()
 
 
 def accepted_precisions(checkpoint: str | None) -> list[str]:
