@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The CPU build of torch; a bare `torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-PACKAGES := -e ./contract -e ./client[test,dicom,web] -e ./ensemble[test,server] -e ./export[test]
+PACKAGES := -e ./contract -e ./client[test,dicom,web] -e ./ensemble[test,server] -e ./export[test,int8]
 
 .PHONY: install lint test test-fast pacs-peers export-demo serve demo bench clean
 

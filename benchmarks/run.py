@@ -273,13 +273,15 @@ def served_precisions() -> dict[str, dict]:
     """Each served network's precision record from its card (accuracy and speed of FP32 / BF16 / INT8 on held-out
     phantoms, measured by ``collat-train precision``) and what the server chooses on this CPU."""
     from collat_ensemble.server.network_model import choose_precision, cpu_capabilities
+    from collat_export.onnx_export import accepted_precisions, shipped_int8
     from collat_export.weights import DEMO_PRESETS, demo_checkpoint
 
     records = {}
     for model in ("mrod", "hypo"):
-        card = json.loads((demo_checkpoint(model).parent / "model_card.json").read_text())
-        record = card.get("precision") or {}
-        chosen, why = choose_precision(None, record.get("accepted", ["fp32"]), cpu_capabilities())
+        checkpoint = demo_checkpoint(model)
+        record = json.loads((checkpoint.parent / "model_card.json").read_text()).get("precision") or {}
+        chosen, why = choose_precision(None, accepted_precisions(str(checkpoint)), cpu_capabilities(),
+                                       int8_model=shipped_int8(checkpoint) is not None)
         records[model] = {"preset": DEMO_PRESETS[model], "record": record, "served": chosen, "why": why}
     return records
 
@@ -292,7 +294,8 @@ def _precision_rows(records: dict[str, dict]) -> list[str]:
         for precision in ("fp32", "bf16", "int8"):
             if precision not in record:
                 why = {"fp32": "", "bf16": "not measured for these weights (`collat-train precision`)",
-                       "int8": "not measured: no INT8-quantized model is built yet"}[precision]
+                       "int8": "not measured: no INT8 IR made from these weights (`collat-train quantize`), or "
+                               "this CPU has no VNNI"}[precision]
                 if why:
                     rows.append(f"| {model} | {precision} | | | | | | {why} |")
                 continue

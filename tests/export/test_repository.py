@@ -143,6 +143,20 @@ def test_the_cpu_precision_follows_the_hardware_and_the_cards_measurement(tmp_pa
     assert choose_precision("bf16", ["fp32", "bf16"], old_cpu)[0] == "fp32"
     assert choose_precision("int8", ["fp32"], bf16_cpu) == (
         "fp32", "COLLAT_CPU_PRECISION=int8, but no INT8-quantized model is in this repository")
+    # INT8: only with the quantized model in the repository, the card's acceptance and VNNI (the measurement's units).
+    vnni_cpu = [*bf16_cpu, "VNNI"]
+    assert choose_precision(None, ["fp32", "bf16", "int8"], vnni_cpu, int8_model=True) == (
+        "int8", "the CPU has INT8 dot-product units (VNNI) and the model card accepts int8 (measured on held-out "
+        "phantoms)")
+    assert choose_precision(None, ["fp32", "bf16", "int8"], bf16_cpu, int8_model=True)[0] == "bf16"  # no VNNI
+    assert choose_precision(None, ["fp32", "bf16", "int8"], vnni_cpu, int8_model=False)[0] == "bf16"  # no IR
+    assert choose_precision(None, ["fp32", "int8"], ["FP32", "INT8"], int8_model=True)[0] == "fp32"
+    assert choose_precision(None, ["fp32", "bf16"], vnni_cpu, int8_model=True)[0] == "bf16"  # card: no int8
+    assert choose_precision(None, ["fp32", "int8"], vnni_cpu, "onnxruntime", int8_model=True)[0] == "fp32"
+    assert choose_precision("int8", ["fp32"], bf16_cpu, int8_model=True) == (
+        "int8", "COLLAT_CPU_PRECISION=int8 (the model card has not accepted it: unmeasured)")
+    assert choose_precision("int8", ["fp32", "int8"], ["FP32"], int8_model=True) == (
+        "fp32", "COLLAT_CPU_PRECISION=int8, but this CPU has no INT8 units")
     with pytest.raises(ValueError, match="COLLAT_CPU_PRECISION='fp16': choose fp32, bf16, int8"):
         choose_precision("fp16", ["fp32"], bf16_cpu)
     (tmp_path / "model.json").write_text(json.dumps({"accepted_precisions": ["fp32", "bf16"]}))

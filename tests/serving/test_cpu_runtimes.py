@@ -43,26 +43,37 @@ def test_openvino_serves_and_the_onnxruntime_fallback_returns_the_same_results(s
 
 def test_left_to_choose_the_server_runs_bf16_only_where_the_cpu_and_the_card_allow(server, cpu_repository,
                                                                                    left_case, tmp_path, monkeypatch):
-    """The machine decides which path this test takes (an AMD Zen 4 or an Intel with AVX-512 BF16 or AMX: BF16;
-    older CPUs: FP32), and says it; both paths give the FP32 server's decisions."""
+    """The machine decides which path this test takes (a CPU with VNNI, where a card accepts int8 and its IR is
+    shipped: INT8; an AMD Zen 4 or an Intel with AVX-512 BF16 or AMX: BF16; older CPUs: FP32), and says it; every
+    path gives the FP32 server's decisions."""
     import json
 
     served = _infer(server.http_url, left_case)  # the session's server: FP32
     monkeypatch.delenv(PRECISION_VARIABLE)
-    has_bf16 = "BF16" in cpu_capabilities()
+    caps = set(cpu_capabilities())
+    has_bf16 = "BF16" in caps
     with TritonServer(cpu_repository, log_file=tmp_path / "auto.log") as chosen:
         log = chosen.log_tail(10**6)
         other = _infer(chosen.http_url, left_case)
+    lower = False
     for network in ("mrod_net", "hypoperfusion_unet"):
-        accepted = json.loads((cpu_repository / network / "1" / "model.json").read_text())["accepted_precisions"]
-        expected = "BF16" if has_bf16 and "bf16" in accepted else "FP32"
+        meta = json.loads((cpu_repository / network / "1" / "model.json").read_text())
+        accepted = meta["accepted_precisions"]
+        expected = "INT8" if "int8" in accepted and meta.get("int8_model") and {"INT8", "VNNI"} <= caps else \
+            "BF16" if has_bf16 and "bf16" in accepted else "FP32"
+        lower = lower or expected != "FP32"
+        print(f"{network}: {expected} on this CPU")
         line = next(x for x in log.splitlines() if f"{network}: openvino " in x)
         assert f"on the CPU, {expected} (" in line, line
-    atol = 0.05 if has_bf16 else 1e-4
-    np.testing.assert_allclose(served.collateral_maps.data, other.collateral_maps.data, atol=atol)
+    difference = np.abs(served.collateral_maps.data - other.collateral_maps.data)
+    if lower:  # BF16's rounding: a few voxels of the maps' range of 2 move by 0.1, the maps as a whole 0.002 on average
+        assert float(difference.max()) < 0.15 and float(difference.mean()) < 0.005, (difference.max(),
+                                                                                     difference.mean())
+    else:
+        assert float(difference.max()) <= 1e-4
     a, b = served.metrics, other.metrics
     assert a.collateral.cps_estimate == b.collateral.cps_estimate and a.hypoperfusion.defuse3 == b.hypoperfusion.defuse3
-    # BF16's rounding moves a 235 mL lesion's edge by about 1 %; FP32 against FP32 agrees to rounding.
-    volume = pytest.approx(b.hypoperfusion.hypoperfusion_ml, rel=0.02) if has_bf16 else \
+    # BF16's or INT8's rounding moves a 235 mL lesion's edge by about 1 %; FP32 against FP32 agrees to rounding.
+    volume = pytest.approx(b.hypoperfusion.hypoperfusion_ml, rel=0.02) if lower else \
         pytest.approx(b.hypoperfusion.hypoperfusion_ml, abs=0.05)
     assert a.hypoperfusion.hypoperfusion_ml == volume

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -206,11 +207,31 @@ def served_cps_rule(checkpoint: str | Path) -> CPSRule:
 
 def accepted_precisions(checkpoint: str | None) -> list[str]:
     """The CPU precisions the weights' model card accepts (``collat-train precision`` measured them on held-out
-    phantoms), which the served network may then run in where the CPU has the units; FP32 alone when unsaid."""
+    phantoms), which the served network may then run in where the CPU has the units; FP32 alone when unsaid. INT8
+    only with its IR beside the weights (:func:`shipped_int8`)."""
     card = _card(checkpoint)
     precision = card.get("precision") if card is not None else None
     accepted = precision.get("accepted") if isinstance(precision, dict) else None
-    return [str(p) for p in accepted] if isinstance(accepted, list) and accepted else ["fp32"]
+    accepted = [str(p) for p in accepted] if isinstance(accepted, list) and accepted else ["fp32"]
+    return [p for p in accepted if p != "int8" or shipped_int8(checkpoint) is not None]
+
+
+INT8_XML = "model_int8.xml"
+INT8_BIN = "model_int8.bin"
+
+
+def shipped_int8(checkpoint: str | Path | None) -> Path | None:
+    """The INT8 IR beside these weights (``collat-train quantize``) when their card says it was made from them
+    (the checkpoint's digest), else None: an IR left from other weights is never served."""
+    card = _card(str(checkpoint) if checkpoint is not None else None)
+    record = card.get("int8") if card is not None else None
+    if not isinstance(record, dict):
+        return None
+    folder = Path(checkpoint).parent
+    xml = folder / INT8_XML
+    if not xml.is_file() or not (folder / INT8_BIN).is_file():
+        return None
+    return xml if record.get("checkpoint_sha256") == sha256_file(Path(checkpoint)) else None
 
 
 def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *,
@@ -250,6 +271,10 @@ def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *
         tmp_path.unlink(missing_ok=True)
         raise ParityError(failed[0].line())
     tmp_path.replace(onnx_path)
+    int8 = shipped_int8(checkpoint)
+    if int8 is not None:  # the IR its card names, measured on the served path by `collat-train precision`
+        for name in (INT8_XML, INT8_BIN):
+            shutil.copyfile(int8.with_name(name), out / name)
     meta = {
         **preset.describe(),
         "triton_name": io.triton_name,
@@ -267,6 +292,7 @@ def export_onnx(network: torch.nn.Module, preset: Preset, out_dir: str | Path, *
         "training_domain": training_domain(checkpoint, preset.model),
         "cps_rule": cps_rule(checkpoint, preset.model),
         "accepted_precisions": accepted_precisions(checkpoint),
+        "int8_model": INT8_XML if int8 is not None else None,
         "torch_version": torch.__version__,
         "parity": asdict(report),
         "parity_openvino": asdict(reports[1]) if len(reports) > 1 else None,

@@ -1,5 +1,6 @@
-"""Whether a network may run in a lower CPU precision (BF16): the served path run in FP32 and in each lower precision
-on the same held-out phantom series, and the difference measured where it matters.
+"""Whether a network may run in a lower CPU precision (BF16; INT8 where ``collat-train quantize`` made its IR): the
+served path run in FP32 and in each lower precision on the same held-out phantom series, and the difference measured
+where it matters.
 
 The steps are the server's own (``collat_ensemble.serving``: registration, preprocessing, postprocessing, quality
 checks) and the network runs in OpenVINO exactly as the served ``network_model`` runs it; only Triton is left out.
@@ -37,7 +38,9 @@ from .training.data import case_kind, clinical_side
 
 MIN_SERIES = 200
 MAX_METRIC_LOSS = 0.005
-LOWER = ("bf16",)
+LOWER = ("bf16", "int8")
+# What the CPU must report for each (``network_model.cpu_capabilities``): INT8 is measured, and served, with VNNI only.
+NEEDS = {"bf16": {"BF16"}, "int8": {"INT8", "VNNI"}}
 
 
 def _cpu_name() -> str:
@@ -115,10 +118,11 @@ def measure_precisions(checkpoint: Path, seeds: Sequence[int], *, threads: int =
     from collat_ensemble.hypoperfusion import VolumeCalibration
     from collat_ensemble.quality import TrainingDomain
 
-    from .onnx_export import lesion_calibration, served_cps_rule, training_domain
+    from .onnx_export import lesion_calibration, served_cps_rule, shipped_int8, training_domain
 
     caps = cpu_capabilities()
-    lower = [p for p in LOWER if p.upper() in caps]
+    int8 = shipped_int8(checkpoint)
+    lower = [p for p in LOWER if NEEDS[p] <= set(caps) and (p != "int8" or int8 is not None)]
     loaded = load_checkpoint(checkpoint)
     model = loaded.preset.model
     template = default_template()
@@ -131,8 +135,8 @@ def measure_precisions(checkpoint: Path, seeds: Sequence[int], *, threads: int =
         export_onnx(loaded.network, loaded.preset, tmp, checkpoint=str(checkpoint))
         outputs = ["PHASES"] if model == "mrod" else ["LESION_PROB"]
         static = STATIC_SHAPES.get(network_io(loaded.preset).triton_name, False)  # compiled as served
-        runners = {p: OpenVINORunner(str(Path(tmp) / "model.onnx"), threads, outputs, p, static)
-                   for p in ("fp32", *lower)}
+        runners = {p: OpenVINORunner(str(int8 if p == "int8" else Path(tmp) / "model.onnx"), threads, outputs, p,
+                                     static) for p in ("fp32", *lower)}
         rows = []
         for i, seed in enumerate(seeds, 1):
             rows.append(_mrod_series(runners, loaded.preset, seed, template, trained_modalities(str(checkpoint), model),
@@ -153,7 +157,10 @@ def measure_precisions(checkpoint: Path, seeds: Sequence[int], *, threads: int =
         record[p] = _verdict(rows, p, model)
         if record[p]["accepted"]:
             accepted.append(p)
-    if not lower:
-        record["note"] = "this CPU has no BF16 units: nothing below FP32 could be measured here"
+    missing = [p for p in LOWER if p not in lower]
+    if missing:
+        record["note"] = "not measured here: " + "; ".join(
+            "int8 (no INT8 IR made from these weights: collat-train quantize)" if p == "int8" and int8 is None
+            else f"{p} (this CPU has no {' / '.join(sorted(NEEDS[p]))} units)" for p in missing)
     record["accepted"] = accepted
     return record

@@ -5,11 +5,12 @@ backends, so on machines without a GPU each network is served by this file. Open
 these 3D networks about twice as fast as ONNX Runtime on the same cores with the same values
 (benchmarks/RESULTS.md), so it is chosen when it is installed; ONNX Runtime is the fallback,
 and ``COLLAT_CPU_RUNTIME`` (or the model's ``runtime`` parameter) forces either. The arithmetic
-precision is chosen by evidence (:func:`choose_precision`): BF16 only where the CPU has BF16
-units and the network's model card accepts it, by a measurement on held-out phantoms recorded
-there (``model.json`` ``accepted_precisions``); FP32 otherwise; ``COLLAT_CPU_PRECISION``
-overrides, and the choice and its reason are logged. It keeps Triton's dynamic batching
-meaningful: the requests Triton hands over in one ``execute`` call are stacked along the batch
+precision is chosen by evidence (:func:`choose_precision`): INT8 (the quantized IR shipped beside
+the ONNX, ``model_int8.xml``) where the CPU has INT8 dot-product units (VNNI), else BF16 where it
+has BF16 units, each only when the network's model card accepts it, by a measurement on held-out
+phantoms recorded there (``model.json`` ``accepted_precisions``); FP32 otherwise;
+``COLLAT_CPU_PRECISION`` overrides, and the choice and its reason are logged. It keeps Triton's
+dynamic batching meaningful: the requests Triton hands over in one ``execute`` call are stacked along the batch
 axis (grouped by shape, since 3D-MROD-Net's grid is dynamic) and run as one call. It imports
 only numpy and the runtime, never the project's packages, so it runs in any Python that
 tritonserver's stub uses.
@@ -59,25 +60,40 @@ def choose_runtime(requested: str | None) -> str:
 
 PRECISION_VARIABLE = "COLLAT_CPU_PRECISION"
 PRECISIONS = ("fp32", "bf16", "int8")
-OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}  # INFERENCE_PRECISION_HINT; int8 needs a quantized model file
+# INFERENCE_PRECISION_HINT. INT8 is a quantized model file; what it leaves in floating point (NNCF's accuracy control
+# keeps some layers there) runs FP32.
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+# /proc/cpuinfo flags of INT8 dot-product instructions: where OpenVINO's INT8 kernels outrun its FP32 ones, and where
+# the card's INT8 measurement was made (without them oneDNN's INT8 path rounds differently).
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def cpu_capabilities() -> list[str]:
-    """What OpenVINO says this CPU computes natively (``BF16`` on AVX-512 BF16 or AMX, ``INT8`` on VNNI)."""
+    """What OpenVINO says this CPU computes natively (``BF16`` on AVX-512 BF16 or AMX; ``INT8`` on any x86), and
+    ``VNNI`` where the CPU has INT8 dot-product instructions (:data:`VNNI_FLAGS`)."""
     try:
         import openvino as ov
 
-        return [str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+        caps = [str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
     except Exception:  # noqa: BLE001 - no OpenVINO, or a CPU plugin that cannot say: assume FP32 only
         return ["FP32"]
+    return caps + (["VNNI"] if _cpu_flags() & set(VNNI_FLAGS) else [])
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
 
 
 def choose_precision(requested: str | None, accepted: Sequence[str], capabilities: Sequence[str],
-                     runtime: str = "openvino") -> tuple[str, str]:
-    """(precision, why) for one network. Without an override: BF16 where the CPU has BF16 units and the model
-    card accepts it (measured), else FP32. ``requested`` (``COLLAT_CPU_PRECISION``) wins where the hardware and
-    the runtime can do it, and says when the card never measured it; INT8 needs a quantized model, which no
-    repository ships yet, so it falls back to FP32 with the reason."""
+                     runtime: str = "openvino", int8_model: bool = False) -> tuple[str, str]:
+    """(precision, why) for one network. Without an override: INT8 where the repository has the quantized model,
+    the CPU has VNNI and the model card accepts int8 (measured); else BF16 where the CPU has BF16 units and the
+    card accepts it; else FP32. ``requested`` (``COLLAT_CPU_PRECISION``) wins where the hardware, the runtime
+    and the repository can do it, and says when the card never measured it."""
     caps = {c.upper() for c in capabilities}
     accepted = [a.lower() for a in accepted] or ["fp32"]
     if requested:
@@ -88,12 +104,15 @@ def choose_precision(requested: str | None, accepted: Sequence[str], capabilitie
             return "fp32", f"{PRECISION_VARIABLE}=fp32"
         if runtime != "openvino":
             return "fp32", f"{PRECISION_VARIABLE}={choice}, but {runtime} runs FP32 only"
-        if choice == "int8":
+        if choice == "int8" and not int8_model:
             return "fp32", f"{PRECISION_VARIABLE}=int8, but no INT8-quantized model is in this repository"
         if choice.upper() not in caps:
             return "fp32", f"{PRECISION_VARIABLE}={choice}, but this CPU has no {choice.upper()} units"
         unmeasured = "" if choice in accepted else " (the model card has not accepted it: unmeasured)"
         return choice, f"{PRECISION_VARIABLE}={choice}{unmeasured}"
+    if runtime == "openvino" and "int8" in accepted and int8_model and {"INT8", "VNNI"} <= caps:
+        return "int8", ("the CPU has INT8 dot-product units (VNNI) and the model card accepts int8 (measured on "
+                        "held-out phantoms)")
     if runtime == "openvino" and "bf16" in accepted and "BF16" in caps:
         return "bf16", "the CPU has BF16 units and the model card accepts bf16 (measured on held-out phantoms)"
     if "bf16" in accepted and runtime == "openvino":
@@ -101,13 +120,26 @@ def choose_precision(requested: str | None, accepted: Sequence[str], capabilitie
     return "fp32", "the model card accepts fp32 only" if runtime == "openvino" else f"{runtime} runs FP32 only"
 
 
-def accepted_precisions(version_dir: str) -> list[str]:
-    """The precisions the network's card accepts, from ``model.json`` beside it (FP32 alone when unsaid)."""
+def _model_json(version_dir: str) -> dict:
     try:
         with open(os.path.join(version_dir, "model.json")) as f:
-            return list(json.load(f).get("accepted_precisions") or ["fp32"])
+            meta = json.load(f)
     except (OSError, ValueError):
-        return ["fp32"]
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def accepted_precisions(version_dir: str) -> list[str]:
+    """The precisions the network's card accepts, from ``model.json`` beside it (FP32 alone when unsaid)."""
+    return list(_model_json(version_dir).get("accepted_precisions") or ["fp32"])
+
+
+def int8_model_path(version_dir: str) -> str | None:
+    """The quantized IR that ``model.json`` names (the export copies it only from the weights it was made from),
+    when it is there; None otherwise."""
+    name = _model_json(version_dir).get("int8_model")
+    path = os.path.join(version_dir, str(name)) if name else None
+    return path if path and os.path.isfile(path) and os.path.isfile(path[:-4] + ".bin") else None
 
 
 class OpenVINORunner:
@@ -201,9 +233,12 @@ class TritonPythonModel:
         self.output_names = [o["name"] for o in config["output"]]
         self.runtime = choose_runtime(params.get("runtime"))
         version_dir = os.path.join(args["model_repository"], args["model_version"])
+        int8_path = int8_model_path(version_dir)
         self.precision, why = choose_precision(os.environ.get(PRECISION_VARIABLE), accepted_precisions(version_dir),
                                                cpu_capabilities() if self.runtime == "openvino" else ["FP32"],
-                                               self.runtime)
+                                               self.runtime, int8_path is not None)
+        if self.precision == "int8":
+            path = int8_path
         self.runner = make_runner(self.runtime, path, int(params.get("intra_op_threads", "0")), self.output_names,
                                   self.precision, params.get("static_shapes", "0") == "1")
         self.chunk = int(params.get("run_chunk", "0"))

@@ -140,6 +140,11 @@ def write_model_dir(root: Path, io: NetworkIO, target: str, *, onnx_dir: Path | 
     if onnx_dir is not None:
         for name in ("model.onnx", "model.json"):
             shutil.copyfile(onnx_dir / name, version / name)
+        for name in ("model_int8.xml", "model_int8.bin"):  # an INT8 IR the weights' card names, where shipped
+            if (onnx_dir / name).is_file():
+                shutil.copyfile(onnx_dir / name, version / name)
+            else:
+                (version / name).unlink(missing_ok=True)  # never one left from the weights before
     if target == "python-onnx":
         (version / "model.py").write_text(network_model_source())
     return model_dir

@@ -165,9 +165,22 @@ def _precision_section(record: dict) -> str:
                          + ("accepted" if verdict["accepted"] else "not accepted: " + "; ".join(verdict["reasons"])))
     if record.get("note"):
         lines.append(f"* {record['note']}")
-    lines.append(f"\nAccepted: {', '.join(record.get('accepted', ['fp32']))} (the server picks BF16 where accepted and "
-                 "the CPU has the units; `COLLAT_CPU_PRECISION` overrides).")
+    lines.append(f"\nAccepted: {', '.join(record.get('accepted', ['fp32']))} (the server picks INT8 where accepted and "
+                 "the CPU has VNNI, else BF16 where accepted and the CPU has the units; `COLLAT_CPU_PRECISION` "
+                 "overrides).")
     return "\n".join(lines) + "\n"
+
+
+def _int8_section(record: dict) -> str:
+    """How the INT8 IR beside the weights was made (``collat-train quantize``); whether it serves is the precision
+    section's business."""
+    return ("\n## INT8 IR\n\n"
+            f"`{'`, `'.join(record.get('files', []))}`: {record.get('method')}, {record.get('tool')}; calibrated on "
+            f"{record.get('calibration_samples')} network inputs from seeds {record.get('calibration_seeds')}, "
+            f"validated on {record.get('validation_series')} series from seeds {record.get('validation_seeds')} "
+            f"({record.get('validation_metric')}: FP32 {record.get('validation_fp32')}, INT8 "
+            f"{record.get('validation_int8')}, allowed drop {record.get('max_drop')}). Made from the checkpoint with "
+            f"SHA-256 `{record.get('checkpoint_sha256')}`; the export ships it only beside those weights.\n")
 
 
 def _dataset_section(record: dict, figures: dict) -> str:
@@ -293,6 +306,8 @@ Reproduce: `collat-train evaluate --model mrod --checkpoint checkpoint.pt --moda
         md += _domain_section(card["training_domain"])
     if training.get("dataset"):
         md += _dataset_section(training["dataset"], card.get("evaluation_dataset") or {})
+    if card.get("int8"):
+        md += _int8_section(card["int8"])
     if card.get("precision"):
         md += _precision_section(card["precision"])
     md_path = out_dir / "model_card.md"

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -309,7 +310,7 @@ def hypo(preset_name, cases, epochs, out, workers, eval_seeds, threads, seed, in
 
 # Kept beside the main evaluation when a card is rewritten.
 _CARD_EXTRAS = ("evaluation_dsc", "evaluation_cps", "evaluation_kinds", "lesion_calibration", "training_domain",
-                "evaluation_dataset", "precision", "cps_rule")
+                "evaluation_dataset", "precision", "cps_rule", "int8")
 
 
 def _rewrite_card_document(checkpoint: Path, card: dict) -> None:
@@ -320,6 +321,20 @@ def _rewrite_card_document(checkpoint: Path, card: dict) -> None:
                      command=card.get("command", "unknown"), training=card.get("training", {}),
                      evaluation=card.get("evaluation", {}), evaluation_native=card.get("evaluation_native"),
                      extra={k: card[k] for k in _CARD_EXTRAS if k in card})
+
+
+def _record_in_card(checkpoint: Path, key: str, value: Any) -> Path:
+    """``value`` under ``key`` in the model card beside ``checkpoint`` (both files rewritten); one clear error and exit
+    code 2 without a readable card."""
+    card_path = checkpoint.with_name("model_card.json")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        click.echo(f"error: {card_path}: no model card to record {key} in ({exc})", err=True)
+        sys.exit(2)
+    card[key] = value
+    _rewrite_card_document(checkpoint, card)
+    return card_path
 
 
 def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation: dict) -> None:
@@ -717,15 +732,7 @@ def fit_cps(checkpoint: Path, seeds: str, workers: int, out: Path | None, update
         partial.replace(out)
         _echo(f"rule written to {out}")
     if update_card:
-        card_path = checkpoint.with_name("model_card.json")
-        try:
-            card = json.loads(card_path.read_text())
-        except (OSError, ValueError) as exc:
-            click.echo(f"error: {card_path}: no model card to write the rule into ({exc})", err=True)
-            sys.exit(2)
-        card["cps_rule"] = rule
-        _rewrite_card_document(checkpoint, card)
-        _echo(f"rule written to {card_path} (cps_rule)")
+        _echo(f"rule written to {_record_in_card(checkpoint, 'cps_rule', rule)} (cps_rule)")
 
 
 @main.command("stride-study")
@@ -814,11 +821,32 @@ def precision(checkpoint: Path, seeds: str, threads: int, update_card: bool) -> 
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     if update_card:
-        path = checkpoint.parent / "model_card.json"
-        card = json.loads(path.read_text())
-        card["precision"] = record
-        _rewrite_card_document(checkpoint, card)
-        _echo(f"model card rewritten in {checkpoint.parent}")
+        _echo(f"model card rewritten: {_record_in_card(checkpoint, 'precision', record)}")
+    click.echo(json.dumps(record, indent=2))
+
+
+@main.command("quantize")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True)
+@click.option("--threads", type=int, default=0, show_default=True, help="OpenVINO threads (0: all cores).")
+def quantize(checkpoint: Path, threads: int) -> None:
+    """Quantize the weights to INT8 (NNCF post-training quantization with accuracy control, on phantom series fed
+    as the server feeds them) into model_int8.xml/.bin beside the checkpoint, and record how in the model card.
+    The served network runs it only once `collat-train precision --update-card` has accepted int8.
+
+    \b
+    Example:
+      collat-train quantize --checkpoint weights/hypo_tiny/checkpoint.pt
+      collat-train precision --checkpoint weights/hypo_tiny/checkpoint.pt --seeds 0-199 --update-card
+    """
+    from ..checkpoint import CheckpointError
+    from ..quantize import QuantizationUnavailable, quantize_checkpoint
+
+    try:
+        record = quantize_checkpoint(checkpoint, threads=threads, progress=_echo)
+    except (CheckpointError, QuantizationUnavailable, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    _echo(f"wrote {', '.join(record['files'])} and {_record_in_card(checkpoint, 'int8', record)}")
     click.echo(json.dumps(record, indent=2))
 
 
