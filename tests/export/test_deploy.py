@@ -184,3 +184,14 @@ def test_the_python_steps_see_this_interpreters_packages(tmp_path):
     env = TritonServer(tmp_path).environment()
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
     assert any(p.endswith("site-packages") for p in env["PYTHONPATH"].split(":"))
+
+
+def test_the_server_allocates_so_that_its_memory_stays_flat_unless_the_operator_says_otherwise(tmp_path, monkeypatch):
+    """glibc's fixed mmap threshold and two arenas (the soak's +12.5 % became +0.2 %); an operator's value wins."""
+    from collat_ensemble.server.launcher import MALLOC_SETTINGS, TritonServer
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    env = TritonServer(tmp_path).environment()
+    assert env["MALLOC_MMAP_THRESHOLD_"] == MALLOC_SETTINGS["MALLOC_MMAP_THRESHOLD_"] == str(4 * 1024 * 1024)
+    assert env["MALLOC_ARENA_MAX"] == "8"

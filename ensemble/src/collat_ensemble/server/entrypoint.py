@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from .launcher import tritonserver_flags
+from .launcher import MALLOC_SETTINGS, tritonserver_flags
 from .tensorrt_build import ShapeProfile, default_profile
 
 
@@ -149,6 +149,8 @@ def main() -> None:  # pragma: no cover - runs inside the NGC image on a GPU
                                http_port=int(env("COLLAT_HTTP_PORT", "8000")),
                                grpc_port=int(env("COLLAT_GRPC_PORT", "8001")),
                                metrics_port=int(env("COLLAT_METRICS_PORT", "8002")))
+    for var, value in MALLOC_SETTINGS.items():  # as the launcher sets them: memory flat under load
+        os.environ.setdefault(var, value)
     os.execvp("tritonserver", ["tritonserver", *flags, *sys.argv[1:]])
 
 

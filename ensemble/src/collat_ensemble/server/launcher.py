@@ -110,6 +110,14 @@ class GroupMemory:
     processes: int
 
 
+# glibc's allocator for tritonserver and its stubs. A request carries a 75 MiB series and each step makes arrays of
+# tens of MB: with glibc's default, its mmap threshold rises after such a buffer is freed, the next ones come from
+# the heap and stay there, and every thread gets an arena of its own. Measured on the default repository (8 patients
+# to warm, 40 more at concurrency 4, 2-core AMD EPYC): PSS 1858 -> 2091 MB (+12.5 %; tritonserver +120 MB, the
+# perfusion steps +113 MB) by default, 1641 -> 1645 MB (+0.2 %) with these. Set either yourself to override.
+MALLOC_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": str(4 << 20), "MALLOC_ARENA_MAX": "2"}
+
+
 def group_memory(pgid: int) -> GroupMemory:
     """``/proc/<pid>/smaps_rollup`` of every process in the group (tritonserver and its stubs)."""
     totals = {"Pss:": 0, "Rss:": 0}
@@ -234,6 +242,8 @@ class TritonServer:
         # Each Python step is its own process: one BLAS thread each keeps 2-core machines from thrashing.
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, "1")
+        for var, value in MALLOC_SETTINGS.items():
+            env.setdefault(var, value)
         return env
 
     def start(self, timeout: float = 180.0) -> TritonServer:
