@@ -6,7 +6,7 @@ samples' builders; calibration and validation seeds of their own, never the held
 control keeps layers in floating point until the quantized network scores within :data:`MAX_SCORE_DROP` of the
 FP32 one against the phantoms' truth on the validation series (the U-Net: Dice of the thresholded lesion;
 3D-MROD-Net: R^2 of the maps). Agreement with FP32 itself is not the measure: on the demo U-Net's validation
-series INT8 moved 3 % of the lesion's voxels across the threshold, both ways, and lost no Dice against the truth.
+series INT8 moved 3 % of the lesion's voxels across the threshold, both ways, for 0.008 of Dice against the truth.
 
 Whether the served path may then run it is a separate, held-out measurement (``collat-train precision``),
 recorded in the card beside the IR's own record (``int8``), which names the checkpoint's digest: an IR made from
