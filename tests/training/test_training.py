@@ -107,3 +107,21 @@ def test_one_epoch_of_unet_training_on_crops():
     cfg = TrainConfig(epochs=1, batch=2, lr=5e-4, slabs_per_case=2, crop=32)
     result = train_hypo(preset, samples, samples, cfg, progress=lambda _: None)
     assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])
+
+
+def test_a_perfect_unet_scores_near_one_through_the_served_path():
+    """The ceiling (net None: the truth as registered onto the U-Net's grid): registration and the two resamplings
+    alone lose a few hundredths of Dice on a native-space MCA stroke, and no decision."""
+    from collat_export.training.evaluate import hypo_row
+
+    row = hypo_row(None, 3, space="native", kinds="mca")
+    assert 0.95 < row["dice"] < 1.0
+    assert row["defuse3"] == row["defuse3_truth"]
+    assert abs(row["pred_ml"] - row["truth_ml"]) < 0.05 * row["truth_ml"]
+
+
+def test_the_ceiling_takes_no_checkpoint():
+    result = subprocess.run([sys.executable, "-m", "collat_export.training.cli", "evaluate", "--model", "hypo",
+                             "--ceiling", "--checkpoint", "any.pt"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--ceiling scores a perfect U-Net" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -9,13 +9,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from collat_ensemble.phantom import KINDS
 
 from ..presets import PRESET_NAMES
+
+if TYPE_CHECKING:  # torch comes in with it: imported where a command needs it, so --help stays quick
+    from .evaluate import EvaluationReport
 
 
 def _git_commit() -> str | None:
@@ -387,9 +390,13 @@ def _rewrite_card(checkpoint: Path, preset_name: str, training: dict, evaluation
               help="Rewrite model_card.md/.json next to the checkpoint with this evaluation (training record kept).")
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False),
               help="cps: write the network's confusion matrix (rows: the phantom's grade) as this PNG.")
+@click.option("--ceiling", is_flag=True,
+              help="hypo, no checkpoint: a perfect U-Net (the truth as registered onto its grid) through the served "
+                   "path, so the figures are what registration and resampling alone cost.")
 def evaluate(model: str | None, checkpoint: Path | None, data: Path | None, out: Path | None, url: str,
              protocol: str, layout_name: str, allow_b_value: bool, concurrency: int, seeds: str, as_json: bool,
-             space: str, modality: str, kinds: str, workers: int, update_card: bool, plot: Path | None) -> None:
+             space: str, modality: str, kinds: str, workers: int, update_card: bool, plot: Path | None,
+             ceiling: bool) -> None:
     """Generate held-out phantom cases, run the checkpoint, print the studies' metrics; or, with --data, send a
     labelled dataset through the running server and write a report folder (CSV, Markdown, HTML, plots).
 
@@ -397,10 +404,18 @@ def evaluate(model: str | None, checkpoint: Path | None, data: Path | None, out:
     Example:
       collat-train evaluate --model hypo --checkpoint weights/hypo_tiny/checkpoint.pt --seeds 0-19
       collat-train evaluate --model cps --checkpoint weights/mrod_tiny/checkpoint.pt --seeds 0-199 --workers 2
+      collat-train evaluate --model hypo --ceiling --space native --seeds 0-199 --workers 2
       collat-train evaluate --data /data/ds004889 --out report/ --url 127.0.0.1:8000
     """
     if data is not None:
         _evaluate_dataset(data, out, url, protocol, layout_name, allow_b_value, concurrency, as_json)
+        return
+    if ceiling:
+        if model != "hypo" or checkpoint is not None or update_card:
+            click.echo("error: --ceiling scores a perfect U-Net: give --model hypo, and no --checkpoint or "
+                       "--update-card", err=True)
+            sys.exit(2)
+        _print_report(_ceiling_report(seeds, space, kinds, workers, as_json), as_json, ceiling=True)
         return
     if model is None or checkpoint is None:
         click.echo("error: give --model and --checkpoint (phantom evaluation) or --data and --out (a dataset)",
@@ -428,10 +443,27 @@ def evaluate(model: str | None, checkpoint: Path | None, data: Path | None, out:
         sys.exit(2)
     if update_card:
         _rewrite_card(checkpoint, loaded.preset.name, loaded.training, report.as_dict())
+    _print_report(report, as_json)
+
+
+def _ceiling_report(seeds: str, space: str, kinds: str, workers: int, as_json: bool) -> EvaluationReport:
+    from .data import parse_seed_range
+    from .evaluate import evaluate_hypo
+
+    try:
+        return evaluate_hypo(None, parse_seed_range(seeds), None if as_json else _echo, space=space,
+                             workers=workers, kinds=kinds)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _print_report(report: EvaluationReport, as_json: bool, ceiling: bool = False) -> None:
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
+        click.echo(json.dumps({**report.as_dict(), **({"ceiling": True} if ceiling else {})}, indent=2))
         return
-    click.echo(f"{model} on {len(seed_list)} held-out phantom cases (seeds {seed_list[0]}-{seed_list[-1]}):")
+    what, seed_list = "a perfect U-Net (the served path's ceiling)" if ceiling else report.model, report.seeds
+    click.echo(f"{what} on {len(seed_list)} held-out phantom cases (seeds {seed_list[0]}-{seed_list[-1]}):")
     for k, v in report.summary.items():
         click.echo(f"  {k:26} {v:8.4f}")
     for band, figures in report.by_size.items():

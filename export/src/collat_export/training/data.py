@@ -74,12 +74,16 @@ def hypo_sample(case: PhantomCase) -> HypoSample:
                       prep.nihss_scaled, float(case.truth["core_ml"]), float(case.truth["hypoperfusion_ml"]))
 
 
-def label_on_network_grid(label: np.ndarray, affine: np.ndarray, prep: PreparedDiffusion) -> np.ndarray:
-    """A mask on the scan's grid placed on the U-Net's [60, 128, 128] MNI grid by the registration the image went
-    through (the served preparation's), so the network learns what it will be shown."""
+def label_on_mni(label: np.ndarray, affine: np.ndarray, prep: PreparedDiffusion) -> np.ndarray:
+    """A mask on the scan's grid placed on the MNI 2 mm grid, (x, y, z), by the registration the image went through
+    (the served preparation's): what a perfect U-Net would answer."""
     truth = np.asarray(reorient_to_ras(np.asarray(label, dtype=np.float32), affine)[0])
-    on_mni = resample(truth, prep.grid.mni_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE)
-    return np.transpose(pad_inplane(on_mni), (2, 1, 0)) >= 0.5
+    return resample(truth, prep.grid.mni_affine, MNI_2MM_AFFINE, MNI_2MM_SHAPE) >= 0.5
+
+
+def label_on_network_grid(label: np.ndarray, affine: np.ndarray, prep: PreparedDiffusion) -> np.ndarray:
+    """:func:`label_on_mni` on the U-Net's [60, 128, 128] grid, so the network learns what it will be shown."""
+    return np.transpose(pad_inplane(label_on_mni(label, affine, prep)), (2, 1, 0))
 
 
 def clinical_side(case: PhantomCase) -> str:

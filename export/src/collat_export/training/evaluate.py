@@ -44,7 +44,7 @@ from collat_ensemble.quality import TrainingDomain
 from collat_ensemble.registration import registration_error_mm
 
 from ..presets import Preset
-from .data import case_kind, case_modality, clinical_side, forked_imap, mrod_sample
+from .data import case_kind, case_modality, clinical_side, forked_imap, label_on_mni, mrod_sample
 
 # Quality the demo weights must reach. The maps' bars are per modality: one tiny network serves DCE, DSC, moving and
 # turned series, and pays for that breadth on still DCE series (docs/training.md, "The first weights").
@@ -160,18 +160,22 @@ SIZE_BANDS: tuple[tuple[str, float, float], ...] = (("<10 mL", 0.0, 10.0), ("10-
                                                     ("50-100 mL", 50.0, 100.0), (">=100 mL", 100.0, float("inf")))
 
 
-def hypo_row(net: torch.nn.Module, seed: int, space: str = "mni", calibration: VolumeCalibration | None = None,
+def hypo_row(net: torch.nn.Module | None, seed: int, space: str = "mni", calibration: VolumeCalibration | None = None,
              kinds: str = "mca", domain: TrainingDomain | None = None, phantom_version_4: bool = False) -> dict:
     """One phantom case through the served path: registration (for native-space cases), the core on the scan's
     grid, the U-Net on the MNI grid, everything counted back on the scan's grid against the truth there, and the
-    server's plausibility checks (``domain``: the weights' training domain) deciding what would be withheld."""
+    server's plausibility checks (``domain``: the weights' training domain) deciding what would be withheld.
+    ``net`` None: a perfect U-Net (the truth as registered onto its grid), so the figures are the served path's
+    ceiling, what registration and resampling alone cost."""
     kind = case_kind(seed, kinds)
     strength = version_4_strength(seed) if phantom_version_4 and kind == "mca" else None
     case = generate_case(seed, space=space, kind=kind, strength=strength)  # type: ignore[arg-type]
     side = clinical_side(case)
     prep = prepare_diffusion(case.dwi, case.adc, case.diffusion_affine, nihss=case.nihss, side=side)
-    prob, found = assess_on_scan(predict_lesion(net, prep.slabs, prep.nihss), prep.core, prep.brain, prep.grid,
-                                 nihss=case.nihss, age=case.age, calibration=calibration)
+    on_mni = (label_on_mni(case.lesion, case.diffusion_affine, prep).astype(np.float32) if net is None
+              else predict_lesion(net, prep.slabs, prep.nihss))
+    prob, found = assess_on_scan(on_mni, prep.core, prep.brain, prep.grid, nihss=case.nihss, age=case.age,
+                                 calibration=calibration)
     truth_lesion = np.asarray(reorient_to_ras(case.lesion, case.diffusion_affine)[0])
     hypo_ml, decision = found.hypoperfusion_ml, found.defuse3.eligible
     reading = prep.brain if side not in ("left", "right") else hemisphere(prob.shape, prep.grid.mni_affine, side)
@@ -209,12 +213,13 @@ def _one_torch_thread() -> None:  # each worker process: N workers share the cor
     torch.set_num_threads(1)
 
 
-def hypo_rows(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], None] | None = None, *,
+def hypo_rows(net: torch.nn.Module | None, seeds: list[int], progress: Callable[[str], None] | None = None, *,
               space: str = "mni", calibration: VolumeCalibration | None = None, workers: int = 1,
               kinds: str = "mca", domain: TrainingDomain | None = None,
               phantom_version_4: bool = False) -> list[dict]:
     """:func:`hypo_row` for every seed, in seed order; ``workers`` processes (200 native cases: 13 min on two)."""
-    net.eval()
+    if net is not None:
+        net.eval()
     _SHARED.update(net=net, calibration=calibration, domain=domain)
     jobs = [(seed, space, kinds, phantom_version_4) for seed in seeds]
     rows: list[dict] = []
@@ -249,14 +254,15 @@ def by_size(rows: list[dict]) -> dict[str, dict[str, float]]:
     return bands
 
 
-def evaluate_hypo(net: torch.nn.Module, seeds: list[int], progress: Callable[[str], None] | None = None, *,
+def evaluate_hypo(net: torch.nn.Module | None, seeds: list[int], progress: Callable[[str], None] | None = None, *,
                   space: str = "mni", calibration: VolumeCalibration | None = None, workers: int = 1,
                   kinds: str = "mca", domain: TrainingDomain | None = None,
                   phantom_version_4: bool = False) -> EvaluationReport:
     """Held-out scores of :func:`hypo_rows`; ``calibration``: the weights' lesion volume calibration (their
     card's), so the figures are the served ones; the network's own (threshold 0.5) decisions are scored beside.
     The headline figures are the MCA strokes' (the studies' patients); ``by_kind`` holds every kind's.
-    ``phantom_version_4``: MCA strokes as version 4 drew them (where the shipped U-Net's card was measured)."""
+    ``phantom_version_4``: MCA strokes as version 4 drew them (where the shipped U-Net's card was measured).
+    ``net`` None: the served path's ceiling (:func:`hypo_row`)."""
     _check_seeds(seeds)
     report = EvaluationReport("hypo", seeds, space=space, kinds=kinds,
                               phantom_version="4" if phantom_version_4 else PHANTOM_VERSION)
