@@ -41,14 +41,22 @@ def soak_server(cpu_repository, tmp_path_factory):
         server.stop()
 
 
-SOAK_WARMUP, SOAK_REQUESTS, SOAK_CONCURRENCY = 8, 40, 4  # CI's share; make bench runs 200 (benchmarks/soak.py)
+# CI's share; make bench runs 200 and reports issue 37's bar, growth after warm-up (benchmarks/soak.py). Here the
+# memory must level off: after 8 to warm, one fresh-clone run of 40 grew +15.8 % where others grew under 1 %, and
+# with 16 the growth came in the first half (1603 -> 1678 -> 1683 MB; 1668 -> 1682 -> 1682): the peak of tensors
+# held at once (queued requests' inputs in the Python backend's shared memory, the allocator's high-water marks) is
+# reached at its own time, while a leak goes on growing through the second half (one 75 MiB series kept per request:
+# +1.5 GB over its 20 requests; 5 % of the server is about 4 MB a request).
+SOAK_WARMUP, SOAK_REQUESTS, SOAK_CONCURRENCY = 16, 40, 4
+SECOND_HALF_GROWTH = 0.05
 WARM_SERVER_LIMIT_MB = 2500  # issue 37: the warm default server, both networks loaded and run
 
 
 @pytest.mark.slow
 def test_soak_of_the_default_repository_keeps_answers_and_memory(soak_server, left_case):
     """Whole patients (both branches) at concurrency 4: no failure, the same answer every time, and the server's
-    memory (PSS of tritonserver and its stubs) within 2.5 GB once warm and within 10 % of that after the soak."""
+    memory (PSS of tritonserver and its stubs) within 2.5 GB once warm and after the soak, and level (within 5 %)
+    through the soak's second half."""
     patient = {"perfusion": Volume(left_case.perfusion.astype(np.float32), left_case.perfusion_affine, 1.6),
                "dwi": Volume(left_case.dwi.astype(np.float32), left_case.diffusion_affine),
                "adc": Volume(left_case.adc.astype(np.float32), left_case.diffusion_affine),
@@ -72,11 +80,15 @@ def test_soak_of_the_default_repository_keeps_answers_and_memory(soak_server, le
                 failures.append(repr(exc))
 
         with ThreadPoolExecutor(SOAK_CONCURRENCY) as pool:
-            list(pool.map(one, range(SOAK_REQUESTS)))
+            list(pool.map(one, range(SOAK_REQUESTS // 2)))
+        mid = soak_server.memory()
+        with ThreadPoolExecutor(SOAK_CONCURRENCY) as pool:
+            list(pool.map(one, range(SOAK_REQUESTS - SOAK_REQUESTS // 2)))
         after = soak_server.memory()
     assert failures == [] and mismatches == []
-    assert warm.pss_mb <= WARM_SERVER_LIMIT_MB, f"the warm server holds {warm.pss_mb:.0f} MB"
-    assert after.pss_mb <= 1.10 * warm.pss_mb, f"server memory grew from {warm.pss_mb:.0f} MB to {after.pss_mb:.0f} MB"
+    figures = f"{warm.pss_mb:.0f} MB warm, {mid.pss_mb:.0f} MB halfway, {after.pss_mb:.0f} MB after"
+    assert max(warm.pss_mb, after.pss_mb) <= WARM_SERVER_LIMIT_MB, f"the server holds too much: {figures}"
+    assert after.pss_mb <= (1 + SECOND_HALF_GROWTH) * mid.pss_mb, f"server memory still growing: {figures}"
 
 
 def test_a_restart_mid_run_ends_in_results_or_server_unavailable_never_a_hang(restartable_repository, left_case,
